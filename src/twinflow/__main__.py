@@ -1,0 +1,5 @@
+import sys
+
+from twinflow.cli import main
+
+sys.exit(main())

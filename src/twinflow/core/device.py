@@ -1,0 +1,72 @@
+"""Device choice, mixed precision and host-to-device transfers.
+
+Training and sampling run on the GPU when there is one and fall back to the CPU cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+
+import torch
+
+from twinflow.core.settings import require_choice
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """Return the torch device to use: ``auto`` picks cuda, then mps, then cpu.
+
+    Asking for ``cuda`` or ``mps`` where none is available falls back to the CPU with a
+    message instead of failing deep inside a job.
+    """
+    require_choice("device", preference, DEVICE_CHOICES)
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if preference in ("auto", "mps") and mps is not None and mps.is_available():
+        return torch.device("mps")
+    if preference not in ("auto", "cpu"):
+        print(f"device: {preference} requested but not available, using the CPU")
+    return torch.device("cpu")
+
+
+def configure_cpu_threads(threads: int | None = None) -> int:
+    """Limit torch to ``threads`` CPU threads (default: Snakemake's or the OS's allotment)."""
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Return a mixed-precision context: bfloat16/float16 autocast on CUDA, a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """Return a GradScaler, active only for float16 autocast on CUDA."""
+    active = enabled and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=active)
+
+
+def to_device(batch, device: torch.device):
+    """Move a tensor, or a dict/list/tuple of tensors, to ``device``.
+
+    On CUDA, host tensors are pinned and copied with ``non_blocking=True`` so transfers
+    overlap with compute.
+    """
+    if isinstance(batch, torch.Tensor):
+        if device.type == "cuda" and batch.device.type == "cpu":
+            return batch.pin_memory().to(device, non_blocking=True)
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

@@ -1,0 +1,96 @@
+"""Reading and checking the settings a stage runs with.
+
+A stage receives one section of the configuration as a plain dict (the values a Snakemake rule
+passes through ``params:``). The checks here raise :class:`ConfigError`, whose message always
+names the offending key, its value and what would be valid, so that bad input is reported
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting or input file is invalid; the message names it and what would be valid."""
+
+
+def fail(key: str, value: Any, valid: str) -> None:
+    """Raise a :class:`ConfigError` for ``key`` set to ``value``; ``valid`` says what would do."""
+    raise ConfigError(f"{key} = {value!r} is invalid: {valid}")
+
+
+def require(condition: bool, key: str, value: Any, valid: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` and ``value`` unless ``condition`` holds."""
+    if not condition:
+        fail(key, value, valid)
+
+
+def require_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
+    """Check that ``value`` is one of ``choices``."""
+    choices = list(choices)
+    require(value in choices, key, value, f"choose one of {choices}")
+
+
+def require_positive(key: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Check that ``value`` is a number greater than zero (or at least zero)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    require(ok, key, value, "expected a number " + (">= 0" if allow_zero else "> 0"))
+
+
+def require_nyquist(key: str, frequency: float, sampling_frequency: float) -> None:
+    """Check that ``frequency`` does not exceed the Nyquist frequency of the data."""
+    nyquist = sampling_frequency / 2
+    if frequency > nyquist:
+        raise ConfigError(
+            f"{key} = {frequency!r} Hz exceeds the Nyquist frequency {nyquist:g} Hz of "
+            f"{sampling_frequency:g} Hz data: choose {key} <= {nyquist:g} Hz or raise "
+            "sampling-frequency"
+        )
+
+
+def require_file(key: str, path: str | Path) -> Path:
+    """Return ``path`` as a Path, checking that it is an existing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key} = {str(path)!r}: no such file")
+    return path
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Return the mapping stored in a YAML file (never executes or unpickles anything)."""
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def select_section(config: Mapping, dotted: str) -> dict:
+    """Return ``config['a']['b']`` for ``dotted = 'a.b'``, with a clear error if missing."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"the configuration has no section {dotted!r} (missing {part!r})")
+        node = node[part]
+    return dict(node)
+
+
+def load_settings(settings: str | None, config: str | None, section: str) -> dict:
+    """Return the settings of one stage, from a JSON string or from a config file's section.
+
+    Snakemake rules pass ``settings`` (JSON, exactly their ``params:``); by hand, a user
+    points ``config`` at a YAML file such as ``config/config.yaml`` and the stage reads its
+    ``section`` (dotted, e.g. ``gw.psd``).
+    """
+    if settings is not None:
+        return json.loads(settings)
+    if config is None:
+        raise ConfigError("give either --settings (JSON) or --config (a YAML file)")
+    return select_section(load_yaml(config), section)

@@ -1,0 +1,375 @@
+"""PSD estimation: per-detector banks of Welch PSD estimates.
+
+A PSD bank holds N Welch estimates of one detector's noise PSD on the uniform grid
+``f = 0, 1/T, ..., f_s/2`` (T = the analysis duration, which is also the Welch fftlength), one
+per stretch of ``psd-length`` seconds of strain. Training draws a PSD per sample from it, so
+the network sees the spread of noise levels a real observing run has.
+
+Strain comes either from real files (GWOSC HDF5, GWF or ASCII, read with gwpy) or, offline,
+from an O3-like simulator: coloured Gaussian noise from a published O3 sensitivity curve,
+with stretch-to-stretch variation of the broadband level, a slow drift of the spectral shape
+and randomly varying line heights.
+
+Settings (the ``gw.psd`` section, resolved for one detector by the workflow) use bilby_pipe's
+names: ``duration``, ``sampling-frequency``, ``maximum-frequency``; see config/README.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.signal
+
+from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.noise import coloured_noise
+from twinflow.core.plotting import figure, save_figure
+from twinflow.core.progress import progress
+from twinflow.core.seeding import numpy_rng
+from twinflow.core.settings import (
+    ConfigError,
+    require,
+    require_choice,
+    require_file,
+    require_nyquist,
+    require_positive,
+)
+
+KNOWN_DETECTORS = ("H1", "L1", "V1", "K1")
+#: Sensitivity curves shipped with LALSimulation (LIGO-T1800545, O3 "low" noise).
+LALSIM_CURVES = {
+    "aLIGO-O3-low": "SimNoisePSDaLIGOO3LowT1800545",
+    "AdV-O3-low": "SimNoisePSDAdVO3LowT1800545",
+}
+WINDOWS = ("hann", "hamming", "blackman", "tukey", "boxcar")
+AVERAGES = ("median", "mean")
+STRAIN_SUFFIXES = (".hdf5", ".h5", ".hdf", ".gwf", ".txt", ".dat", ".csv")
+
+
+@dataclasses.dataclass
+class PSDBank:
+    """N PSD estimates of one detector on a uniform frequency grid."""
+
+    detector: str
+    frequencies: np.ndarray  # [n_f], Hz
+    psd: np.ndarray  # [N, n_f], 1/Hz (one-sided)
+    settings: dict
+
+    @property
+    def delta_f(self) -> float:
+        return float(self.frequencies[1] - self.frequencies[0])
+
+    @property
+    def asd(self) -> np.ndarray:
+        return np.sqrt(self.psd)
+
+
+def load_psd_bank(path: str | Path) -> PSDBank:
+    """Return the PSD bank stored in ``path`` by :func:`estimate_psd_bank`."""
+    path = require_file("psd bank", path)
+    with h5py.File(path, "r") as f:
+        if "psd" not in f or "frequencies" not in f:
+            raise ConfigError(f"psd bank {str(path)!r} has no 'psd' and 'frequencies' datasets")
+        return PSDBank(
+            detector=str(f.attrs["detector"]),
+            frequencies=f["frequencies"][:],
+            psd=f["psd"][:],
+            settings=read_settings(f),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def check_settings(settings: Mapping) -> None:
+    """Raise :class:`ConfigError` for the first invalid setting, before any work starts."""
+    detector = settings["detector"]
+    require_choice("detector", detector, KNOWN_DETECTORS)
+    for key in ("duration", "sampling-frequency", "psd-length"):
+        require_positive(key, settings[key])
+    fs, duration = settings["sampling-frequency"], settings["duration"]
+    require_nyquist("maximum-frequency", settings["maximum-frequency"], fs)
+    require(float(duration * fs).is_integer(), "duration", duration,
+            f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)")
+    if duration > settings["psd-length"]:
+        raise ConfigError(
+            f"psd-length = {settings['psd-length']!r} s is shorter than the Welch fftlength "
+            f"(duration = {duration!r} s): each stretch must hold at least one segment"
+        )
+    overlap = settings["overlap"]
+    require(isinstance(overlap, (int, float)) and 0 <= overlap < 1, "overlap", overlap,
+            "a fraction of the fftlength in [0, 1)")
+    require_choice("window", settings["window"], WINDOWS)
+    require_choice("average", settings["average"], AVERAGES)
+    require_choice("source", settings["source"], ("simulated", "files"))
+    if settings["source"] == "simulated":
+        require(isinstance(settings["n-stretches"], int) and settings["n-stretches"] >= 1,
+                "n-stretches", settings["n-stretches"], "an integer >= 1")
+        sim = settings["simulation"]
+        curve_key = f"simulation.curves.{detector}"
+        curve = sim.get("curve")
+        require(curve is not None, curve_key, curve,
+                f"a curve for {detector}: one of {list(LALSIM_CURVES)} or an ASD text file")
+        if curve not in LALSIM_CURVES:
+            if not Path(curve).is_file():
+                raise ConfigError(
+                    f"{curve_key} = {curve!r} is neither a known curve {list(LALSIM_CURVES)} "
+                    "nor an existing ASD text file"
+                )
+        for key in ("scale-sigma", "drift-sigma", "line-height-sigma", "line-width", "line-height"):
+            require_positive(f"simulation.{key}", sim[key], allow_zero=True)
+        rho = sim["drift-correlation"]
+        require(0 <= rho < 1, "simulation.drift-correlation", rho, "a number in [0, 1)")
+    else:
+        files = settings["files"].get("strain") or []
+        require(len(files) > 0, f"files.strain.{detector}", files, "a list of strain files for this detector")
+        for path in files:
+            require_file(f"files.strain.{detector}", path)
+            suffix = Path(path).suffix.lower()
+            require(suffix in STRAIN_SUFFIXES, f"files.strain.{detector}", path,
+                    f"a strain file with suffix in {list(STRAIN_SUFFIXES)}")
+            if suffix == ".gwf":
+                require(bool(settings["files"].get("channel")), f"files.channel-dict.{detector}",
+                        settings["files"].get("channel"), "a channel name, needed to read GWF files")
+
+
+# --------------------------------------------------------------------------------------------
+# Source curves and the O3-like simulator
+
+
+def _fill_edges(frequencies: np.ndarray, psd: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Extend a PSD known on ``valid`` bins to all bins, holding its edge values constant."""
+    if not valid.any():
+        raise ConfigError("the source curve has no positive PSD values in the requested band")
+    f_valid, p_valid = frequencies[valid], psd[valid]
+    return np.exp(np.interp(frequencies, f_valid, np.log(p_valid)))
+
+
+def source_psd(curve: str, frequencies: np.ndarray, low_frequency_cutoff: float) -> np.ndarray:
+    """Return a one-sided PSD on ``frequencies`` from a LALSimulation curve or an ASD file.
+
+    Below ``low_frequency_cutoff`` (and beyond the curve's tabulated range) the PSD is held at
+    its edge value: the seismic wall below ~10 Hz would otherwise dominate the variance of the
+    simulated strain without adding anything above the analysis band.
+    """
+    frequencies = np.asarray(frequencies, dtype=float)
+    if curve in LALSIM_CURVES:
+        import lal
+        import lalsimulation
+
+        delta_f = frequencies[1] - frequencies[0]
+        series = lal.CreateREAL8FrequencySeries("psd", 0, 0.0, delta_f, lal.DimensionlessUnit, len(frequencies))
+        getattr(lalsimulation, LALSIM_CURVES[curve])(series, low_frequency_cutoff)
+        psd = np.array(series.data.data)
+    else:
+        table = np.loadtxt(curve)
+        require(table.ndim == 2 and table.shape[1] >= 2, "ASD file", curve, "two columns: frequency [Hz], ASD [1/sqrt(Hz)]")
+        log_psd = np.interp(frequencies, table[:, 0], np.log(table[:, 1] ** 2))
+        psd = np.where((frequencies >= table[0, 0]) & (frequencies <= table[-1, 0]), np.exp(log_psd), 0.0)
+    valid = (psd > 0) & (frequencies >= low_frequency_cutoff)
+    return _fill_edges(frequencies, psd, valid)
+
+
+def stretch_variations(frequencies: np.ndarray, n: int, sim: Mapping, rng: np.random.Generator) -> np.ndarray:
+    """Return [n, n_f] multiplicative PSD variations, one row per stretch.
+
+    - broadband level: log-normal with spread ``scale-sigma``;
+    - slow drift: tilt and curvature in log f, an AR(1) process over consecutive stretches with
+      correlation ``drift-correlation`` and stationary spread ``drift-sigma``;
+    - lines: Gaussian bumps of width ``line-width`` Hz at ``line-frequencies``, each with peak
+      height ``line-height`` x the PSD times a log-normal factor (spread ``line-height-sigma``).
+    """
+    f = np.maximum(frequencies, frequencies[1])
+    x = np.log(f / 100.0) / np.log(20.0)  # ~[-1, 1] over 5 Hz .. 2 kHz
+    shapes = np.stack([x, x**2 - np.mean(x**2)])  # [2, n_f]
+    rho, sigma = sim["drift-correlation"], sim["drift-sigma"]
+    drift = np.empty((n, 2))
+    drift[0] = sigma * rng.standard_normal(2)
+    for i in range(1, n):
+        drift[i] = rho * drift[i - 1] + sigma * np.sqrt(1 - rho**2) * rng.standard_normal(2)
+    log_factor = sim["scale-sigma"] * rng.standard_normal((n, 1)) + drift @ shapes
+    factor = np.exp(log_factor)
+    lines = np.asarray(sim["line-frequencies"], dtype=float)
+    if len(lines) and sim["line-height"] > 0:
+        heights = sim["line-height"] * np.exp(sim["line-height-sigma"] * rng.standard_normal((n, len(lines))))
+        bumps = np.exp(-0.5 * ((frequencies[None, :] - lines[:, None]) / sim["line-width"]) ** 2)  # [L, n_f]
+        factor = factor * (1.0 + heights @ bumps)
+    return factor
+
+
+def simulate_strain_stretches(settings: Mapping):
+    """Yield (stretch index, strain [n], PSD used [n_f_fine]) for the simulated source.
+
+    Each stretch is drawn from its own seeded stream, so any stretch is reproducible alone.
+    """
+    fs, length = settings["sampling-frequency"], settings["psd-length"]
+    n = int(round(length * fs))
+    fine_f = np.fft.rfftfreq(n, 1 / fs)
+    sim = settings["simulation"]
+    base = source_psd(sim["curve"], fine_f, sim["low-frequency-cutoff"])
+    rng = numpy_rng(settings["seed"], "psd-variation", settings["detector"])
+    variation = stretch_variations(fine_f, settings["n-stretches"], sim, rng)
+    for i in range(settings["n-stretches"]):
+        psd_i = base * variation[i]
+        yield i, coloured_noise(psd_i, n, fs, numpy_rng(settings["seed"], "psd-noise", settings["detector"], i)), psd_i
+
+
+# --------------------------------------------------------------------------------------------
+# Real strain files
+
+
+def read_strain(path: str | Path, channel: str | None = None):
+    """Return a gwpy TimeSeries read from a GWOSC HDF5, GWF or ASCII file."""
+    from gwpy.timeseries import TimeSeries
+
+    suffix = Path(path).suffix.lower()
+    if suffix in (".hdf5", ".h5", ".hdf"):
+        return TimeSeries.read(str(path), format="hdf5.gwosc")
+    if suffix == ".gwf":
+        return TimeSeries.read(str(path), channel)
+    return TimeSeries.read(str(path))  # ASCII: two columns, GPS time and strain
+
+
+def valid_segments(values: np.ndarray) -> list[tuple[int, int]]:
+    """Return [start, stop) index ranges of the runs of finite samples in ``values``."""
+    finite = np.isfinite(values)
+    edges = np.diff(np.concatenate([[0], finite.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def load_strain_stretches(settings: Mapping, log=print) -> list[tuple[float, np.ndarray]]:
+    """Return (GPS start, strain) for every NaN-free stretch of ``psd-length`` in the files.
+
+    Data at an integer multiple of ``sampling-frequency`` are resampled (with gwpy's
+    anti-aliasing filter); any other rate is an error. NaN runs and gaps are excluded with a
+    message. Raises :class:`ConfigError` before any estimate if no stretch is usable.
+    """
+    fs, length = settings["sampling-frequency"], settings["psd-length"]
+    key = f"files.strain.{settings['detector']}"
+    stretches = []
+    longest = 0.0
+    for path in settings["files"]["strain"]:
+        series = read_strain(path, settings["files"].get("channel"))
+        rate = float(series.sample_rate.value)
+        ratio = rate / fs
+        if not (ratio >= 1 and abs(ratio - round(ratio)) < 1e-9):
+            raise ConfigError(
+                f"{key}: {path!r} is sampled at {rate:g} Hz, which cannot give "
+                f"sampling-frequency = {fs:g} Hz: use data at {fs:g} Hz or an integer multiple of it"
+            )
+        values = np.asarray(series.value, dtype=float)
+        segments = valid_segments(values)
+        n_bad = len(values) - sum(b - a for a, b in segments)
+        if n_bad:
+            log(f"{settings['detector']}: {path}: excluded {n_bad / rate:g} s of NaN/inf samples "
+                f"({len(segments)} valid segment(s) remain)")
+        t0 = float(series.t0.value)
+        for a, b in segments:
+            longest = max(longest, (b - a) / rate)
+            n_per = int(round(length * rate))
+            for start in range(a, b - n_per + 1, n_per):
+                piece = series[start:start + n_per]
+                if ratio > 1:
+                    piece = piece.resample(fs)
+                stretches.append((t0 + start / rate, np.asarray(piece.value, dtype=float)))
+    if not stretches:
+        if longest == 0:
+            raise ConfigError(f"{key} = {settings['files']['strain']!r}: the files hold no finite samples")
+        raise ConfigError(
+            f"psd-length = {length!r} s is longer than every NaN-free segment in {key} "
+            f"(longest {longest:g} s): choose psd-length <= {longest:g}"
+        )
+    return stretches
+
+
+# --------------------------------------------------------------------------------------------
+# Welch estimation and the bank
+
+
+def welch_psd(strain: np.ndarray, settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Return (frequencies, one-sided PSD) of ``strain`` by Welch's method.
+
+    fftlength = ``duration``; overlap as a fraction of it; ``average`` median (bias-corrected
+    as in scipy and gwpy) or mean.
+    """
+    fs = settings["sampling-frequency"]
+    nperseg = int(round(settings["duration"] * fs))
+    return scipy.signal.welch(
+        strain, fs=fs, window=settings["window"], nperseg=nperseg,
+        noverlap=int(round(settings["overlap"] * nperseg)), average=settings["average"],
+        scaling="density", axis=-1,
+    )
+
+
+def estimate_psd_bank(settings: Mapping, out: str | Path, plot: str | Path | None = None, log=print) -> PSDBank:
+    """Estimate a PSD bank for one detector and write it (and optionally its plot).
+
+    The output HDF5 file holds ``frequencies`` [n_f], ``psd`` [N, n_f] and, for simulated
+    strain, ``source_psd`` [n_f] (the curve on the same grid, before variations); its
+    attributes hold the detector, the source and the settings.
+    """
+    check_settings(settings)
+    detector = settings["detector"]
+    if settings["source"] == "simulated":
+        stretches = simulate_strain_stretches(settings)
+        total = settings["n-stretches"]
+        source = f"simulated:{settings['simulation']['curve']}"
+        start_times = None
+    else:
+        loaded = load_strain_stretches(settings, log=log)
+        start_times = np.array([t for t, _ in loaded])
+        stretches = ((i, x, None) for i, (_, x) in enumerate(loaded))
+        total = len(loaded)
+        source = "files:" + json.dumps([str(p) for p in settings["files"]["strain"]])
+
+    estimates = []
+    for _, strain, _ in progress(stretches, desc=f"Welch PSD {detector}", total=total, unit="stretch"):
+        frequencies, psd = welch_psd(strain, settings)
+        estimates.append(psd)
+    bank = PSDBank(detector, frequencies, np.stack(estimates), dict(settings))
+
+    source_curve = None
+    if settings["source"] == "simulated":
+        sim = settings["simulation"]
+        source_curve = source_psd(sim["curve"], frequencies, sim["low-frequency-cutoff"])
+
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("frequencies", data=bank.frequencies)
+        f.create_dataset("psd", data=bank.psd)
+        if source_curve is not None:
+            f.create_dataset("source_psd", data=source_curve)
+        if start_times is not None:
+            f.create_dataset("stretch_gps_start", data=start_times)
+        write_provenance(f, settings, detector=detector, source=source,
+                         duration=settings["duration"], sampling_frequency=settings["sampling-frequency"],
+                         delta_f=bank.delta_f, n_stretches=len(bank.psd))
+    log(f"{detector}: wrote {len(bank.psd)} PSD estimates on {len(frequencies)} bins to {out}")
+    if plot is not None:
+        plot_psd_bank(bank, plot, source_curve=source_curve, source_label=source.split(":")[0])
+    return bank
+
+
+def plot_psd_bank(bank: PSDBank, path: str | Path, source_curve: np.ndarray | None = None, source_label: str = "") -> None:
+    """Plot the bank's ASD percentiles (5-95 %, 25-75 %, median) against the source curve."""
+    f = bank.frequencies
+    band = f >= max(5.0, f[1])
+    asd = bank.asd[:, band]
+    fig, ax = figure(figsize=(6.5, 4))
+    p5, p25, p50, p75, p95 = np.percentile(asd, [5, 25, 50, 75, 95], axis=0)
+    ax.fill_between(f[band], p5, p95, alpha=0.25, color="C0", lw=0, label="bank 5-95 %")
+    ax.fill_between(f[band], p25, p75, alpha=0.45, color="C0", lw=0, label="bank 25-75 %")
+    ax.loglog(f[band], p50, color="C0", lw=1, label=f"bank median (N = {len(bank.psd)})")
+    if source_curve is not None:
+        ax.loglog(f[band], np.sqrt(source_curve[band]), color="k", lw=1, ls="--",
+                  label=f"source curve ({bank.settings['simulation']['curve']})")
+    ax.set_xlabel("frequency [Hz]")
+    ax.set_ylabel(r"ASD [1/$\sqrt{\mathrm{Hz}}$]")
+    ax.set_title(f"{bank.detector} PSD bank ({source_label}, T = {bank.settings['duration']} s)")
+    ax.set_xlim(f[band][0], f[-1])
+    ax.legend(loc="upper right", fontsize=8)
+    save_figure(fig, path)

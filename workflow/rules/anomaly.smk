@@ -1,0 +1,1 @@
+# anomaly rules (added with the stage).

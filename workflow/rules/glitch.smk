@@ -1,0 +1,1 @@
+# glitch rules (added with the stage).

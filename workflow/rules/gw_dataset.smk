@@ -1,0 +1,1 @@
+# gw dataset rules (added with the stage).

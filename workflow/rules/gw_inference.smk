@@ -1,0 +1,1 @@
+# gw inference rules (added with the stage).

@@ -1,0 +1,1 @@
+# gw train rules (added with the stage).
