@@ -1,0 +1,352 @@
+"""The posterior model q(θ | d, S_n, m): tokens in, a normalizing-flow density over θ out.
+
+Dingo-T1 (arXiv:2512.02968) in three parts:
+
+1. a **tokenizer** shared by every token: a residual MLP mapping the 48 numbers of a token
+   (16 frequency bins × Re, Im of the whitened strain and a PSD feature) to ``d-model``,
+   conditioned on the token's detector and frequency edges;
+2. a pre-LayerNorm **transformer encoder** (multi-head attention through
+   :func:`torch.nn.functional.scaled_dot_product_attention`) with a learnable summary token in
+   front; a key-padding mask keeps dropped tokens out of every attention, so the context is
+   exactly that of the shorter sequence of kept tokens;
+3. a conditional **neural spline flow** (zuko, coupling transforms: ``passes=2``, so sampling
+   is one pass) over the standardised parameters, conditioned on the summary token's output.
+
+Everything is built from one plain settings dict, stored in the checkpoint, so
+:func:`load_posterior_model` rebuilds the model from the file alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import zuko
+from torch import Tensor, nn
+
+from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
+from twinflow.core.settings import ConfigError, require
+
+CHECKPOINT_KIND = "gw-posterior-model"
+#: Per token: 16 bins × (Re, Im of the whitened strain, PSD feature), channel-major.
+BINS_PER_TOKEN = 16
+TOKEN_CHANNELS = 3
+TOKEN_FEATURES = BINS_PER_TOKEN * TOKEN_CHANNELS
+
+#: Model sizes of the embedded CPU default (overridden by ``gw.train.model``).
+DEFAULT_ARCHITECTURE = {
+    "tokenizer": {"hidden": 64, "blocks": 2},
+    "transformer": {"d-model": 64, "layers": 2, "heads": 4, "feed-forward": 128, "dropout": 0.0},
+    "flow": {"transforms": 5, "hidden": [128, 128], "bins": 8},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def check_architecture(arch: Mapping) -> None:
+    """Raise :class:`ConfigError` naming the key for invalid model sizes."""
+    tok, tr, flow = arch["tokenizer"], arch["transformer"], arch["flow"]
+    for key, value in (("model.tokenizer.hidden", tok["hidden"]), ("model.tokenizer.blocks", tok["blocks"]),
+                       ("model.transformer.d-model", tr["d-model"]), ("model.transformer.layers", tr["layers"]),
+                       ("model.transformer.heads", tr["heads"]),
+                       ("model.transformer.feed-forward", tr["feed-forward"]),
+                       ("model.flow.transforms", flow["transforms"]), ("model.flow.bins", flow["bins"])):
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key.endswith("blocks") else 1),
+                key, value, "a positive integer")
+    require(tr["d-model"] % tr["heads"] == 0, "model.transformer.heads", tr["heads"],
+            f"a divisor of d-model = {tr['d-model']}")
+    require(0 <= tr["dropout"] < 1, "model.transformer.dropout", tr["dropout"], "a number in [0, 1)")
+    hidden = flow["hidden"]
+    require(isinstance(hidden, (list, tuple)) and len(hidden) >= 1
+            and all(isinstance(h, int) and h >= 1 for h in hidden),
+            "model.flow.hidden", hidden, "a non-empty list of positive integers (hidden layer sizes)")
+
+
+def check_model_settings(settings: Mapping) -> None:
+    """Raise :class:`ConfigError` for settings that cannot build a :class:`PosteriorModel`."""
+    names = settings["parameters"]
+    require(isinstance(names, (list, tuple)) and len(names) >= 1 and len(set(names)) == len(names),
+            "parameters", names, "a non-empty list of distinct parameter names")
+    std = settings["standardisation"]
+    for key in ("mean", "std"):
+        require(len(std[key]) == len(names), f"standardisation.{key}", std[key],
+                f"one value per parameter ({len(names)})")
+    require(all(s > 0 for s in std["std"]), "standardisation.std", std["std"], "positive numbers")
+    require(len(settings["detectors"]) >= 1, "detectors", settings["detectors"], "at least one detector")
+    require(settings["frequency-scale"] > 0, "frequency-scale", settings["frequency-scale"], "a frequency > 0 Hz")
+    check_architecture(settings["architecture"])
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class ConditionedResidualBlock(nn.Module):
+    """``h + W2 GELU(W1 [LN(h), c])``: a residual MLP block that sees a conditioning vector."""
+
+    def __init__(self, hidden: int, condition: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.fc1 = nn.Linear(hidden + condition, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        return h + self.fc2(F.gelu(self.fc1(torch.cat([self.norm(h), c], dim=-1))))
+
+
+class Tokenizer(nn.Module):
+    """Maps each token's 48 features to ``d_model``, conditioned on its detector and band.
+
+    The condition is a one-hot detector code and the token's lower and upper frequency edges
+    divided by ``frequency_scale`` (the top of the analysis band), so a token knows where in
+    the spectrum and in which interferometer it sits; the same weights serve every token.
+    """
+
+    def __init__(self, n_detectors: int, d_model: int, hidden: int, blocks: int, frequency_scale: float):
+        super().__init__()
+        self.n_detectors = n_detectors
+        self.frequency_scale = frequency_scale
+        n_condition = n_detectors + 2
+        self.inp = nn.Linear(TOKEN_FEATURES + n_condition, hidden)
+        self.blocks = nn.ModuleList(ConditionedResidualBlock(hidden, n_condition) for _ in range(blocks))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, d_model))
+
+    def forward(self, tokens: Tensor, detector_index: Tensor, token_frequency: Tensor) -> Tensor:
+        # [B, N] + [B, N, 2] -> condition [B, N, D + 2]
+        condition = torch.cat([F.one_hot(detector_index, self.n_detectors).to(tokens.dtype),
+                               token_frequency.to(tokens.dtype) / self.frequency_scale], dim=-1)
+        h = F.gelu(self.inp(torch.cat([tokens, condition], dim=-1)))
+        for block in self.blocks:
+            h = block(h, condition)
+        return self.out(h)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer layer: ``x + MHA(LN x)``, then ``x + FF(LN x)``."""
+
+    def __init__(self, d_model: int, heads: int, feed_forward: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, feed_forward), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(feed_forward, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, attend: Tensor) -> Tensor:
+        """``x`` [B, L, d]; ``attend`` [B, 1, 1, L] bool, True for keys that may be attended to."""
+        b, length, d = x.shape
+        # [B, L, 3d] -> 3 × [B, heads, L, d / heads]
+        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Tokenizer + summary token + pre-LN encoder layers -> context [B, d_model]."""
+
+    def __init__(self, n_detectors: int, frequency_scale: float, arch: Mapping):
+        super().__init__()
+        tr, tok = arch["transformer"], arch["tokenizer"]
+        d = tr["d-model"]
+        self.tokenizer = Tokenizer(n_detectors, d, tok["hidden"], tok["blocks"], frequency_scale)
+        self.summary = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.layers = nn.ModuleList(EncoderLayer(d, tr["heads"], tr["feed-forward"], tr["dropout"])
+                                    for _ in range(tr["layers"]))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, tokens: Tensor, detector_index: Tensor, token_frequency: Tensor,
+                padding_mask: Tensor | None = None) -> Tensor:
+        b, n, _ = tokens.shape
+        if padding_mask is None:
+            padding_mask = torch.zeros(b, n, dtype=torch.bool, device=tokens.device)
+        # Kept tokens sit at the front of each row: cut the columns no row keeps.
+        n_kept = int((~padding_mask).sum(dim=1).max().item()) if n else 0
+        tokens, detector_index = tokens[:, :n_kept], detector_index[:, :n_kept]
+        token_frequency, padding_mask = token_frequency[:, :n_kept], padding_mask[:, :n_kept]
+        x = self.tokenizer(tokens, detector_index, token_frequency)  # [B, N, d]
+        x = torch.cat([self.summary.expand(b, -1, -1).to(x.dtype), x], dim=1)  # [B, 1 + N, d]
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), ~padding_mask], dim=1)
+        attend = keep[:, None, None, :]  # [B, 1, 1, 1 + N]: dropped tokens are never keys
+        for layer in self.layers:
+            x = layer(x, attend)
+        return self.norm(x[:, 0])
+
+
+# --------------------------------------------------------------------------------------------
+# The posterior model
+
+
+def _batch_inputs(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
+    """Return the model inputs of a batch with a leading batch axis, and whether it was added."""
+    tokens = batch["tokens"]
+    single = tokens.dim() == 2  # one event, [N, 48]
+    mask = batch.get("padding_mask")
+    inputs = [tokens, batch["detector_index"], batch["token_frequency"], mask]
+    if single:
+        inputs = [None if t is None else t.unsqueeze(0) for t in inputs]
+    return (*inputs, single)
+
+
+class PosteriorModel(nn.Module):
+    """q(θ | tokens): a transformer embedding and a conditional neural spline flow.
+
+    ``settings`` (all stored in the checkpoint):
+
+    - ``parameters``: the names of θ, in the flow's order; ``standardisation``: ``mean`` and
+      ``std`` per parameter (the flow sees ``(θ - mean) / std``; densities are returned in
+      physical units, i.e. including ``-Σ log std``);
+    - ``detectors`` (``detector_index`` indexes this list) and ``frequency-scale`` [Hz];
+    - ``architecture``: ``tokenizer`` (hidden, blocks), ``transformer`` (d-model, layers,
+      heads, feed-forward, dropout), ``flow`` (transforms, hidden, bins);
+    - ``seed``: fixes the initial weights and the flow's random feature permutations;
+    - anything else (analysis settings, domain, training mask ranges) is carried along for
+      the inference stage.
+    """
+
+    def __init__(self, settings: Mapping):
+        super().__init__()
+        check_model_settings(settings)
+        self.settings = dict(settings)
+        self.parameter_names: list[str] = list(settings["parameters"])
+        arch = settings["architecture"]
+        std = settings["standardisation"]
+        self.register_buffer("mean", torch.tensor(std["mean"], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std["std"], dtype=torch.float32))
+        flow = arch["flow"]
+        # The flow's permutations and all initial weights follow the settings' seed, so a
+        # model rebuilt from the same settings has the same structure.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(settings.get("seed", 0)))
+            self.encoder = TransformerEncoder(len(settings["detectors"]), float(settings["frequency-scale"]), arch)
+            self.flow = zuko.flows.NSF(
+                features=len(self.parameter_names), context=arch["transformer"]["d-model"],
+                transforms=flow["transforms"], bins=flow["bins"], hidden_features=list(flow["hidden"]),
+                passes=2, randperm=len(self.parameter_names) > 2,
+            )
+
+    # -- parameters <-> standardised vectors --------------------------------------------------
+
+    def standardise(self, parameters: Mapping[str, Tensor]) -> Tensor:
+        """Return [..., P] standardised parameters from a dict of physical values."""
+        missing = [n for n in self.parameter_names if n not in parameters]
+        if missing:
+            raise KeyError(f"batch parameters lack {missing}; the model infers {self.parameter_names}")
+        theta = torch.stack([parameters[n].to(self.mean.dtype) for n in self.parameter_names], dim=-1)
+        return (theta - self.mean) / self.std
+
+    def destandardise(self, z: Tensor) -> dict[str, Tensor]:
+        """Return a dict name -> physical values from [..., P] standardised parameters."""
+        theta = z * self.std + self.mean
+        return {name: theta[..., i] for i, name in enumerate(self.parameter_names)}
+
+    @property
+    def log_jacobian(self) -> Tensor:
+        """log |d z / d θ| = -Σ log std, added to flow densities to give physical densities."""
+        return -torch.log(self.std).sum()
+
+    # -- the model ----------------------------------------------------------------------------
+
+    def context(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Return the encoder's context [B, d_model] for a batch of tokens."""
+        tokens, detector_index, token_frequency, mask, single = _batch_inputs(batch)
+        ctx = self.encoder(tokens, detector_index, token_frequency, mask)
+        return ctx[0] if single else ctx
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Return log q(θ | d) [B] in physical units for the batch's true parameters."""
+        return self.log_prob(batch, batch["parameters"])
+
+    def log_prob(self, batch: Mapping[str, Tensor], parameters: Mapping[str, Tensor]) -> Tensor:
+        """Return log q(θ | d) in physical units; ``parameters`` [B] or [B, n] per name."""
+        ctx = self.context(batch)
+        z = self.standardise(parameters)
+        # The encoder may run under mixed precision; the spline flow always runs in float32.
+        with torch.autocast(ctx.device.type, enabled=False):
+            dist = self.flow(ctx.float())
+            if z.dim() == ctx.dim() + 1:  # [B, n, P]: n points per event
+                # [B, n, P] -> [n, B, P], the flow's sample-first layout
+                return dist.log_prob(z.transpose(0, 1).float()).transpose(0, 1) + self.log_jacobian
+            return dist.log_prob(z.float()) + self.log_jacobian
+
+    @torch.no_grad()
+    def sample_and_log_prob(self, batch: Mapping[str, Tensor], n: int,
+                            chunk_size: int = 50_000) -> tuple[dict[str, Tensor], Tensor]:
+        """Draw ``n`` samples per event; return (parameters, log q) in physical units.
+
+        For a batch of B events: parameters name -> [B, n] and log q [B, n]; for one event
+        given without a batch axis (tokens [N, 48]): name -> [n] and log q [n]. Samples are
+        drawn in chunks of ``chunk_size`` to bound memory.
+        """
+        tokens, detector_index, token_frequency, mask, single = _batch_inputs(batch)
+        ctx = self.encoder(tokens, detector_index, token_frequency, mask)
+        zs, lps = [], []
+        with torch.autocast(ctx.device.type, enabled=False):
+            dist = self.flow(ctx.float())
+            for start in range(0, n, chunk_size):
+                z, lp = dist.rsample_and_log_prob((min(chunk_size, n - start),))  # [n_c, B, P], [n_c, B]
+                zs.append(z)
+                lps.append(lp)
+        z = torch.cat(zs).transpose(0, 1)  # [B, n, P]
+        log_q = torch.cat(lps).transpose(0, 1) + self.log_jacobian
+        samples = self.destandardise(z)
+        if single:
+            return {k: v[0] for k, v in samples.items()}, log_q[0]
+        return samples, log_q
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Return the number of trainable weights."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model_settings(*, parameters: Sequence[str], mean: Sequence[float], std: Sequence[float],
+                         detectors: Sequence[str], frequency_scale: float, architecture: Mapping,
+                         seed: int = 0, **extra: Any) -> dict:
+    """Return the settings dict of a :class:`PosteriorModel` (what its checkpoint stores)."""
+    return {
+        "parameters": list(parameters),
+        "standardisation": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "detectors": list(detectors),
+        "frequency-scale": float(frequency_scale),
+        "architecture": {k: dict(v) for k, v in architecture.items()},
+        "seed": int(seed),
+        **extra,
+    }
+
+
+def save_posterior_model(path: str | Path, model: PosteriorModel, **extra: Any) -> None:
+    """Write ``model`` (settings and weights) atomically as a ``gw-posterior-model`` checkpoint."""
+    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    save_checkpoint(path, kind=CHECKPOINT_KIND, settings=_unwrap(model).settings, model=state, **extra)
+
+
+def load_posterior_model(path: str | Path, device: str | torch.device = "cpu") -> PosteriorModel:
+    """Rebuild the :class:`PosteriorModel` stored at ``path`` (weights only; no unpickling).
+
+    Raises :class:`~twinflow.core.checkpoint.CheckpointError` for a missing, truncated or
+    foreign file and :class:`ConfigError` if its weights do not fit its settings.
+    """
+    payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+    model = PosteriorModel(payload["settings"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as err:
+        raise ConfigError(f"checkpoint {str(path)!r}: weights do not match its settings ({err})") from err
+    return model.to(device).eval()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Return the module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(model, "module", model)
+
