@@ -37,8 +37,9 @@ def snakemake(workdir: Path, *args: str, configfiles: list[Path] | None = None, 
     configfiles = configfiles or [TEST_CONFIG]
     bindir = str(Path(sys.executable).parent)
     run_env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), **(env or {})}
+    # --configfile takes several files, so it comes last, after targets and options
     cmd = [str(Path(bindir) / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", *map(str, configfiles), *args]
+           *args, "--configfile", *map(str, configfiles)]
     result = subprocess.run(cmd, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
