@@ -179,5 +179,6 @@ def test_bad_models_are_refused():
         GaussianLikelihood(data, "NotAModel", 20.0)
     with pytest.raises(ConfigError, match="frequency-domain"):
         GaussianLikelihood(data, "SEOBNRv4", 20.0)
-    with pytest.raises(ConfigError, match="phase marginalisation is exact only"):
-        GaussianLikelihood(data, "IMRPhenomXHM", 20.0, phase_marginalization=True)
+    for higher_modes in ("IMRPhenomXHM", "IMRPhenomXPHM"):
+        with pytest.raises(ConfigError, match="phase marginalisation is exact only"):
+            GaussianLikelihood(data, higher_modes, 20.0, phase_marginalization=True)

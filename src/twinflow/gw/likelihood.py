@@ -24,22 +24,23 @@ so the two agree to rounding (tested to 1e-6 relative, typically 1e-12).
 
 Phase marginalisation (optional). For waveform models whose h+ and hx depend on the reference
 phase only through one overall factor ``exp(2 i s phase)`` (models with the (2, +-2) modes only,
-e.g. IMRPhenomXAS, IMRPhenomD: checked numerically when the likelihood is built), the integral
-over a uniform phase prior is exact::
+e.g. IMRPhenomXAS, IMRPhenomD, and with bilby's spin convention also IMRPhenomPv2; checked
+numerically, with aligned and in-plane spins, when the likelihood is built), the integral over a
+uniform phase prior is exact::
 
     ln L_marg = ln I0(|<h(phase=0), d>|) - <h, h> / 2      (as bilby's phase_marginalization)
 
 and the phase can be reconstructed afterwards by drawing it from its exact conditional
 posterior, a von Mises distribution in ``2 s phase`` (:meth:`GaussianLikelihood.reconstruct_phase`).
 Dingo offers the same analytic option for 22-mode models (``approximation_22_mode``) and a
-synthetic-phase reconstruction; for models with higher modes or precession this module refuses
-phase marginalisation rather than return an approximate answer: infer the phase instead.
+synthetic-phase reconstruction; for models with higher modes (IMRPhenomXHM, IMRPhenomXPHM)
+this module refuses phase marginalisation rather than return an approximate answer: infer the
+phase instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import multiprocessing
 import os
 from collections.abc import Mapping
@@ -50,8 +51,12 @@ import scipy.special
 from twinflow.core.progress import progress
 from twinflow.core.settings import ConfigError, require
 from twinflow.gw.events import EventData
+from twinflow.gw.waveforms import check_approximant, lal_parameters
 
 SPEED_OF_LIGHT = 299792458.0  # m/s, as bilby_cython
+#: LALSimulation's leading SimInspiralChooseFDWaveform arguments, in order.
+LAL_ARGUMENTS = ("mass_1", "mass_2", "spin_1x", "spin_1y", "spin_1z", "spin_2x", "spin_2y", "spin_2z",
+                 "luminosity_distance", "iota", "phase")
 #: Parameters every sample needs (besides masses and spins, which bilby's conversion fills in).
 EXTRINSIC = ("luminosity_distance", "theta_jn", "ra", "dec", "psi", "geocent_time")
 
@@ -132,22 +137,6 @@ class WaveformSettings:
     n_frequencies: int  # of the full uniform grid
 
 
-def check_approximant(approximant: str) -> int:
-    """Return LALSimulation's approximant number; ConfigError unless it is a frequency-domain model."""
-    import lalsimulation as lalsim
-
-    try:
-        number = lalsim.GetApproximantFromString(str(approximant))
-    except RuntimeError:
-        raise ConfigError(f"approximant = {approximant!r} is not a LALSimulation approximant") from None
-    if not lalsim.SimInspiralImplementedFDApproximants(number):
-        raise ConfigError(
-            f"approximant = {approximant!r} is not a frequency-domain LALSimulation model: the exact "
-            "likelihood uses SimInspiralChooseFDWaveform (e.g. IMRPhenomXAS, IMRPhenomD, IMRPhenomXPHM)"
-        )
-    return number
-
-
 class _WaveformMaker:
     """Generates h+, hx of many samples on a band of the uniform grid, one LALSimulation call each."""
 
@@ -155,7 +144,7 @@ class _WaveformMaker:
         import lal
 
         self.settings = settings
-        self.approximant = check_approximant(settings.approximant)
+        self.approximant = check_approximant(settings.approximant, key="approximant")
         self.band = band
         self.lal_dict = lal.CreateDict()  # bilby's defaults: every PN order -1, amplitude order 0
         f = np.linspace(0, settings.delta_f * (settings.n_frequencies - 1), settings.n_frequencies)[band]
@@ -165,16 +154,14 @@ class _WaveformMaker:
     def __call__(self, parameters: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (h+, hx [n, n_band] complex128, failed [n] bool) for a chunk of samples."""
         import lalsimulation as lalsim
-        from bilby.core.utils import parsec, solar_mass
-        from bilby.gw.conversion import bilby_to_lalsimulation_spins, convert_to_lal_binary_black_hole_parameters
+        from bilby.core.utils import parsec
 
-        p, _ = convert_to_lal_binary_black_hole_parameters(dict(parameters))
-        n = len(np.atleast_1d(p["theta_jn"]))
-        # plain Python floats: numpy scalars cost more per LALSimulation call than the
-        # conversion itself
-        columns = [np.broadcast_to(np.asarray(p[k], dtype=float), (n,)).tolist() for k in
-                   ("mass_1", "mass_2", "a_1", "a_2", "tilt_1", "tilt_2", "phi_12", "phi_jl",
-                    "theta_jn", "phase", "luminosity_distance")]
+        # bilby's conversions, vectorised (shared with the dataset's waveform generator)
+        lal = lal_parameters(parameters, self.settings.reference_frequency, reference_distance=1.0)
+        n = len(lal["mass_1"])
+        lal["luminosity_distance"] = np.broadcast_to(parameters["luminosity_distance"], (n,)) * 1e6 * parsec
+        # plain Python floats: numpy scalars cost more per LALSimulation call than the call's overhead
+        columns = [np.asarray(lal[k], dtype=float).tolist() for k in LAL_ARGUMENTS]
         s = self.settings
         start, stop = self.band.start, self.band.stop
         h_plus = np.zeros((n, stop - start), dtype=complex)
@@ -183,18 +170,9 @@ class _WaveformMaker:
         waveform = lalsim.SimInspiralChooseFDWaveform
         fixed = (0.0, 0.0, 0.0, s.delta_f, s.minimum_frequency, s.maximum_frequency,
                  s.reference_frequency, self.lal_dict, self.approximant)
-        for i, (m1, m2, a1, a2, t1, t2, phi_12, phi_jl, theta_jn, phase, d_l) in enumerate(zip(*columns)):
-            m1, m2 = m1 * solar_mass, m2 * solar_mass
-            if (a1 == 0 or t1 in (0, np.pi)) and (a2 == 0 or t2 in (0, np.pi)):
-                iota, spins = theta_jn, (0.0, 0.0, a1 * math.cos(t1), 0.0, 0.0, a2 * math.cos(t2))
-            else:
-                iota, *spins = bilby_to_lalsimulation_spins(
-                    theta_jn=theta_jn, phi_jl=phi_jl, tilt_1=t1, tilt_2=t2, phi_12=phi_12,
-                    a_1=a1, a_2=a2, mass_1=m1, mass_2=m2, reference_frequency=s.reference_frequency,
-                    phase=phase)
-                iota, spins = float(iota), tuple(float(x) for x in spins)
+        for i, args in enumerate(zip(*columns)):
             try:
-                hp, hc = waveform(m1, m2, *spins, d_l * 1e6 * parsec, iota, phase, *fixed)
+                hp, hc = waveform(*args, *fixed)
             except RuntimeError:  # LALSimulation's input-domain errors: ln L = -inf, as bilby
                 failed[i] = True
                 continue
@@ -326,7 +304,7 @@ class GaussianLikelihood:
     def __init__(self, data: EventData, approximant: str, reference_frequency: float, *,
                  phase_marginalization: bool = False, processes: int | None = None,
                  chunk_size: int = 128):
-        check_approximant(approximant)
+        check_approximant(approximant, key="approximant")
         self.data = data
         self.phase_marginalization = phase_marginalization
         f = data.frequencies
@@ -423,16 +401,25 @@ class GaussianLikelihood:
     def _phase_dependence(self) -> int:
         """Return s in h(phase) = h(0) exp(2 i s phase); ConfigError unless the model has that form."""
         maker = _WaveformMaker(self.waveform, slice(0, self.waveform.n_frequencies))
-        probe = dict(chirp_mass=25.0, mass_ratio=0.7, chi_1=0.3, chi_2=-0.2, theta_jn=0.9, luminosity_distance=500.0)
-        h = [maker({**probe, "phase": np.array([phase])}) for phase in (0.0, np.pi / 4)]
-        nonzero = np.abs(h[0][0][0]) > 1e-3 * np.abs(h[0][0][0]).max()
-        ratios = np.concatenate([h[1][j][0][nonzero] / h[0][j][0][nonzero] for j in (0, 1)])  # e^{i s pi/2}
-        sign = int(np.sign(ratios.imag.mean()))
-        if not np.allclose(ratios, 1j * sign, atol=1e-6):
-            raise ConfigError(
-                f"phase marginalisation is exact only for (2, +-2)-mode models; approximant = "
-                f"{self.waveform.approximant!r} changes h+ and hx by more than one overall phase "
-                "factor: infer the phase with the model instead")
+        common = dict(chirp_mass=25.0, mass_ratio=0.7, theta_jn=0.9, luminosity_distance=500.0)
+        probes = [dict(common, chi_1=0.3, chi_2=-0.2),  # and, for precessing models, in-plane spins:
+                  dict(common, a_1=0.5, a_2=0.4, tilt_1=1.0, tilt_2=2.0, phi_12=0.7, phi_jl=2.1)]
+        signs = []
+        for probe in probes:
+            probe = {k: np.array([v]) for k, v in probe.items()}
+            h = [maker({**probe, "phase": np.array([phase])}) for phase in (0.0, np.pi / 4)]
+            if h[0][2][0] or h[1][2][0]:  # an aligned-spin model refuses in-plane spins
+                continue
+            nonzero = np.abs(h[0][0][0]) > 1e-3 * np.abs(h[0][0][0]).max()
+            ratios = np.concatenate([h[1][j][0][nonzero] / h[0][j][0][nonzero] for j in (0, 1)])  # e^{i s pi/2}
+            signs.append(int(np.sign(ratios.imag.mean())))
+            if not np.allclose(ratios, 1j * signs[-1], atol=1e-6):
+                raise ConfigError(
+                    "phase marginalisation is exact only for models in which the phase enters h+ and hx "
+                    f"as one overall factor exp(2 i phase) (e.g. (2, +-2)-mode models); approximant = "
+                    f"{self.waveform.approximant!r} changes them by more than that (higher modes): "
+                    "infer the phase with the model instead")
+        sign = signs[0]
         return sign
 
     def reconstruct_phase(self, d_inner_h: np.ndarray, rng: np.random.Generator) -> np.ndarray:
