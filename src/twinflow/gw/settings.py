@@ -36,3 +36,52 @@ def psd_settings_for(gw: Mapping, detector: str) -> dict:
         "simulation": sim,
         "files": files,
     }
+
+
+# --- dataset (issue 3) ----------------------------------------------------------------------
+# Each dataset rule gets only what it uses: the waveform shards never see the extrinsic prior
+# or the masks, so editing those reruns only the training inputs, not the waveforms.
+DATASET_ANALYSIS_KEYS = ("duration", "sampling-frequency", "minimum-frequency", "maximum-frequency")
+DATASET_EXTRINSIC = ("luminosity_distance", "ra", "dec", "psi", "geocent_time")
+
+
+def _intrinsic_prior(prior: Mapping) -> dict:
+    return {k: v for k, v in prior.items() if k not in DATASET_EXTRINSIC}
+
+
+def dataset_domain_settings_for(gw: Mapping) -> dict:
+    """Return the settings of the domain step (prior and approximant only for ``nodes: auto``)."""
+    ds = gw["dataset"]
+    settings = {**{k: gw[k] for k in DATASET_ANALYSIS_KEYS}, "domain": dict(ds["domain"])}
+    if ds["domain"]["nodes"] == "auto":
+        settings.update({k: ds[k] for k in ("seed", "approximant", "reference-frequency")})
+        settings["prior"] = _intrinsic_prior(ds["prior"])
+    else:
+        settings["domain"] = {"nodes": ds["domain"]["nodes"]}
+    return settings
+
+
+def dataset_shard_settings_for(gw: Mapping) -> dict:
+    """Return the settings of a waveform shard: analysis band, waveform model, intrinsic prior."""
+    ds = gw["dataset"]
+    keys = ("seed", "approximant", "reference-frequency", "reference-distance", "n-shards", "shard-size",
+            "chunk-size")
+    return {**{k: gw[k] for k in DATASET_ANALYSIS_KEYS}, **{k: ds[k] for k in keys},
+            "prior": _intrinsic_prior(ds["prior"])}
+
+
+def batch_settings_for(gw: Mapping) -> dict:
+    """Return the settings of the on-the-fly training inputs (``twinflow.gw.tokens``).
+
+    Detectors, analysis band, the extrinsic prior, the projection's reference time and
+    post-trigger duration, and the token masks.
+    """
+    ds = gw["dataset"]
+    return {
+        "detectors": list(gw["detectors"]),
+        **{k: gw[k] for k in DATASET_ANALYSIS_KEYS},
+        "prior": {k: v for k, v in ds["prior"].items() if k in DATASET_EXTRINSIC},
+        "reference-time": ds["reference-time"],
+        "post-trigger-duration": ds["post-trigger-duration"],
+        "masks": ds["masks"],
+    }
