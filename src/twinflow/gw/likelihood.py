@@ -187,6 +187,40 @@ class _WaveformMaker:
         return h_plus, h_cross, failed
 
 
+def noise_weighted_inner_product(a: np.ndarray, b: np.ndarray, psd: np.ndarray, duration: float) -> complex:
+    """Return ``<a, b> = 4/T sum conj(a) b / S`` (complex; bilby's ``noise_weighted_inner_product``)."""
+    return complex(4.0 / duration * np.sum(np.conj(a) * b / psd))
+
+
+def detector_signals(data: EventData, parameters: Mapping[str, float], approximant: str,
+                     reference_frequency: float) -> dict[str, np.ndarray]:
+    """Return each detector's signal [n_f] on the full uniform grid for one set of parameters.
+
+    ``geocent_time`` is absolute GPS time. The signal is zero outside the detector's band (as
+    bilby's ``get_detector_response``); the waveform spans the lowest to the highest band edge.
+    """
+    f = data.frequencies
+    waveform = WaveformSettings(
+        approximant=str(approximant), reference_frequency=float(reference_frequency),
+        minimum_frequency=float(min(data.minimum_frequency[d] for d in data.detectors)),
+        maximum_frequency=float(max(data.maximum_frequency[d] for d in data.detectors)),
+        delta_f=float(f[1] - f[0]), n_frequencies=len(f))
+    p = {k: np.array([float(v)]) for k, v in parameters.items()}
+    h_plus, h_cross, failed = _WaveformMaker(waveform, slice(0, len(f)))(p)
+    if failed[0]:
+        raise ValueError(f"LALSimulation {approximant} failed for {dict(parameters)}")
+    out = {}
+    for name in data.detectors:
+        geometry = detector_geometry(name)
+        f_plus, f_cross = antenna_patterns(geometry, p["ra"], p["dec"], p["psi"], p["geocent_time"])
+        dt = (p["geocent_time"] - data.start_time) + time_delay_from_geocenter(geometry, p["ra"], p["dec"], p["geocent_time"])
+        mask = data.frequency_mask(name)
+        signal = (f_plus[0] * h_plus[0] + f_cross[0] * h_cross[0]) * mask
+        signal[mask] *= np.exp(-1j * 2 * np.pi * dt[0] * f[mask])
+        out[name] = signal
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # The likelihood
 
