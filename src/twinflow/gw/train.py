@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from twinflow.core.checkpoint import (
     CheckpointError,
@@ -43,7 +45,7 @@ from twinflow.core.device import autocast, configure_cpu_threads, grad_scaler, s
 from twinflow.core.io import write_json
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
-from twinflow.core.seeding import derive_seed
+from twinflow.core.seeding import derive_seed, numpy_rng
 from twinflow.core.settings import ConfigError, require, require_choice, require_positive
 from twinflow.gw.model import PosteriorModel, build_model_settings, check_architecture, count_parameters, save_posterior_model
 
@@ -76,6 +78,8 @@ def check_train_settings(settings: Mapping) -> None:
     _require_int("plateau-patience", settings["plateau-patience"], 0)
     _require_int("early-stopping-patience", settings["early-stopping-patience"], 1)
     require(isinstance(settings["amp"], bool), "amp", settings["amp"], "true or false")
+    frac = settings.get("validation-fraction", 0.05)
+    require(isinstance(frac, (int, float)) and 0 < frac < 1, "validation-fraction", frac, "a fraction in (0, 1)")
     names = settings.get("parameters")
     require(names is None or (isinstance(names, list) and len(names) >= 1 and all(isinstance(n, str) for n in names)),
             "parameters", names, "null (every non-fixed prior parameter) or a non-empty list of names")
@@ -308,6 +312,104 @@ def write_training_outputs(result: TrainResult, *, model_path: str | Path, metri
 
 
 # --------------------------------------------------------------------------------------------
+# The waveform shards as a batch source
+
+
+class ShardBatchSource:
+    """Training batches from the waveform shards, assembled on the fly on the training device.
+
+    The last ``validation-fraction`` of the dataset's rows is held out: its waveforms are never
+    trained on. Training rows are streamed a block at a time (blocks visited in a seeded random
+    order per epoch and rank, rows shuffled within a buffer of about two blocks), so memory
+    stays at a few blocks whatever the dataset size. Each batch of waveforms becomes a batch of
+    tokens through the :class:`~twinflow.gw.tokens.BatchAssembler` (extrinsic parameters,
+    projection, PSD draw, noise, whitening, tokens and masks), whose random streams are reseeded
+    from ``(seed, epoch, step, rank)`` before every batch.
+    """
+
+    def __init__(self, dataset, assembler, *, parameter_names: Sequence[str], statistics, metadata: Mapping,
+                 seed: int, validation_fraction: float, validation_size: int, block_size: int = 4096):
+        self.dataset, self.assembler, self.seed = dataset, assembler, seed
+        self.parameter_names = list(parameter_names)
+        self._statistics, self._metadata = statistics, dict(metadata)
+        n = len(dataset)
+        self.n_validation = max(1, int(round(validation_fraction * n)))
+        if self.n_validation >= n:
+            raise ConfigError(f"validation-fraction = {validation_fraction!r} leaves no training waveforms "
+                              f"in a dataset of {n}")
+        boundary = n - self.n_validation  # global row index where the held-out rows start
+        self.train_blocks, self.validation_blocks = [], []
+        for shard, (offset, count) in enumerate(zip(dataset.offsets[:-1], dataset.counts)):
+            offset, count = int(offset), int(count)
+            for start in range(0, count, block_size):
+                stop = min(count, start + block_size)
+                if offset + start < boundary:
+                    self.train_blocks.append((shard, start, min(stop, boundary - offset)))
+                if offset + stop > boundary:
+                    self.validation_blocks.append((shard, max(start, boundary - offset), stop))
+        self.n_train = boundary
+        self.block_size = block_size
+        self.validation_size = validation_size
+        self._validation: list[dict] | None = None
+
+    def statistics(self):
+        return self._statistics
+
+    def metadata(self) -> dict:
+        return dict(self._metadata)
+
+    def assemble(self, waveforms: Mapping, *keys: int | str) -> dict:
+        """Return the batch of ``waveforms``, its random draws seeded by ``(seed, *keys)``."""
+        # The assembler keeps its streams as attributes; reseeding them per batch makes every
+        # batch a pure function of its keys, which is what makes resumption exact.
+        self.assembler.rng = numpy_rng(self.seed, "extrinsic", *keys)
+        self.assembler.generator.manual_seed(derive_seed(self.seed, "noise-and-masks", *keys))
+        return self.assembler(waveforms)
+
+    def _waveform_stream(self, epoch: int, rank: int, batch_size: int) -> Iterator[dict]:
+        """Yield training waveform batches without end (passes over the training rows)."""
+        rng = numpy_rng(self.seed, "train-order", epoch, rank)
+        reserve = min(self.block_size, self.n_train // 2)  # rows kept back to mix with the next block
+        buffer = None
+        while True:
+            for b in rng.permutation(len(self.train_blocks)):
+                block = self.dataset.read(*self.train_blocks[b])
+                buffer = block if buffer is None else {k: np.concatenate([buffer[k], block[k]]) for k in block}
+                perm = rng.permutation(len(buffer["h_plus"]))
+                buffer = {k: v[perm] for k, v in buffer.items()}
+                while len(buffer["h_plus"]) >= batch_size + reserve:
+                    yield {k: v[:batch_size] for k, v in buffer.items()}
+                    buffer = {k: v[batch_size:] for k, v in buffer.items()}
+
+    def epoch_batches(self, epoch: int, steps: int, batch_size: int, rank: int) -> Iterator[dict]:
+        waveforms = self._waveform_stream(epoch, rank, batch_size)
+        for step in range(steps):
+            yield self.assemble(next(waveforms), "train", epoch, step, rank)
+
+    def validation_batches(self, batch_size: int, rank: int, world_size: int) -> Iterator[dict]:
+        if self._validation is None:
+            # The held-out rows (cycled if validation-size exceeds them), each with its own fixed
+            # extrinsic parameters, noise and mask: the same set every epoch, on every rank.
+            rows = [self.dataset.read(*blk) for blk in self.validation_blocks]
+            held = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+            take = np.arange(self.validation_size) % len(held["h_plus"])
+            self._validation = [self.assemble({k: v[take[s:s + 512]] for k, v in held.items()}, "validation", i)
+                                for i, s in enumerate(range(0, self.validation_size, 512))]
+        count = 0
+        for full in self._validation:
+            n = len(full["tokens"])
+            mine = torch.nonzero(torch.arange(count, count + n) % world_size == rank).squeeze(1)
+            count += n
+            for start in range(0, len(mine), batch_size):
+                yield _index_batch(full, mine[start:start + batch_size].to(full["tokens"].device))
+
+
+def _index_batch(batch: Mapping, idx: Tensor) -> dict:
+    """Return the rows ``idx`` of every tensor in a (nested) batch dict."""
+    return {k: _index_batch(v, idx) if isinstance(v, Mapping) else v[idx] for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------
 # Distributed setup
 
 
@@ -337,3 +439,88 @@ def configure_threads_for_rank(world: int) -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
     configure_cpu_threads(max(1, threads // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))))
 
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+
+
+def parameter_statistics(prior, names: Sequence[str], seed: int, n: int = 100_000) -> tuple[list, list]:
+    """Return the prior mean and standard deviation of each parameter (Monte Carlo, seeded)."""
+    from twinflow.gw.prior import sample
+
+    draws = sample({k: prior[k] for k in names}, n, numpy_rng(seed, "standardisation"))
+    return [float(np.mean(draws[k])) for k in names], [float(np.std(draws[k])) for k in names]
+
+
+def train_posterior_model(settings: Mapping, *, dataset_index: str | Path, psd_banks: Sequence[str | Path],
+                          model_path: str | Path, metrics_path: str | Path, plot_path: str | Path,
+                          summary_path: str | Path | None = None, state_path: str | Path | None = None,
+                          log=print) -> TrainResult:
+    """The ``gw train`` stage: train on the dataset at ``dataset_index`` and write the model.
+
+    ``settings`` = ``{"train": gw.train, "batch": the on-the-fly batch settings}``
+    (:func:`twinflow.gw.settings.train_settings_for`). Writes the best model
+    (``gw-posterior-model`` checkpoint), the per-epoch metrics CSV, the loss-curve plot and a
+    JSON summary; ``state_path`` (default: beside the model) holds the per-epoch training
+    state while training runs and is removed once the outputs are written.
+    """
+    from twinflow.gw.dataset import WaveformDataset
+    from twinflow.gw.prior import build_prior, sampled_parameters
+    from twinflow.gw.psd import load_psd_bank
+    from twinflow.gw.tokens import BatchAssembler, check_batch_settings
+
+    train, batch_settings = dict(settings["train"]), dict(settings["batch"])
+    check_train_settings(train)
+    check_batch_settings(batch_settings)
+    dataset = WaveformDataset(dataset_index)
+    banks = {}
+    for path in psd_banks:
+        bank = load_psd_bank(path)
+        banks[bank.detector] = bank
+    prior = build_prior({**dataset.settings["prior"], **batch_settings["prior"]})
+    free = sampled_parameters(prior)
+    names = train["parameters"] or free
+    unknown = [n for n in names if n not in free]
+    require(not unknown, "train.parameters", names,
+            f"names of non-fixed prior parameters ({free}); {unknown} are fixed or not in the prior")
+    state_path = Path(state_path) if state_path is not None else Path(model_path).with_suffix(".state.pt")
+
+    device, rank, world = init_distributed(train["device"])
+    if device.type == "cpu":
+        configure_threads_for_rank(world)
+    try:
+        assembler = BatchAssembler(batch_settings, dataset.domain, banks, dataset.reference_distance,
+                                   dataset.parameters, device=device, seed=train["seed"])
+        require(train["batch-size"] % world == 0, "train.batch-size", train["batch-size"],
+                f"a multiple of the number of data-parallel ranks ({world})")
+        mean, std = parameter_statistics(prior, names, train["seed"])
+        ds = dataset.settings
+        metadata = {
+            "detectors": assembler.detectors,
+            "frequency_scale": float(batch_settings["maximum-frequency"]),
+            "analysis": {"detectors": assembler.detectors,
+                         **{k: batch_settings[k] for k in ("duration", "sampling-frequency",
+                                                           "minimum-frequency", "maximum-frequency")}},
+            "inputs": assembler.describe(),
+            "waveforms": {k: ds[k] for k in ("approximant", "reference-frequency", "reference-distance")},
+            "prior": {**ds["prior"], **batch_settings["prior"]},
+            # Free prior parameters the model does not infer: it marginalises over them.
+            "marginalised": [n for n in free if n not in names],
+        }
+        source = ShardBatchSource(dataset, assembler, parameter_names=names, statistics=(mean, std),
+                                  metadata=metadata, seed=train["seed"],
+                                  validation_fraction=train["validation-fraction"],
+                                  validation_size=train["validation-size"])
+        if rank == 0:
+            log(f"dataset: {len(dataset)} waveforms ({source.n_train} training, {source.n_validation} held out); "
+                f"{assembler.n_tokens} tokens per sample before masking; {world} rank(s) on {device}")
+        result = fit(train, source, state_path=state_path, device=device, log=log)
+        if rank == 0:
+            write_training_outputs(result, model_path=model_path, metrics_path=metrics_path, plot_path=plot_path,
+                                   summary_path=summary_path)
+            state_path.unlink(missing_ok=True)
+        return result
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
