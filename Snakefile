@@ -25,3 +25,4 @@ rule all:
     default_target: True
     input:
         rules.gw_psd.input,
+        rules.gw_dataset.input,

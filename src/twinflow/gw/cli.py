@@ -16,8 +16,74 @@ def _psd(args: argparse.Namespace) -> None:
     estimate_psd_bank(settings, args.out, plot=args.plot)
 
 
+def _gw_settings(args: argparse.Namespace, resolver_name: str) -> dict:
+    """Return a stage's settings: --settings as given, or resolved from a --config file's gw section."""
+    from twinflow.cli import settings_from
+    from twinflow.gw import settings as gw_settings
+
+    settings = settings_from(args)
+    return getattr(gw_settings, resolver_name)(settings) if args.config is not None else settings
+
+
+def _dataset_domain(args: argparse.Namespace) -> None:
+    from twinflow.gw.dataset import resolve_domain
+
+    resolve_domain(_gw_settings(args, "dataset_domain_settings_for"), args.out)
+
+
+def _dataset_shard(args: argparse.Namespace) -> None:
+    from twinflow.gw.dataset import simulate_shard
+
+    simulate_shard(_gw_settings(args, "dataset_shard_settings_for"), args.domain, args.shard, args.out)
+
+
+def _dataset_index(args: argparse.Namespace) -> None:
+    from twinflow.gw.dataset import write_index
+
+    index = write_index(args.shards, args.out)
+    print(f"indexed {len(index['shards'])} shards, {index['n-total']} waveforms: {args.out}")
+
+
+def _dataset_plots(args: argparse.Namespace) -> None:
+    from twinflow.core.settings import ConfigError
+    from twinflow.gw.dataset import plot_examples
+
+    psd = {}
+    for item in args.psd:
+        detector, _, path = item.partition("=")
+        if not path:
+            raise ConfigError(f"--psd {item!r}: expected DETECTOR=PATH")
+        psd[detector] = path
+    plot_examples(_gw_settings(args, "batch_settings_for"), args.index, psd, args.strain_plot, args.mask_plot)
+
+
 def register(stages: argparse._SubParsersAction) -> None:
     from twinflow.cli import add_settings_arguments
+
+    p = stages.add_parser("dataset-domain", help="resolve the multibanded domain (nodes: auto proposes them)")
+    add_settings_arguments(p, "gw")
+    p.add_argument("--out", required=True, help="output domain (JSON)")
+    p.set_defaults(func=_dataset_domain)
+
+    p = stages.add_parser("dataset-shard", help="simulate one shard of waveform polarisations")
+    add_settings_arguments(p, "gw")
+    p.add_argument("--domain", required=True, help="domain JSON from dataset-domain")
+    p.add_argument("--shard", required=True, type=int, help="shard index (0 .. n-shards - 1)")
+    p.add_argument("--out", required=True, help="output shard (HDF5)")
+    p.set_defaults(func=_dataset_shard)
+
+    p = stages.add_parser("dataset-index", help="index the waveform shards")
+    p.add_argument("--out", required=True, help="output index (JSON)")
+    p.add_argument("shards", nargs="+", help="shard files")
+    p.set_defaults(func=_dataset_index)
+
+    p = stages.add_parser("dataset-plots", help="plot an example's whitened strain with token edges, and masks")
+    add_settings_arguments(p, "gw")
+    p.add_argument("--index", required=True, help="dataset index (JSON)")
+    p.add_argument("--psd", nargs="+", required=True, help="PSD banks as DETECTOR=PATH")
+    p.add_argument("--strain-plot", required=True, help="output plot of the whitened strain")
+    p.add_argument("--mask-plot", required=True, help="output plot of token masks")
+    p.set_defaults(func=_dataset_plots)
 
     p = stages.add_parser("psd", help="estimate a PSD bank for one detector")
     add_settings_arguments(p, "gw")

@@ -64,8 +64,8 @@ def dataset_domain_settings_for(gw: Mapping) -> dict:
 def dataset_shard_settings_for(gw: Mapping) -> dict:
     """Return the settings of a waveform shard: analysis band, waveform model, intrinsic prior."""
     ds = gw["dataset"]
-    keys = ("seed", "approximant", "reference-frequency", "reference-distance", "n-shards", "shard-size",
-            "chunk-size")
+    # n-shards is left out: adding shards must not rerun the existing ones.
+    keys = ("seed", "approximant", "reference-frequency", "reference-distance", "shard-size", "chunk-size")
     return {**{k: gw[k] for k in DATASET_ANALYSIS_KEYS}, **{k: ds[k] for k in keys},
             "prior": _intrinsic_prior(ds["prior"])}
 
