@@ -26,3 +26,5 @@ rule all:
     input:
         rules.gw_psd.input,
         rules.gw_dataset.input,
+        rules.gw_inference.input,
+        rules.glitch.input,

@@ -1,1 +1,197 @@
-# glitch rules (added with the stage).
+# glitch branch (Glitch Flow): dataset shards -> Q-transform images -> aux->strain translation
+# -> subtraction and metrics; VAE glitch detector trained on clean Q-plots -> ROC.
+from twinflow.glitch.settings import check_config, stage_settings
+
+GLITCH = f"{RESULTS}/glitch"
+GLITCH_SHARDS = range(config["glitch"]["data"]["n-shards"])
+
+# A bad glitch setting stops the workflow here, before any job runs.
+check_config(config["glitch"])
+
+
+rule glitch_simulate:
+    """One shard of the synthetic strain + auxiliary-channel dataset."""
+    output:
+        f"{GLITCH}/data/shard-{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/glitch/data/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/glitch/data/shard-{{shard}}.tsv"
+    wildcard_constraints:
+        shard="[0-9]+",
+    conda:
+        "../../envs/glitch.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        settings=as_json(stage_settings(config["glitch"], "simulate")),
+    shell:
+        "twinflow glitch simulate --settings {params.settings:q} --shard {wildcards.shard} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule glitch_images:
+    """Whitened Q-transform images of every sample, the seeded split and the
+    training-split normalisation."""
+    input:
+        expand(f"{GLITCH}/data/shard-{{shard}}.h5", shard=GLITCH_SHARDS),
+    output:
+        f"{GLITCH}/images.h5",
+    log:
+        f"{RESULTS}/logs/glitch/images.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/glitch/images.tsv"
+    conda:
+        "../../envs/glitch.yaml"
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    params:
+        settings=as_json(stage_settings(config["glitch"], "images")),
+    shell:
+        "twinflow glitch images --settings {params.settings:q} --shards {input:q} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule glitch_train_translation:
+    """Train the aux -> strain translation model (resumable; GPU when there is one)."""
+    input:
+        f"{GLITCH}/images.h5",
+    output:
+        model=f"{GLITCH}/translation/model.pt",
+        metrics=f"{GLITCH}/translation/metrics.csv",
+        plot=report(
+            f"{GLITCH}/translation/loss.png",
+            caption="../report/glitch_loss.rst",
+            category="Glitch",
+            subcategory="Translation",
+        ),
+    log:
+        f"{RESULTS}/logs/glitch/train_translation.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/glitch/train_translation.tsv"
+    conda:
+        "../../envs/glitch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+    params:
+        settings=as_json(stage_settings(config["glitch"], "train-translation")),
+        state=f"{GLITCH}/translation/training-state.pt",
+    shell:
+        "twinflow glitch train-translation --settings {params.settings:q} --images {input:q} "
+        "--out {output.model:q} --metrics {output.metrics:q} --plot {output.plot:q} "
+        "--state {params.state:q} > {log:q} 2>&1"
+
+
+rule glitch_subtract:
+    """Generate strain Q-plots of the test split, subtract them, and score the residuals."""
+    input:
+        images=f"{GLITCH}/images.h5",
+        model=f"{GLITCH}/translation/model.pt",
+    output:
+        metrics=f"{GLITCH}/metrics.json",
+        gallery=report(
+            f"{GLITCH}/gallery.png",
+            caption="../report/glitch_gallery.rst",
+            category="Glitch",
+            subcategory="Subtraction",
+        ),
+    log:
+        f"{RESULTS}/logs/glitch/subtract.log",
+    conda:
+        "../../envs/glitch.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        settings=as_json(stage_settings(config["glitch"], "subtract")),
+    shell:
+        "twinflow glitch subtract --settings {params.settings:q} --images {input.images:q} "
+        "--model {input.model:q} --metrics {output.metrics:q} --gallery {output.gallery:q} "
+        "> {log:q} 2>&1"
+
+
+rule glitch_train_vae:
+    """Train the convolutional VAE on clean strain Q-plots (resumable; GPU when there is one)."""
+    input:
+        f"{GLITCH}/images.h5",
+    output:
+        model=f"{GLITCH}/vae/model.pt",
+        metrics=f"{GLITCH}/vae/metrics.csv",
+        plot=report(
+            f"{GLITCH}/vae/loss.png",
+            caption="../report/glitch_vae_loss.rst",
+            category="Glitch",
+            subcategory="VAE detector",
+        ),
+    log:
+        f"{RESULTS}/logs/glitch/train_vae.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/glitch/train_vae.tsv"
+    conda:
+        "../../envs/glitch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+    params:
+        settings=as_json(stage_settings(config["glitch"], "train-vae")),
+        state=f"{GLITCH}/vae/training-state.pt",
+    shell:
+        "twinflow glitch train-vae --settings {params.settings:q} --images {input:q} "
+        "--out {output.model:q} --metrics {output.metrics:q} --plot {output.plot:q} "
+        "--state {params.state:q} > {log:q} 2>&1"
+
+
+rule glitch_score_vae:
+    """Score glitchy against clean test images with the VAE: ROC, reconstructions, latent space."""
+    input:
+        images=f"{GLITCH}/images.h5",
+        model=f"{GLITCH}/vae/model.pt",
+    output:
+        metrics=f"{GLITCH}/vae/scores.json",
+        roc=report(
+            f"{GLITCH}/vae/roc.png",
+            caption="../report/glitch_roc.rst",
+            category="Glitch",
+            subcategory="VAE detector",
+        ),
+        reconstructions=report(
+            f"{GLITCH}/vae/reconstructions.png",
+            caption="../report/glitch_reconstructions.rst",
+            category="Glitch",
+            subcategory="VAE detector",
+        ),
+        latent=report(
+            f"{GLITCH}/vae/latent.png",
+            caption="../report/glitch_latent.rst",
+            category="Glitch",
+            subcategory="VAE detector",
+        ),
+    log:
+        f"{RESULTS}/logs/glitch/score_vae.log",
+    conda:
+        "../../envs/glitch.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        settings=as_json(stage_settings(config["glitch"], "score-vae")),
+    shell:
+        "twinflow glitch score-vae --settings {params.settings:q} --images {input.images:q} "
+        "--model {input.model:q} --metrics {output.metrics:q} --roc {output.roc:q} "
+        "--reconstructions {output.reconstructions:q} --latent {output.latent:q} > {log:q} 2>&1"
+
+
+rule glitch:
+    """Target: the whole glitch branch (metrics.json, gallery, VAE scores and plots)."""
+    input:
+        f"{GLITCH}/metrics.json",
+        f"{GLITCH}/gallery.png",
+        f"{GLITCH}/vae/scores.json",
+        f"{GLITCH}/vae/roc.png",
+        f"{GLITCH}/vae/reconstructions.png",
+        f"{GLITCH}/vae/latent.png",

@@ -1,0 +1,386 @@
+"""Synthetic Glitch Flow data: a strain channel and K auxiliary (witness) channels.
+
+Each sample is ``duration`` seconds of K + 1 channels at ``sampling-frequency``:
+
+- Detector noise: stationary coloured Gaussian noise (``twinflow.core.noise``) with the PSD of a
+  published sensitivity curve in strain; auxiliary channel k carries noise of the same shape at
+  a level ``1 / (gain_k * witness-snr-ratio)`` of the strain's, so a witness sees a glitch
+  at least ``witness-snr-ratio`` times more clearly than the strain does.
+- Glitches (in a fraction ``1 - clean-fraction`` of samples) start in one auxiliary channel:
+  sine-Gaussians (random frequency and Q), blips (the derivative of a short Gaussian pulse) and
+  scattered-light arches (instantaneous frequency ``f_peak |cos(2 pi f_m t)|``), all kept above
+  the Q-transform's lower frequency.
+- Coupling: channel k's glitch reaches strain through its own transfer, the one the models must
+  learn: a causal 2nd-order Butterworth low-pass (optional), a delay (exact, by an FFT phase
+  shift), a gain and an optional quadratic term ``c * y**2 / max|y|`` (which puts power at twice
+  the glitch frequency). The amplitude is set so the strain glitch has optimal SNR drawn
+  log-uniformly from ``glitch.snr``.
+- Optional GW chirps in strain only: leading-order (Newtonian) inspirals of an equal-mass
+  binary, ended at the ISCO frequency, at a random coalescence time inside the image window.
+
+Each shard comes from its own seeded stream (``numpy_rng(seed, "glitch-shard", shard)``) and is
+written to HDF5 with the settings; ``sample_timeseries`` returns one sample as a gwpy
+``TimeSeriesDict`` with channel names and GPS times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.signal
+
+from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.noise import coloured_noise
+from twinflow.core.progress import progress
+from twinflow.core.seeding import numpy_rng
+from twinflow.core.settings import ConfigError, require, require_choice, require_file, require_nyquist, require_positive
+
+GLITCH_TYPES = ("sine-gaussian", "blip", "scattered-light")
+NOISE_CURVES = ("aLIGO-O3-low", "AdV-O3-low")
+STRAIN_CHANNEL = "H1:GDS-CALIB_STRAIN"
+GPS_START = 1238166018.0  # start of O3 (April 2019); sample i starts at GPS_START + i * duration
+G_MSUN_OVER_C3 = 4.925490947641267e-06  # G M_sun / c^3 [s]
+
+
+def aux_channel_names(n_auxiliary: int) -> list[str]:
+    """Return the auxiliary channel names (witness sensors)."""
+    return [f"H1:PEM-WITNESS_{k + 1}" for k in range(n_auxiliary)]
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def _require_range(key: str, value, low: float = 0.0, allow_equal: bool = True) -> None:
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    ok = ok and value[0] > low and (value[0] <= value[1] if allow_equal else value[0] < value[1])
+    require(ok, key, value, f"a pair [low, high] with {low} < low <= high")
+
+
+def check_data_settings(settings: Mapping, image_band: tuple[float, float] | None = None) -> None:
+    """Raise :class:`ConfigError` for the first invalid data setting, before any work.
+
+    ``image_band`` (the Q-transform's frequency range) bounds the glitch frequencies from
+    below: glitches must fall inside the images.
+    """
+    for key in ("sampling-frequency", "duration", "witness-snr-ratio", "low-frequency-cutoff"):
+        require_positive(key, settings[key])
+    for key in ("n-shards", "samples-per-shard"):
+        require(isinstance(settings[key], int) and settings[key] >= 1, key, settings[key], "an integer >= 1")
+    k = settings["n-auxiliary"]
+    require(isinstance(k, int) and k >= 1, "n-auxiliary", k, "an integer >= 1 (the witness channels to translate from)")
+    fs, duration = settings["sampling-frequency"], settings["duration"]
+    require(float(fs * duration).is_integer(), "duration", duration,
+            f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)")
+    clean = settings["clean-fraction"]
+    require(isinstance(clean, (int, float)) and 0 <= clean <= 1, "clean-fraction", clean, "a fraction in [0, 1]")
+    require_choice("noise-curve", settings["noise-curve"], NOISE_CURVES)
+
+    glitch = settings["glitch"]
+    weights = glitch["types"]
+    require(isinstance(weights, Mapping) and len(weights) > 0, "glitch.types", weights,
+            f"a mapping from glitch type ({list(GLITCH_TYPES)}) to a weight")
+    for name, weight in weights.items():
+        require_choice("glitch.types", name, GLITCH_TYPES)
+        require_positive(f"glitch.types.{name}", weight, allow_zero=True)
+    require(sum(weights.values()) > 0, "glitch.types", weights, "at least one weight > 0")
+    for key in ("snr", "frequency", "q", "blip-width", "arch-frequency", "arch-duration"):
+        _require_range(f"glitch.{key}", glitch[key])
+    require_positive("glitch.time-jitter", glitch["time-jitter"], allow_zero=True)
+    require(glitch["time-jitter"] < duration / 4, "glitch.time-jitter", glitch["time-jitter"],
+            f"less than a quarter of the sample duration ({duration / 4:g} s)")
+    nyquist_limit = fs / 2
+    require_nyquist("glitch.frequency", glitch["frequency"][1], fs)
+    require_nyquist("glitch.arch-frequency", glitch["arch-frequency"][1], fs)
+    require(1 / (2 * np.pi * glitch["blip-width"][0]) < nyquist_limit, "glitch.blip-width", glitch["blip-width"],
+            f"widths whose peak frequency 1/(2 pi width) stays below the Nyquist frequency {nyquist_limit:g} Hz")
+    if image_band is not None:
+        q_minimum_frequency = image_band[0]
+        for key in ("frequency", "arch-frequency"):
+            require(glitch[key][0] >= q_minimum_frequency, f"glitch.{key}", glitch[key],
+                    f"frequencies >= the Q-transform's lower frequency {q_minimum_frequency:g} Hz "
+                    "(glitches must fall inside the images)")
+        blip_peak = 1 / (2 * np.pi * glitch["blip-width"][1])
+        require(blip_peak >= q_minimum_frequency, "glitch.blip-width", glitch["blip-width"],
+                f"widths whose peak frequency 1/(2 pi width) is >= the Q-transform's lower frequency "
+                f"{q_minimum_frequency:g} Hz (the widest here peaks at {blip_peak:.1f} Hz)")
+
+    coupling = settings["coupling"]
+    for key in ("gain", "delay", "lowpass", "quadratic"):
+        values = coupling[key]
+        require(isinstance(values, list) and len(values) == k, f"coupling.{key}", values,
+                f"a list with one entry per auxiliary channel (n-auxiliary = {k})")
+    for i in range(k):
+        require_positive(f"coupling.gain[{i}]", coupling["gain"][i])
+        delay = coupling["delay"][i]
+        require(isinstance(delay, (int, float)) and abs(delay) < duration / 4, f"coupling.delay[{i}]", delay,
+                f"a delay in seconds with |delay| < duration / 4 = {duration / 4:g} s")
+        cutoff = coupling["lowpass"][i]
+        if cutoff is not None:
+            require_positive(f"coupling.lowpass[{i}]", cutoff)
+            require(cutoff < fs / 2, f"coupling.lowpass[{i}]", cutoff,
+                    f"a cutoff below the Nyquist frequency {fs / 2:g} Hz, or null for no filter")
+        q = coupling["quadratic"][i]
+        require(isinstance(q, (int, float)) and q >= 0, f"coupling.quadratic[{i}]", q, "a number >= 0")
+
+    chirps = settings["chirps"]
+    frac = chirps["fraction"]
+    require(isinstance(frac, (int, float)) and 0 <= frac <= 1, "chirps.fraction", frac, "a fraction in [0, 1]")
+    _require_range("chirps.snr", chirps["snr"])
+    _require_range("chirps.chirp-mass", chirps["chirp-mass"])
+    require_positive("chirps.time-jitter", chirps["time-jitter"], allow_zero=True)
+    require(chirps["time-jitter"] < duration / 4, "chirps.time-jitter", chirps["time-jitter"],
+            f"less than a quarter of the sample duration ({duration / 4:g} s)")
+
+
+# --------------------------------------------------------------------------------------------
+# Waveforms
+
+
+def sine_gaussian(t: np.ndarray, frequency: float, q: float, phase: float) -> np.ndarray:
+    """Return a unit-peak sine-Gaussian centred on t = 0 (tau = Q / (sqrt(2) pi f))."""
+    tau = q / (np.sqrt(2) * np.pi * frequency)
+    return np.exp(-((t / tau) ** 2)) * np.sin(2 * np.pi * frequency * t + phase)
+
+
+def blip(t: np.ndarray, width: float) -> np.ndarray:
+    """Return the (unit-peak) time derivative of a Gaussian pulse of ``width`` [s]: a broadband
+    burst whose spectrum peaks at 1 / (2 pi width)."""
+    x = t / width
+    return -x * np.exp(0.5 - 0.5 * x**2)
+
+
+def scattered_light_arch(t: np.ndarray, peak_frequency: float, arch_duration: float, low_frequency: float) -> np.ndarray:
+    """Return one scattered-light arch centred on t = 0.
+
+    The scatterer moves as x(t) = x0 sin(2 pi f_m t) with f_m = 1 / (2 * arch_duration), so the
+    fringe frequency is ``peak_frequency * |cos(2 pi f_m t)|``. A sin^2 envelope keeps only the
+    part of the arch above ``low_frequency``.
+    """
+    f_mod = 1.0 / (2.0 * arch_duration)
+    phase = peak_frequency / (2 * np.pi * f_mod) * np.sin(2 * np.pi * f_mod * t)  # [cycles]
+    half = np.arccos(min(low_frequency / peak_frequency, 1.0)) / (2 * np.pi * f_mod)  # |t| where f = f_low
+    inside = (np.abs(t) < half) & (np.abs(t) < arch_duration / 2)
+    envelope = np.where(inside, np.cos(0.5 * np.pi * t / max(half, 1e-9)) ** 2, 0.0)
+    return envelope * np.sin(2 * np.pi * phase)
+
+
+def newtonian_chirp(t: np.ndarray, chirp_mass: float, phase: float) -> np.ndarray:
+    """Return the leading-order (Newtonian) inspiral h(t) of an equal-mass binary, coalescing at
+    t = 0, in arbitrary units (the caller fixes the SNR); zero after the ISCO frequency.
+
+    f(tau) = (1 / 8 pi) (5 / tau)^(3/8) (G Mc / c^3)^(-5/8) with tau = -t; amplitude ~ f^(2/3);
+    phase(tau) = -2 (tau / (5 G Mc / c^3))^(5/8).
+    """
+    mc = chirp_mass * G_MSUN_OVER_C3
+    total_mass = chirp_mass * 2 ** (6 / 5) * G_MSUN_OVER_C3
+    f_isco = 1.0 / (6**1.5 * np.pi * total_mass)
+    tau = np.maximum(-t, 1e-12)
+    freq = (5.0 / tau) ** (3 / 8) / (8 * np.pi) * mc ** (-5 / 8)
+    orbital_phase = -2.0 * (tau / (5 * mc)) ** (5 / 8)
+    h = freq ** (2 / 3) * np.cos(orbital_phase + phase)
+    keep = (t < 0) & (freq <= f_isco)
+    # Taper the last cycles before the ISCO cut so the end is not a step.
+    taper = np.clip((f_isco - freq) / (0.1 * f_isco), 0, 1)
+    return np.where(keep, h * taper, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Noise, SNR and coupling
+
+
+def strain_psd(settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Return (frequencies, one-sided strain PSD) on the rfft grid of one sample."""
+    from twinflow.gw.psd import source_psd
+
+    fs, n = settings["sampling-frequency"], n_samples(settings)
+    frequencies = np.fft.rfftfreq(n, 1 / fs)
+    return frequencies, source_psd(settings["noise-curve"], frequencies, settings["low-frequency-cutoff"])
+
+
+def n_samples(settings: Mapping) -> int:
+    return int(round(settings["sampling-frequency"] * settings["duration"]))
+
+
+def optimal_snr(h: np.ndarray, psd: np.ndarray, sampling_frequency: float,
+                band: tuple[float, float] | None = None) -> np.ndarray:
+    """Return the optimal matched-filter SNR sqrt(4 sum |h~(f)|^2 / S(f) df) over f > 0, or
+    over ``band`` = (f_low, f_high) [Hz] only.
+
+    ``h`` is [..., n] (real time series), ``psd`` the one-sided PSD on its rfft grid.
+    """
+    n = h.shape[-1]
+    h_f = np.fft.rfft(h, axis=-1) / sampling_frequency  # continuous-FT convention
+    df = sampling_frequency / n
+    f = np.arange(h_f.shape[-1]) * df
+    keep = f > 0 if band is None else (f >= band[0]) & (f <= band[1])
+    return np.sqrt(4 * df * np.sum(np.abs(h_f[..., keep]) ** 2 / psd[keep], axis=-1))
+
+
+def delay_series(x: np.ndarray, delay: float, sampling_frequency: float) -> np.ndarray:
+    """Return ``x`` delayed by ``delay`` seconds (exact fractional delay by an FFT phase shift)."""
+    n = x.shape[-1]
+    f = np.fft.rfftfreq(n, 1 / sampling_frequency)
+    return np.fft.irfft(np.fft.rfft(x, axis=-1) * np.exp(-2j * np.pi * f * delay), n=n, axis=-1)
+
+
+def coupling_transfer(y: np.ndarray, channel: int, settings: Mapping) -> np.ndarray:
+    """Return the strain glitch caused by auxiliary glitch ``y`` [..., n] in ``channel``."""
+    coupling, fs = settings["coupling"], settings["sampling-frequency"]
+    out = np.asarray(y, dtype=float)
+    cutoff = coupling["lowpass"][channel]
+    if cutoff is not None:
+        sos = scipy.signal.butter(2, cutoff, btype="lowpass", fs=fs, output="sos")
+        out = scipy.signal.sosfilt(sos, out, axis=-1)
+    out = delay_series(out, coupling["delay"][channel], fs)
+    quadratic = coupling["quadratic"][channel]
+    if quadratic:
+        peak = np.max(np.abs(out), axis=-1, keepdims=True)
+        out = out + quadratic * out**2 / np.where(peak > 0, peak, 1.0)
+    return coupling["gain"][channel] * out
+
+
+# --------------------------------------------------------------------------------------------
+# One shard
+
+
+def _draw_log_uniform(rng: np.random.Generator, bounds) -> float:
+    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
+def simulate_shard(settings: Mapping, shard: int, image_band: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Return the arrays of one shard (see module docstring); reproducible from (seed, shard).
+
+    SNRs are optimal SNRs inside ``image_band`` (the Q-transform's frequency range), so a
+    glitch's SNR is what the images can show.
+    """
+    fs, duration, n = settings["sampling-frequency"], settings["duration"], n_samples(settings)
+    k_aux, n_per = settings["n-auxiliary"], settings["samples-per-shard"]
+    glitch_cfg, chirp_cfg = settings["glitch"], settings["chirps"]
+    rng = numpy_rng(settings["seed"], "glitch-shard", shard)
+    _, psd = strain_psd(settings)
+    t = np.arange(n) / fs - duration / 2  # sample centre at t = 0
+    types = [name for name in GLITCH_TYPES if glitch_cfg["types"].get(name, 0) > 0]
+    weights = np.array([glitch_cfg["types"][name] for name in types], dtype=float)
+    weights /= weights.sum()
+    gains = np.asarray(settings["coupling"]["gain"], dtype=float)
+    ratio = settings["witness-snr-ratio"]
+    f_low = image_band[0]
+
+    strain_noise = coloured_noise(np.broadcast_to(psd, (n_per, len(psd))), n, fs, rng)
+    aux_psd = psd[None, :] / (gains[:, None] * ratio) ** 2  # [K, n_f]
+    aux = coloured_noise(np.broadcast_to(aux_psd, (n_per, k_aux, len(psd))), n, fs, rng)
+
+    glitch_strain = np.zeros((n_per, n))
+    chirp_strain = np.zeros((n_per, n))
+    labels = {name: np.zeros(n_per, dtype=dtype) for name, dtype in (
+        ("has_glitch", bool), ("glitch_type", np.int8), ("glitch_channel", np.int8), ("glitch_time", float),
+        ("glitch_snr", float), ("glitch_frequency", float), ("glitch_q", float), ("has_chirp", bool),
+        ("chirp_time", float), ("chirp_snr", float), ("chirp_mass", float))}
+    labels["glitch_type"][:] = -1
+    labels["glitch_channel"][:] = -1
+    for i in progress(range(n_per), desc=f"glitch shard {shard}", unit="sample"):
+        if rng.uniform() >= settings["clean-fraction"]:
+            kind = int(rng.choice(len(types), p=weights))
+            channel = int(rng.integers(k_aux))
+            t0 = rng.uniform(-glitch_cfg["time-jitter"], glitch_cfg["time-jitter"])
+            name = types[kind]
+            if name == "sine-gaussian":
+                freq, q = rng.uniform(*glitch_cfg["frequency"]), rng.uniform(*glitch_cfg["q"])
+                y = sine_gaussian(t - t0, freq, q, rng.uniform(0, 2 * np.pi))
+            elif name == "blip":
+                width = rng.uniform(*glitch_cfg["blip-width"])
+                freq, q = 1 / (2 * np.pi * width), np.nan
+                y = blip(t - t0, width)
+            else:
+                freq = rng.uniform(*glitch_cfg["arch-frequency"])
+                arch = rng.uniform(*glitch_cfg["arch-duration"])
+                q = np.nan
+                y = scattered_light_arch(t - t0, freq, arch, f_low)
+            s = coupling_transfer(y, channel, settings)
+            target_snr = _draw_log_uniform(rng, glitch_cfg["snr"])
+            scale = target_snr / optimal_snr(s, psd, fs, image_band)
+            aux[i, channel] += scale * y
+            glitch_strain[i] = scale * s
+            labels["has_glitch"][i] = True
+            labels["glitch_type"][i] = GLITCH_TYPES.index(name)
+            labels["glitch_channel"][i] = channel
+            labels["glitch_time"][i] = t0
+            labels["glitch_snr"][i] = optimal_snr(glitch_strain[i], psd, fs, image_band)
+            labels["glitch_frequency"][i] = freq
+            labels["glitch_q"][i] = q
+        if rng.uniform() < chirp_cfg["fraction"]:
+            tc = rng.uniform(-chirp_cfg["time-jitter"], chirp_cfg["time-jitter"])
+            mc = rng.uniform(*chirp_cfg["chirp-mass"])
+            h = newtonian_chirp(t - tc, mc, rng.uniform(0, 2 * np.pi))
+            snr = rng.uniform(*chirp_cfg["snr"])
+            chirp_strain[i] = h * snr / optimal_snr(h, psd, fs, image_band)
+            labels["has_chirp"][i] = True
+            labels["chirp_time"][i] = tc
+            labels["chirp_snr"][i] = snr
+            labels["chirp_mass"][i] = mc
+    strain = strain_noise + glitch_strain + chirp_strain
+    return {"strain": strain.astype(np.float32), "aux": aux.astype(np.float32),
+            "glitch_strain": glitch_strain.astype(np.float32), "chirp_strain": chirp_strain.astype(np.float32),
+            **labels}
+
+
+def simulate_dataset_shard(settings: Mapping, shard: int, out: str | Path, image_band: tuple[float, float],
+                           log=print) -> None:
+    """Simulate shard ``shard`` and write it to ``out`` (HDF5, with the settings); ``image_band``
+    is the Q-transform's frequency range [Hz]."""
+    check_data_settings(settings, image_band)
+    require(isinstance(shard, int) and 0 <= shard < settings["n-shards"], "shard", shard,
+            f"an index in [0, n-shards = {settings['n-shards']})")
+    arrays = simulate_shard(settings, shard, tuple(image_band))
+    frequencies, psd = strain_psd(settings)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for name, value in arrays.items():
+            f.create_dataset(name, data=value, compression="gzip" if value.ndim > 1 else None, compression_opts=1
+                             if value.ndim > 1 else None)
+        f.create_dataset("psd_frequencies", data=frequencies)
+        f.create_dataset("strain_psd", data=psd)
+        write_provenance(f, settings, shard=shard, sampling_frequency=settings["sampling-frequency"],
+                         duration=settings["duration"], strain_channel=STRAIN_CHANNEL,
+                         aux_channels=aux_channel_names(settings["n-auxiliary"]),
+                         gps_start=GPS_START + shard * settings["samples-per-shard"] * settings["duration"],
+                         image_band=list(image_band))
+    n_glitch = int(arrays["has_glitch"].sum())
+    log(f"shard {shard}: wrote {len(arrays['strain'])} samples ({n_glitch} with a glitch, "
+        f"{int(arrays['has_chirp'].sum())} with a chirp) to {out}")
+
+
+def read_shard(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Return (arrays, settings) of a shard written by :func:`simulate_dataset_shard`."""
+    path = require_file("glitch shard", path)
+    with h5py.File(path, "r") as f:
+        if "strain" not in f or "aux" not in f:
+            raise ConfigError(f"glitch shard {str(path)!r} has no 'strain' and 'aux' datasets")
+        arrays = {name: f[name][()] for name in f}
+        settings = read_settings(f)
+    return arrays, settings
+
+
+def sample_timeseries(path: str | Path, index: int):
+    """Return sample ``index`` of a shard as a gwpy ``TimeSeriesDict`` (strain and witnesses)."""
+    from gwpy.timeseries import TimeSeries, TimeSeriesDict
+
+    with h5py.File(require_file("glitch shard", path), "r") as f:
+        fs, duration = float(f.attrs["sampling_frequency"]), float(f.attrs["duration"])
+        t0 = float(f.attrs["gps_start"]) + index * duration
+        names = [STRAIN_CHANNEL, *read_settings_list(f.attrs["aux_channels"])]
+        data = [f["strain"][index], *f["aux"][index]]
+    out = TimeSeriesDict()
+    for name, values in zip(names, data):
+        out[name] = TimeSeries(values.astype(float), t0=t0, sample_rate=fs, name=name, channel=name)
+    return out
+
+
+def read_settings_list(value) -> list:
+    import json
+
+    return json.loads(value) if isinstance(value, (str, bytes)) else list(value)

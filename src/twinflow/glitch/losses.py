@@ -1,0 +1,66 @@
+"""Image losses for the translation models: L1, MSE, log-cosh and an SSIM mix.
+
+``ssim-mix`` is ``w * (1 - SSIM) + (1 - w) * L1`` with SSIM of Wang et al. (2004): an 11x11
+Gaussian window of sigma 1.5, C1 = (0.01 L)^2, C2 = (0.03 L)^2 with data range L = 1 (the
+images are min-max normalised), averaged over the valid (unpadded) pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from twinflow.core.settings import require, require_choice
+
+LOSSES = ("l1", "mse", "log-cosh", "ssim-mix")
+
+
+def log_cosh(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Return mean log(cosh(prediction - target)), computed stably as |x| + log1p(e^-2|x|) - log 2."""
+    x = (prediction - target).abs()
+    return (x + torch.log1p(torch.exp(-2 * x)) - math.log(2.0)).mean()
+
+
+def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]  # [1, 1, size, size]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Return the mean SSIM of images ``x``, ``y`` [B, C, H, W] (valid-pixel average)."""
+    c = x.shape[1]
+    w = _gaussian_window(min(window, x.shape[-1], x.shape[-2]), sigma, x.device, x.dtype).expand(c, 1, -1, -1)
+    mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
+    sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
+    syy = F.conv2d(y * y, w, groups=c) - mu_y**2
+    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return value.mean()
+
+
+def check_loss_settings(name: str, ssim_weight: float) -> None:
+    require_choice("loss", name, LOSSES)
+    require(isinstance(ssim_weight, (int, float)) and 0 <= ssim_weight <= 1, "ssim-weight", ssim_weight,
+            "a weight in [0, 1]")
+
+
+def make_loss(name: str, ssim_weight: float = 0.5) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Return the loss function ``loss(prediction, target)`` named ``name``."""
+    check_loss_settings(name, ssim_weight)
+    if name == "l1":
+        return F.l1_loss
+    if name == "mse":
+        return F.mse_loss
+    if name == "log-cosh":
+        return log_cosh
+
+    def ssim_mix(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ssim_weight * (1 - ssim(prediction, target)) + (1 - ssim_weight) * F.l1_loss(prediction, target)
+
+    return ssim_mix

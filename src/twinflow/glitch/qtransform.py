@@ -1,0 +1,411 @@
+"""Whitened Q-transform images of fixed size, batched, and the images dataset.
+
+The transform is gwpy's multi-Q transform (``TimeSeries.q_transform``), computed for a whole
+batch of series at once: the tiling (Q planes, rows, bi-square windows, padding) comes from
+``gwpy.signal.qtransform.QTiling`` itself; the FFT normalisation, median/mean normalisation per
+row, the choice of the plane with the loudest tile inside the output window, the cubic-spline
+interpolation onto the output time grid and the spline interpolation onto log-spaced
+frequencies all follow gwpy, vectorised over the batch with numpy and scipy. Whitening divides
+the spectrum by the known noise ASD (the data are simulated, so the PSD is exact).
+``tests/glitch/test_qtransform.py`` checks images against gwpy's ``q_transform`` itself.
+
+Images are ``[S, S]``: axis 0 is frequency (log-spaced, increasing), axis 1 is time; values
+are normalised tile energies. gwpy divides each row by its median (``norm: median``, noise
+pixels then have mean 1/ln 2) or mean; ``norm: psd`` divides by the energy whitened Gaussian
+noise has in expectation, known exactly here, so noise pixels are exponential with mean 1 and
+a loud glitch does not lower its own row's scale.
+
+The images stage turns the dataset shards into normalised images for training:
+aux ``[N, K, S, S]``, strain ``[N, S, S]`` scaled to [0, 1] by min-max statistics of the
+training split only (of the energies, or of ``log1p`` of them with ``scaling: log``, which
+keeps both noise and loud glitches visible), plus the strain glitch-only and chirp-only energies (in the same
+normalised-energy units as the strain image, same plane and row medians) used by the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.fft
+from scipy.interpolate import make_interp_spline
+
+from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.progress import progress
+from twinflow.core.seeding import numpy_rng
+from twinflow.core.settings import ConfigError, require, require_choice, require_file, require_positive
+
+NORMS = ("median", "mean", "psd")
+SCALINGS = ("linear", "log")
+SPLITS = ("train", "validation", "test")
+#: Per-sample truth carried from the shards into the images file.
+LABELS = ("has_glitch", "glitch_type", "glitch_channel", "glitch_time", "glitch_snr", "glitch_frequency",
+          "glitch_q", "has_chirp", "chirp_time", "chirp_snr", "chirp_mass")
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def q_maximum_frequency(sampling_frequency: float, q_min: float) -> float:
+    """Return gwpy's highest usable Q-transform frequency fs / 2 / (1 + sqrt(11) / Q_min): the
+    top tile of the lowest-Q plane must stay below the Nyquist frequency."""
+    return sampling_frequency / 2 / (1 + np.sqrt(11) / q_min)
+
+
+def check_qtransform_settings(settings: Mapping, sampling_frequency: float, duration: float) -> None:
+    """Raise :class:`ConfigError` for the first invalid Q-transform setting."""
+    size = settings["image-size"]
+    require(isinstance(size, int) and size >= 8, "image-size", size, "an integer >= 8 (pixels per side)")
+    qrange, frange = settings["qrange"], settings["frange"]
+    for key, value in (("qrange", qrange), ("frange", frange)):
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and 0 < value[0] < value[1]
+        require(ok, key, value, "a pair [low, high] with 0 < low < high")
+    require(qrange[0] >= np.sqrt(11), "qrange", qrange, f"Q >= sqrt(11) = {np.sqrt(11):.3f} (gwpy's tiles need it)")
+    nyquist = sampling_frequency / 2
+    if frange[1] > nyquist:
+        raise ConfigError(f"frange = {frange!r} Hz: the upper frequency exceeds the Nyquist frequency "
+                          f"{nyquist:g} Hz of {sampling_frequency:g} Hz data")
+    fmax = q_maximum_frequency(sampling_frequency, qrange[0])
+    if frange[1] > fmax:
+        raise ConfigError(
+            f"frange = {frange!r} Hz: the upper frequency is above {fmax:.1f} Hz, the highest a Q-transform "
+            f"with Q >= {qrange[0]:g} can reach below the Nyquist frequency {nyquist:g} Hz "
+            "(fs/2 / (1 + sqrt(11)/Q_min)): lower frange or raise sampling-frequency")
+    window = settings["window"]
+    require_positive("window", window)
+    require(window <= duration / 2, "window", window,
+            f"an image window of at most half the sample duration ({duration / 2:g} s)")
+    require(isinstance(settings["mismatch"], (int, float)) and 0 < settings["mismatch"] < 1, "mismatch",
+            settings["mismatch"], "a number in (0, 1)")
+    require_choice("norm", settings["norm"], NORMS)
+    require_choice("scaling", settings["scaling"], SCALINGS)
+    split = settings["split"]
+    ok = (isinstance(split, (list, tuple)) and len(split) == 3 and all(isinstance(v, (int, float)) and v > 0 for v in split)
+          and abs(sum(split) - 1) < 1e-6)
+    require(ok, "split", split, "three fractions > 0 (train, validation, test) that sum to 1")
+    require(isinstance(settings["batch-size"], int) and settings["batch-size"] >= 1, "batch-size",
+            settings["batch-size"], "an integer >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# The batched transform
+
+
+@dataclasses.dataclass
+class _Row:
+    frequency: float
+    indices: np.ndarray  # rfft bins of the tile window
+    window: np.ndarray  # bi-square window
+    padding: tuple[int, int]
+    ntiles: int
+
+
+@dataclasses.dataclass
+class _Plane:
+    q: float
+    frequencies: np.ndarray
+    frange: tuple[float, float]
+    rows: list[_Row]
+    frequency_matrix: np.ndarray | None = None
+
+
+class QTransform:
+    """Batched gwpy multi-Q transform onto a fixed ``[S, S]`` grid.
+
+    ``duration`` and ``sampling_frequency`` describe the input series; ``outseg`` is the
+    ``(start, stop)`` window of the image in seconds from the series start; the plane is chosen
+    by its loudest tile inside ``outseg`` (gwpy's ``gps``/``search``).
+    """
+
+    def __init__(self, duration: float, sampling_frequency: float, *, image_size: int, qrange: Sequence[float],
+                 frange: Sequence[float], outseg: tuple[float, float], mismatch: float = 0.2, norm: str = "median"):
+        from gwpy.signal.qtransform import QTiling
+
+        self.duration, self.fs, self.size = float(duration), float(sampling_frequency), int(image_size)
+        self.n = int(round(duration * sampling_frequency))
+        self.norm, self.outseg = norm, (float(outseg[0]), float(outseg[1]))
+        tiling = QTiling(self.duration, self.fs, qrange=tuple(qrange), frange=tuple(frange), mismatch=mismatch)
+        self.planes = []
+        for plane in tiling:
+            rows = [_Row(row.frequency, row.get_data_indices(), row.get_window(), row.padding, row.ntiles)
+                    for row in plane]
+            self.planes.append(_Plane(plane.q, np.asarray(plane.frequencies), tuple(plane.frange), rows))
+        tres = (self.outseg[1] - self.outseg[0]) / self.size
+        self.times = self.outseg[0] + tres * np.arange(self.size)  # as gwpy's arange(start, stop, tres)
+        self.frequencies = np.geomspace(tiling.frange[0], tiling.frange[1], num=self.size)
+        self._time_matrices: dict[int, np.ndarray] = {}
+        for plane in self.planes:
+            plane.frequency_matrix = self._frequency_matrix(plane)
+
+    def whitened_fft(self, data: np.ndarray, asd: np.ndarray | None) -> np.ndarray:
+        """Return gwpy's one-sided FFT (rfft / n, doubled above DC) of the whitened ``data``."""
+        spectrum = scipy.fft.rfft(np.asarray(data, dtype=float), axis=-1)
+        if asd is not None:
+            spectrum = spectrum / asd
+            spectrum[..., 0] = 0.0
+        spectrum /= self.n
+        spectrum[..., 1:] *= 2.0
+        return spectrum
+
+    def _row_series(self, fseries: np.ndarray, row: _Row) -> np.ndarray:
+        """Return the complex tile series [B, ntiles] of one row."""
+        windowed = fseries[:, row.indices] * row.window
+        padded = np.pad(windowed, ((0, 0), row.padding))
+        return scipy.fft.ifft(scipy.fft.ifftshift(padded, axes=-1), axis=-1)
+
+    def _normalise(self, energy: np.ndarray, row: _Row) -> np.ndarray:
+        """Return the energy scale of a row: gwpy's median or mean over the row, or (``psd``)
+        the expected energy of whitened Gaussian noise, 2 fs / (n ntiles^2) sum(window^2): with
+        an exact PSD, noise energies are then exponential with mean 1 whatever the glitch."""
+        if self.norm == "median":
+            return np.median(energy, axis=-1, keepdims=True)
+        if self.norm == "mean":
+            return np.mean(energy, axis=-1, keepdims=True)
+        expected = 2 * self.fs / (self.n * row.ntiles**2) * np.sum(row.window**2)
+        return np.full((len(energy), 1), expected)
+
+    def _time_matrix(self, ntiles: int) -> np.ndarray:
+        """Return the [S, ntiles] matrix of gwpy's cubic interpolating spline (FITPACK's
+        ``InterpolatedUnivariateSpline``, i.e. not-a-knot) from a row's tile times to the
+        output times; interpolation is linear in the data, so one matrix serves every image."""
+        if ntiles not in self._time_matrices:
+            x = np.arange(ntiles) * (self.duration / ntiles)
+            self._time_matrices[ntiles] = make_interp_spline(x, np.eye(ntiles), k=3, axis=0)(self.times)
+        return self._time_matrices[ntiles]
+
+    def _frequency_matrix(self, plane: _Plane) -> np.ndarray:
+        """Return the [S, n_rows] matrix of gwpy's frequency interpolation (a
+        ``RectBivariateSpline`` over the plane's row frequencies, evaluated on the output grid)."""
+        from scipy.interpolate import RectBivariateSpline
+
+        n_rows = len(plane.frequencies)
+        rows = np.empty((self.size, n_rows))
+        x = np.arange(4.0)
+        for j in range(n_rows):
+            unit = np.zeros((4, n_rows))
+            unit[:, j] = 1.0
+            rows[:, j] = RectBivariateSpline(x, plane.frequencies, unit)(x[:1], self.frequencies)[0]
+        return rows
+
+    def _interpolate(self, plane: _Plane, rows: list[np.ndarray]) -> np.ndarray:
+        """Interpolate each row onto the output times, then each column onto the output
+        frequencies, as gwpy's ``QGram.interpolate`` does; returns [B, S_f, S_t]."""
+        on_times = np.stack([energy @ self._time_matrix(energy.shape[-1]).T for energy in rows], axis=1)
+        return np.einsum("fr,brt->bft", plane.frequency_matrix, on_times)
+
+    def __call__(self, data: np.ndarray, asd: np.ndarray | None = None, components: Sequence[np.ndarray] = ()):
+        """Return the images [B, S, S] of ``data`` [B, n] (float32), and of each component.
+
+        ``asd`` (the noise ASD on the rfft grid; None: data already white) whitens the data.
+        Each ``components`` entry [B, n] (e.g. the glitch alone) is transformed on the plane
+        chosen for ``data`` and divided by the same row medians, so its image gives the part
+        of the data's normalised energy that it alone would carry.
+        """
+        data = np.atleast_2d(data)
+        if self.norm == "psd" and asd is None:
+            raise ValueError("norm 'psd' needs the noise ASD")
+        fseries = self.whitened_fft(data, asd)
+        comp_series = [self.whitened_fft(np.atleast_2d(c), asd) for c in components]
+        batch = len(data)
+        best_energy = np.full(batch, -np.inf)
+        best_plane = np.zeros(batch, dtype=int)
+        normalised: list[list[np.ndarray]] = []
+        scales: list[list[np.ndarray]] = []
+        for p, plane in enumerate(self.planes):
+            rows, row_scales = [], []
+            peak = np.zeros(batch)
+            for row in plane.rows:
+                energy = np.abs(self._row_series(fseries, row)) ** 2
+                scale = self._normalise(energy, row)
+                energy = energy / scale
+                times = np.arange(row.ntiles) * (self.duration / row.ntiles)
+                inside = (times >= self.outseg[0]) & (times < self.outseg[1])
+                peak = np.maximum(peak, energy[:, inside].max(axis=-1))
+                rows.append(energy)
+                row_scales.append(scale)
+            louder = peak > best_energy
+            best_plane[louder], best_energy[louder] = p, peak[louder]
+            normalised.append(rows)
+            scales.append(row_scales)
+        images = np.empty((batch, self.size, self.size), dtype=np.float32)
+        comp_images = [np.zeros((batch, self.size, self.size), dtype=np.float32) for _ in components]
+        for p, plane in enumerate(self.planes):
+            pick = np.flatnonzero(best_plane == p)
+            if not len(pick):
+                continue
+            images[pick] = self._interpolate(plane, [rows[pick] for rows in normalised[p]])
+            for series, out in zip(comp_series, comp_images):
+                rows = [np.abs(self._row_series(series[pick], row)) ** 2 / scale[pick]
+                        for row, scale in zip(plane.rows, scales[p])]
+                out[pick] = self._interpolate(plane, rows)
+        if components:
+            return images, comp_images
+        return images
+
+
+def transform_for(settings: Mapping, sampling_frequency: float, duration: float) -> QTransform:
+    """Return the :class:`QTransform` of the ``qtransform`` settings for samples of ``duration``
+    centred on the glitch window (the image window is centred on the sample)."""
+    half = settings["window"] / 2
+    return QTransform(duration, sampling_frequency, image_size=settings["image-size"], qrange=settings["qrange"],
+                      frange=settings["frange"], outseg=(duration / 2 - half, duration / 2 + half),
+                      mismatch=settings["mismatch"], norm=settings["norm"])
+
+
+# --------------------------------------------------------------------------------------------
+# Splits and normalisation
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Return the split label (0 train, 1 validation, 2 test) of each of ``n`` samples, by a
+    seeded permutation; every split gets at least one sample when n >= 3."""
+    order = numpy_rng(seed, "glitch-split").permutation(n)
+    n_val = max(1, int(round(fractions[1] * n))) if n >= 3 else 0
+    n_test = max(1, int(round(fractions[2] * n))) if n >= 3 else 0
+    labels = np.zeros(n, dtype=np.int8)
+    labels[order[n - n_val - n_test:n - n_test]] = 1
+    labels[order[n - n_test:]] = 2
+    return labels
+
+
+@dataclasses.dataclass
+class MinMax:
+    """Per-channel min-max scaling to [0, 1], after ``log1p`` when ``log``; the statistics come
+    from the training split only and are applied unchanged to validation and test (whose values
+    may then fall outside [0, 1])."""
+
+    minimum: np.ndarray  # [C], of the (log1p of the) energies
+    maximum: np.ndarray  # [C]
+    log: bool = False
+
+    @classmethod
+    def fit(cls, images: np.ndarray, log: bool = False) -> MinMax:
+        """Fit on training images [N, C, S, S] (tile energies)."""
+        values = np.log1p(np.maximum(images, 0)) if log else images
+        return cls(values.min(axis=(0, 2, 3)).astype(np.float64), values.max(axis=(0, 2, 3)).astype(np.float64), log)
+
+    def _shape(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return values.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def _span(self) -> np.ndarray:
+        return np.where(self.maximum > self.minimum, self.maximum - self.minimum, 1.0)
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Return energies [N, C, ...] scaled to the training split's [0, 1]."""
+        values = np.log1p(np.maximum(images, 0)) if self.log else images
+        return ((values - self._shape(values, self.minimum)) / self._shape(values, self._span())).astype(np.float32)
+
+    def inverse(self, images: np.ndarray) -> np.ndarray:
+        """Return scaled images [N, C, ...] as tile energies."""
+        values = images * self._shape(images, self._span()) + self._shape(images, self.minimum)
+        return np.expm1(values) if self.log else values
+
+
+# --------------------------------------------------------------------------------------------
+# The images stage
+
+
+def build_images(data_settings: Mapping, settings: Mapping, shards: Sequence[str | Path], out: str | Path,
+                 log=print) -> None:
+    """Q-transform every sample of ``shards`` and write the normalised, split images to ``out``."""
+    from twinflow.glitch.data import check_data_settings, read_shard, strain_psd
+
+    check_data_settings(data_settings, settings["frange"])
+    fs, duration = data_settings["sampling-frequency"], data_settings["duration"]
+    check_qtransform_settings(settings, fs, duration)
+    require(len(shards) == data_settings["n-shards"], "shards", len(shards),
+            f"one file per shard (n-shards = {data_settings['n-shards']})")
+    for path in shards:
+        require_file("glitch shard", path)
+    qt = transform_for(settings, fs, duration)
+    _, psd = strain_psd(data_settings)
+    asd = np.sqrt(psd)
+    gains = np.asarray(data_settings["coupling"]["gain"], dtype=float)
+    aux_asd = asd[None, :] / (gains[:, None] * data_settings["witness-snr-ratio"])
+    k = data_settings["n-auxiliary"]
+    batch_size = settings["batch-size"]
+
+    parts: dict[str, list[np.ndarray]] = {}
+    total = sum(data_settings["samples-per-shard"] for _ in shards)
+    bar = progress(total=total, desc="Q-transform images", unit="sample")
+    for path in shards:
+        arrays, _ = read_shard(path)
+        for start in range(0, len(arrays["strain"]), batch_size):
+            sl = slice(start, start + batch_size)
+            strain, (glitch_only, chirp_only) = qt(arrays["strain"][sl], asd,
+                                                   components=(arrays["glitch_strain"][sl], arrays["chirp_strain"][sl]))
+            aux = np.stack([qt(arrays["aux"][sl, c], aux_asd[c]) for c in range(k)], axis=1)
+            for name, value in (("strain", strain), ("aux", aux), ("glitch_energy", glitch_only),
+                                ("chirp_energy", chirp_only)):
+                parts.setdefault(name, []).append(value)
+            bar.update(len(strain))
+        for name in LABELS:
+            parts.setdefault(name, []).append(arrays[name])
+    bar.close()
+    data = {name: np.concatenate(values) for name, values in parts.items()}
+    split = split_indices(len(data["strain"]), settings["split"], settings["seed"])
+    train = split == 0
+    log_scale = settings["scaling"] == "log"
+    aux_scale = MinMax.fit(data["aux"][train], log_scale)
+    strain_scale = MinMax.fit(data["strain"][train][:, None], log_scale)
+
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("aux", data=aux_scale.transform(data["aux"]))
+        f.create_dataset("strain", data=strain_scale.transform(data["strain"][:, None])[:, 0])
+        for name, value in data.items():
+            if name not in ("aux", "strain"):
+                f.create_dataset(name, data=value)
+        f.create_dataset("split", data=split)
+        f.create_dataset("frequencies", data=qt.frequencies)
+        f.create_dataset("times", data=qt.times - duration / 2)
+        for name, scale in (("aux", aux_scale), ("strain", strain_scale)):
+            f.create_dataset(f"{name}_min", data=scale.minimum)
+            f.create_dataset(f"{name}_max", data=scale.maximum)
+        write_provenance(f, settings, data_settings=dict(data_settings), noise_energy_mean=noise_energy_mean(settings["norm"]),
+                         log_scaling=log_scale)
+    counts = np.bincount(split, minlength=3)
+    log(f"wrote {len(split)} image sets ({', '.join(f'{c} {s}' for c, s in zip(counts, SPLITS))}) of size "
+        f"{qt.size}x{qt.size} to {out}")
+
+
+def noise_energy_mean(norm: str) -> float:
+    """Return the mean normalised energy of a noise-only tile: energies of Gaussian noise are
+    exponential, so the mean is 1/ln 2 under median normalisation and 1 under mean."""
+    return 1 / np.log(2) if norm == "median" else 1.0  # "mean" and "psd": mean 1
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """The images file written by :func:`build_images`, one split or all of it."""
+
+    aux: np.ndarray  # [N, K, S, S], normalised
+    strain: np.ndarray  # [N, S, S], normalised
+    labels: dict[str, np.ndarray]
+    aux_scale: MinMax
+    strain_scale: MinMax
+    frequencies: np.ndarray
+    times: np.ndarray
+    settings: dict
+
+    def strain_energy(self, images: np.ndarray) -> np.ndarray:
+        """Return normalised strain images [N, S, S] in tile-energy units."""
+        return self.strain_scale.inverse(images[:, None])[:, 0]
+
+
+def load_images(path: str | Path, split: str | None = None) -> ImageSet:
+    """Return the images of ``split`` (train, validation, test; None: all)."""
+    path = require_file("glitch images", path)
+    with h5py.File(path, "r") as f:
+        if "aux" not in f or "split" not in f:
+            raise ConfigError(f"glitch images {str(path)!r} has no 'aux' and 'split' datasets")
+        which = slice(None) if split is None else f["split"][()] == SPLITS.index(split)
+        labels = {name: f[name][()][which] for name in (*LABELS, "glitch_energy", "chirp_energy")}
+        return ImageSet(
+            aux=f["aux"][()][which], strain=f["strain"][()][which], labels=labels,
+            aux_scale=MinMax(f["aux_min"][()], f["aux_max"][()], bool(f.attrs["log_scaling"])),
+            strain_scale=MinMax(f["strain_min"][()], f["strain_max"][()], bool(f.attrs["log_scaling"])),
+            frequencies=f["frequencies"][()], times=f["times"][()], settings=read_settings(f))

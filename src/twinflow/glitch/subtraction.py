@@ -1,0 +1,170 @@
+"""Inference and subtraction: generate the strain Q-plot of each test sample from its auxiliary
+channels, subtract it, and measure what is left.
+
+All quantities are in normalised tile energy (the strain images un-scaled with the training
+statistics). With ``b`` the mean energy of a noise-only tile (1/ln 2 under median
+normalisation), target ``T``, generated ``G`` and residual ``R = T - G``:
+
+- **glitch energy removed**: ``sum_M (G - b) / sum_M (T - b)`` over the glitch's pixels ``M``
+  (where the glitch alone carries energy >= ``mask-energy``), summed over glitchy test samples;
+- **denoising accuracy**: the share of glitchy test samples whose residual has no connected
+  (8-neighbour) cluster of pixels with ``R >= cluster-threshold`` (16, i.e. SNR^2 16) away from
+  the chirp pixels (a chirp left in the residual is wanted, not a failure);
+- **veto accuracy**: over all test samples, agreement between "the target has a glitch cluster
+  (T >= cluster-threshold on the glitch's pixels)" and "the generated image has a cluster"
+  (G >= cluster-threshold anywhere);
+- **denoising accuracy of a perfect model** (the same test with G = glitch alone + b): the
+  ceiling set by the glitch-noise cross term of ``|n + s|^2``, which no model can predict;
+- **chirp power retained**: ``sum_C R' / sum_C (T - b)`` over the chirp's pixels ``C`` (chirp
+  alone >= ``mask-energy``, outside the glitch's pixels), where ``R' = T - max(G, b)`` counts
+  only energy the model took away, summed over test samples with a chirp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+from twinflow.core.io import write_json
+from twinflow.core.plotting import figure, save_figure
+from twinflow.core.settings import require, require_positive
+
+EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
+def check_subtraction_settings(settings: Mapping) -> None:
+    require_positive("cluster-threshold", settings["cluster-threshold"])
+    require_positive("mask-energy", settings["mask-energy"])
+    require(isinstance(settings["gallery-size"], int) and settings["gallery-size"] >= 1, "gallery-size",
+            settings["gallery-size"], "an integer >= 1")
+
+
+def has_cluster(image: np.ndarray, threshold: float, exclude: np.ndarray | None = None) -> bool:
+    """Return whether ``image`` has a connected cluster of pixels >= ``threshold`` (outside
+    ``exclude``)."""
+    above = image >= threshold
+    if exclude is not None:
+        above &= ~exclude
+    labelled, count = scipy.ndimage.label(above, structure=EIGHT_NEIGHBOURS)
+    return count > 0
+
+
+def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy: np.ndarray,
+                        chirp_energy: np.ndarray, has_glitch: np.ndarray, has_chirp: np.ndarray,
+                        glitch_snr: np.ndarray, settings: Mapping, background: float) -> dict:
+    """Return the metrics of the module docstring for test images [N, S, S] in energy units."""
+    threshold, mask_level = settings["cluster-threshold"], settings["mask-energy"]
+    residual = target - generated
+    glitch_mask = glitch_energy >= mask_level
+    chirp_mask = (chirp_energy >= mask_level) & ~glitch_mask
+    n = len(target)
+    clean_residual = np.array([not has_cluster(residual[i], threshold, chirp_mask[i]) for i in range(n)])
+    target_cluster = np.array([has_cluster(np.where(glitch_mask[i], target[i], 0), threshold) for i in range(n)])
+    generated_cluster = np.array([has_cluster(generated[i], threshold) for i in range(n)])
+    g = has_glitch.astype(bool)
+    removed_num = np.sum(np.where(glitch_mask, generated - background, 0)[g])
+    removed_den = np.sum(np.where(glitch_mask, target - background, 0)[g])
+    c = has_chirp.astype(bool)
+    kept = target - np.maximum(generated, background)
+    chirp_num = np.sum(np.where(chirp_mask, kept, 0)[c])
+    chirp_den = np.sum(np.where(chirp_mask, target - background, 0)[c])
+    loud = g & (glitch_snr >= 10)
+    # The same test for a perfect model (the glitch's own expected energy plus the background):
+    # what is left is the glitch-noise cross term in |n + s|^2, which no model can predict.
+    oracle = target - (glitch_energy + background)
+    oracle_clean = np.array([not has_cluster(oracle[i], threshold, chirp_mask[i]) for i in range(n)])
+    return {
+        "n_test": int(n),
+        "n_glitch": int(g.sum()),
+        "n_chirp": int(c.sum()),
+        "glitch_energy_removed": float(removed_num / removed_den) if removed_den > 0 else None,
+        "denoising_accuracy": float(clean_residual[g].mean()) if g.any() else None,
+        "denoising_accuracy_snr_ge_10": float(clean_residual[loud].mean()) if loud.any() else None,
+        "clean_samples_left_clean": float(clean_residual[~g].mean()) if (~g).any() else None,
+        "denoising_accuracy_perfect_model": float(oracle_clean[g].mean()) if g.any() else None,
+        "veto_accuracy": float(np.mean(target_cluster == generated_cluster)),
+        "chirp_power_retained": float(chirp_num / chirp_den) if chirp_den > 0 else None,
+        "mean_abs_residual": float(np.mean(np.abs(residual))),
+        "cluster_threshold": float(threshold),
+        "background_energy": float(background),
+    }
+
+
+def baseline_errors(aux: np.ndarray, target: np.ndarray, generated: np.ndarray) -> dict:
+    """Return the mean absolute error (normalised image units) of the model and of the trivial
+    baselines: zero output and the auxiliary Q-plot (the brightest witness) copied to strain."""
+    copied = aux.max(axis=1)
+    return {"model": float(np.mean(np.abs(generated - target))), "zero": float(np.mean(np.abs(target))),
+            "aux-copy": float(np.mean(np.abs(copied - target)))}
+
+
+def run_subtraction(settings: Mapping, images: str | Path, model_path: str | Path, metrics_out: str | Path,
+                    gallery_out: str | Path, log=print) -> dict:
+    """Generate, subtract and score the test split; write metrics.json and the gallery plot."""
+    from twinflow.core.device import configure_cpu_threads, select_device
+    from twinflow.glitch.qtransform import load_images, noise_energy_mean
+    from twinflow.glitch.train import load_translation_model, predict
+
+    check_subtraction_settings(settings)
+    configure_cpu_threads()
+    test = load_images(images, "test")
+    model = load_translation_model(model_path)
+    device = select_device(settings["device"])
+    generated_norm = predict(model, torch.from_numpy(test.aux), device)[:, 0].numpy()
+    target = test.strain_energy(test.strain)
+    generated = test.strain_energy(generated_norm)
+    background = noise_energy_mean(test.settings["norm"])
+    labels = test.labels
+    metrics = subtraction_metrics(target, generated, labels["glitch_energy"], labels["chirp_energy"],
+                                  labels["has_glitch"], labels["has_chirp"], labels["glitch_snr"], settings, background)
+    metrics["mean_abs_error_normalised"] = baseline_errors(test.aux, test.strain, generated_norm)
+    metrics["settings"] = dict(settings)
+    write_json(metrics_out, metrics)
+    plot_gallery(gallery_out, test, target, generated, settings["gallery-size"])
+    log("; ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+def plot_gallery(path: str | Path, test, target: np.ndarray, generated: np.ndarray, rows: int) -> None:
+    """Plot aux | target | generated | residual for the loudest-glitch, a median and a clean/chirp
+    test sample, up to ``rows`` rows."""
+    labels = test.labels
+    glitchy = np.flatnonzero(labels["has_glitch"])
+    order = glitchy[np.argsort(-labels["glitch_snr"][glitchy])]
+    picks = list(order[np.linspace(0, len(order) - 1, min(rows - 1, len(order))).astype(int)]) if len(order) else []
+    chirps = np.flatnonzero(labels["has_chirp"] & ~labels["has_glitch"])
+    if len(chirps) and len(picks) < rows:
+        picks.append(int(chirps[0]))
+    picks = picks[:rows] or [0]
+    extent = [test.times[0], test.times[-1], 0, len(test.frequencies) - 1]
+    aux_energy = test.aux_scale.inverse(test.aux[picks]).max(axis=1)
+    fig, axes = figure(len(picks), 4, figsize=(13, 2.4 * len(picks)), squeeze=False)
+    vmax = max(25.0, float(np.percentile(target[picks], 99.9)))
+    for r, i in enumerate(picks):
+        panels = (aux_energy[r], target[i], generated[i], target[i] - generated[i])
+        names = ("aux (max over channels)", "target strain", "generated", "residual")
+        for c, (image, name) in enumerate(zip(panels, names)):
+            ax = axes[r, c]
+            if c == 3:
+                im = ax.imshow(image, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-25, vmax=25)
+            else:
+                im = ax.imshow(image, origin="lower", aspect="auto", extent=extent, cmap="viridis", vmin=0,
+                               vmax=vmax if c else None)
+            ax.grid(False)
+            ticks = np.linspace(0, len(test.frequencies) - 1, 4).astype(int)
+            ax.set_yticks(ticks, [f"{test.frequencies[t]:.0f}" for t in ticks] if c == 0 else [])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                kind = f"glitch SNR {labels['glitch_snr'][i]:.1f}" if labels["has_glitch"][i] else "no glitch"
+                kind += ", chirp" if labels["has_chirp"][i] else ""
+                ax.set_ylabel(f"{kind}\nfrequency [Hz]", fontsize=8)
+            if r == len(picks) - 1:
+                ax.set_xlabel("time [s]")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.suptitle("Glitch Flow on the test split (normalised energy)")
+    save_figure(fig, path)

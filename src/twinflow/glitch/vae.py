@@ -1,0 +1,310 @@
+"""The convolutional VAE glitch detector: trained on clean strain Q-plots, it scores an image as
+anomalous (glitchy) by its reconstruction error (or its negative ELBO).
+
+Architecture (input 1 x S x S, S a multiple of 16):
+
+- encoder: four stride-2 4x4 convolutions 1 -> 32 -> 64 -> 128 -> 256, each followed by ReLU and
+  Dropout2d, then flatten (256 * (S/16)^2 features);
+- heads ``fc_mu`` and ``fc_logvar`` to the latent space; reparameterisation z = mu + sigma * eps;
+- decoder: fc -> (64, S/16, S/16) -> ConvTranspose2d(64, 32, 4, stride 4) -> ReLU ->
+  ConvTranspose2d(32, 1, 4, stride 4) -> S x S;
+- output activation: sigmoid for the BCE loss, none for MSE or the spectral loss (the config
+  is rejected otherwise).
+
+Loss per image: reconstruction (summed over pixels) + beta * KL(q(z|x) || N(0, I)) +
+``fft-weight`` * the L1 distance of the 2-D FFT magnitudes (``spectral`` uses that distance as
+the whole reconstruction term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
+from twinflow.core.io import dumps_settings, write_json
+from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
+from twinflow.core.plotting import figure, save_figure
+from twinflow.core.settings import require, require_choice, require_positive
+
+VAE_KIND = "glitch-vae"
+RECONSTRUCTION_LOSSES = ("bce", "mse", "spectral")
+ACTIVATIONS = ("sigmoid", "none")
+SCORES = ("reconstruction", "elbo")
+#: The output activation each reconstruction loss needs.
+ACTIVATION_FOR_LOSS = {"bce": "sigmoid", "mse": "none", "spectral": "none"}
+
+
+def check_vae_settings(settings: Mapping, image_size: int | None = None) -> None:
+    """Raise :class:`ConfigError` for the first invalid VAE setting."""
+    size = settings.get("image-size") if image_size is None else image_size
+    require(isinstance(size, int) and size >= 16 and size % 16 == 0, "image-size", size,
+            "a multiple of 16 (the VAE halves the image four times and upsamples by 4 twice)")
+    require(isinstance(settings["latent-dim"], int) and settings["latent-dim"] >= 1, "latent-dim",
+            settings["latent-dim"], "an integer >= 1")
+    dropout = settings["dropout"]
+    require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "dropout", dropout, "a probability in [0, 1)")
+    require_choice("loss", settings["loss"], RECONSTRUCTION_LOSSES)
+    require_choice("output-activation", settings["output-activation"], ACTIVATIONS)
+    needed = ACTIVATION_FOR_LOSS[settings["loss"]]
+    require(settings["output-activation"] == needed, "output-activation", settings["output-activation"],
+            f"{needed!r} with loss {settings['loss']!r} (sigmoid for bce; none for mse and spectral)")
+    require_positive("beta", settings["beta"], allow_zero=True)
+    require_positive("fft-weight", settings["fft-weight"], allow_zero=True)
+
+
+def check_score_settings(settings: Mapping) -> None:
+    """Raise :class:`ConfigError` for an invalid scoring setting."""
+    require_choice("score", settings["score"], SCORES)
+    require_positive("snr-threshold", settings["snr-threshold"], allow_zero=True)
+
+
+class ConvVAE(nn.Module):
+    """The convolutional VAE of the module docstring."""
+
+    def __init__(self, image_size: int = 64, latent_dim: int = 16, dropout: float = 0.1,
+                 output_activation: str = "none"):
+        super().__init__()
+        self.image_size, self.latent_dim = image_size, latent_dim
+        self.output_activation = output_activation
+        s = image_size // 16
+        layers = []
+        for c_in, c_out in ((1, 32), (32, 64), (64, 128), (128, 256)):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU(), nn.Dropout2d(dropout)]
+        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        self.fc_mu = nn.Linear(256 * s * s, latent_dim)
+        self.fc_logvar = nn.Linear(256 * s * s, latent_dim)
+        self.fc_decode = nn.Linear(latent_dim, 64 * s * s)
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=4), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, stride=4))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [B, 1, S, S] -> 2 x [B, D]
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:  # [B, D] -> [B, 1, S, S]
+        s = self.image_size // 16
+        out = self.decoder(self.fc_decode(z).view(-1, 64, s, s))
+        return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
+
+    @staticmethod
+    def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = self.reparameterise(mu, logvar) if self.training else mu
+        return self.decode(z), mu, logvar
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Return KL(N(mu, diag exp(logvar)) || N(0, I)) per sample, in closed form:
+    0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)."""
+    return 0.5 * torch.sum(mu**2 + logvar.exp() - 1.0 - logvar, dim=-1)
+
+
+def fft_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return the per-image sum of |(|FFT2 x| - |FFT2 y|)| / S (orthonormal FFT)."""
+    fx = torch.fft.fft2(x, norm="ortho").abs()
+    fy = torch.fft.fft2(y, norm="ortho").abs()
+    return (fx - fy).abs().flatten(1).sum(-1)
+
+
+def reconstruction_error(recon: torch.Tensor, x: torch.Tensor, loss: str) -> torch.Tensor:
+    """Return the per-image reconstruction term (summed over pixels)."""
+    if loss == "bce":
+        return F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x.clamp(0, 1), reduction="none").flatten(1).sum(-1)
+    if loss == "mse":
+        return (recon - x).pow(2).flatten(1).sum(-1)
+    return fft_distance(recon, x)
+
+
+def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, settings: Mapping) -> torch.Tensor:
+    """Return the per-image loss: reconstruction + beta * KL (+ fft-weight * FFT distance)."""
+    loss = reconstruction_error(recon, x, settings["loss"]) + settings["beta"] * kl_divergence(mu, logvar)
+    if settings["fft-weight"] > 0 and settings["loss"] != "spectral":
+        loss = loss + settings["fft-weight"] * fft_distance(recon, x)
+    return loss
+
+
+def build_vae(model_settings: Mapping) -> ConvVAE:
+    return ConvVAE(model_settings["image-size"], model_settings["latent-dim"], model_settings["dropout"],
+                   model_settings["output-activation"])
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+
+
+def _clean(images_set) -> np.ndarray:
+    labels = images_set.labels
+    return ~labels["has_glitch"] & ~labels["has_chirp"]
+
+
+def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: str | Path, plot: str | Path,
+              state: str | Path | None = None, log=print) -> None:
+    """Train the VAE on the clean strain Q-plots of the training split (validated on the clean
+    validation images); write the best model, metrics CSV and loss curve."""
+    from twinflow.glitch.qtransform import load_images
+    from twinflow.glitch.train import check_optimiser_settings, fingerprint, train_loop
+
+    train_set, val_set = load_images(images, "train"), load_images(images, "validation")
+    size = train_set.strain.shape[-1]
+    check_vae_settings({**settings, "image-size": size})
+    check_optimiser_settings(settings)
+    x_train = torch.from_numpy(train_set.strain[_clean(train_set)])[:, None]
+    x_val = torch.from_numpy(val_set.strain[_clean(val_set)])[:, None]
+    require(len(x_train) >= 2 and len(x_val) >= 1, "clean-fraction", len(x_train),
+            "enough clean samples (no glitch, no chirp) for the VAE: raise clean-fraction or the dataset size")
+    model_settings = {"image-size": size, **{k: settings[k] for k in ("latent-dim", "dropout", "output-activation")}}
+    model = build_vae(model_settings)
+
+    def batch_loss(net, batch):
+        (x,) = batch
+        recon, mu, logvar = net(x)
+        return vae_loss(recon, x, mu, logvar, settings).mean()
+
+    identity = dumps_settings({"settings": settings, "data": fingerprint(x_train.numpy())})
+    state = Path(state) if state is not None else Path(out).with_name(Path(out).stem + "-state.pt")
+    best, rows, device = train_loop(model, batch_loss, (x_train,), (x_val,), settings, state_path=state,
+                                    kind=VAE_KIND, identity=identity, desc="VAE", log=log)
+    save_checkpoint(out, kind=VAE_KIND, settings=model_settings, model=best, rows=rows, training=dict(settings),
+                    device=str(device))
+    write_metrics_csv(metrics, rows)
+    plot_loss_curve(plot, rows, title=f"VAE on clean Q-plots ({settings['loss']}, beta {settings['beta']:g})",
+                    ylabel="loss per image")
+    log(f"wrote {out} ({len(x_train)} clean training images, {len(rows)} epochs)")
+
+
+def load_vae(path: str | Path) -> tuple[ConvVAE, dict]:
+    """Return (model, training settings) stored by :func:`train_vae`."""
+    checkpoint = load_checkpoint(path, kind=VAE_KIND)
+    model = build_vae(checkpoint["settings"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint["training"]
+
+
+@torch.no_grad()
+def anomaly_scores(model: ConvVAE, x: torch.Tensor, settings: Mapping, device, batch_size: int = 256):
+    """Return (scores, reconstructions, latent means) of images x [N, 1, S, S] (eval mode).
+
+    ``reconstruction``: the per-image mean squared error of the reconstruction from the latent
+    mean; ``elbo``: the negative ELBO (reconstruction term + beta * KL) of the training loss.
+    """
+    from twinflow.core.device import to_device
+
+    model.eval().to(device)
+    scores, recons, mus = [], [], []
+    for i in range(0, len(x), batch_size):
+        batch = to_device(x[i:i + batch_size], device)
+        recon, mu, logvar = model(batch)
+        if settings["score"] == "reconstruction":
+            score = (recon - batch).pow(2).flatten(1).mean(-1)
+        else:
+            score = vae_loss(recon, batch, mu, logvar, settings)
+        scores.append(score.cpu())
+        recons.append(recon.cpu())
+        mus.append(mu.cpu())
+    return torch.cat(scores).numpy(), torch.cat(recons).numpy(), torch.cat(mus).numpy()
+
+
+def score_vae(settings: Mapping, images: str | Path, model_path: str | Path, metrics_out: str | Path,
+              roc_out: str | Path, recon_out: str | Path, latent_out: str | Path, log=print) -> dict:
+    """Score the test split (glitchy against clean, chirps left out); write ROC AUC and average
+    precision (all glitches and those with SNR >= ``snr-threshold``) and the plots."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    from twinflow.core.device import configure_cpu_threads, select_device
+    from twinflow.glitch.qtransform import load_images
+
+    configure_cpu_threads()
+    check_score_settings(settings)
+    model, training = load_vae(model_path)
+    test = load_images(images, "test")
+    labels = test.labels
+    use = ~labels["has_chirp"]
+    x = torch.from_numpy(test.strain[use])[:, None]
+    y = labels["has_glitch"][use].astype(int)
+    snr = labels["glitch_snr"][use]
+    scores, recon, mu = anomaly_scores(model, x, {**training, **settings}, select_device(settings["device"]))
+    require(0 < y.sum() < len(y), "split", int(y.sum()), "a test split with both glitchy and clean images")
+    loud = (y == 0) | (snr >= settings["snr-threshold"])
+    result = {
+        "n_clean": int((y == 0).sum()), "n_glitch": int(y.sum()),
+        "n_glitch_snr_ge_threshold": int((y[loud] == 1).sum()),
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "average_precision": float(average_precision_score(y, scores)),
+        "roc_auc_snr_ge_threshold": float(roc_auc_score(y[loud], scores[loud])) if 0 < y[loud].sum() < loud.sum() else None,
+        "average_precision_snr_ge_threshold":
+            float(average_precision_score(y[loud], scores[loud])) if 0 < y[loud].sum() < loud.sum() else None,
+        "snr_threshold": float(settings["snr-threshold"]),
+        "score": settings["score"],
+        "settings": dict(settings),
+    }
+    write_json(metrics_out, result)
+
+    fig, ax = figure(figsize=(4.8, 4.2))
+    for mask, label in ((np.ones_like(loud), "all glitches"), (loud, f"glitch SNR >= {settings['snr-threshold']:g}")):
+        if 0 < y[mask].sum() < mask.sum():
+            fpr, tpr, _ = roc_curve(y[mask], scores[mask])
+            ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y[mask], scores[mask]):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false-positive rate (clean flagged)")
+    ax.set_ylabel("true-positive rate (glitches found)")
+    ax.set_title(f"VAE glitch detector ({settings['score']} score)")
+    ax.legend(loc="lower right", fontsize=8)
+    save_figure(fig, roc_out)
+
+    plot_reconstructions(recon_out, x.numpy()[:, 0], recon[:, 0], y, snr, scores, test.strain_energy)
+    plot_latent(latent_out, mu, y, snr)
+    log(f"VAE: ROC AUC {result['roc_auc']:.4f} (SNR >= {settings['snr-threshold']:g}: "
+        f"{result['roc_auc_snr_ge_threshold']}), average precision {result['average_precision']:.4f}")
+    return result
+
+
+def plot_reconstructions(path, x, recon, y, snr, scores, to_energy, n: int = 3) -> None:
+    """Plot input and reconstruction for clean and glitchy test images."""
+    clean, glitchy = np.flatnonzero(y == 0)[:n], np.flatnonzero(y == 1)
+    glitchy = glitchy[np.argsort(-snr[glitchy])][np.linspace(0, len(glitchy) - 1, min(n, len(glitchy))).astype(int)]
+    picks = list(clean) + list(glitchy)
+    fig, axes = figure(2, len(picks), figsize=(2.1 * len(picks), 4.4), squeeze=False)
+    xe, re = to_energy(x[picks]), to_energy(recon[picks])
+    vmax = max(25.0, float(np.percentile(xe, 99.5)))
+    for c, i in enumerate(picks):
+        for r, (image, name) in enumerate(((xe[c], "input"), (re[c], "reconstruction"))):
+            ax = axes[r, c]
+            ax.imshow(image, origin="lower", aspect="auto", vmin=0, vmax=vmax, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if r == 0:
+                title = "clean" if y[i] == 0 else f"glitch SNR {snr[i]:.0f}"
+                ax.set_title(f"{title}\nscore {scores[i]:.2e}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name)
+    fig.suptitle("VAE reconstructions (normalised energy; time ->, frequency ^)")
+    save_figure(fig, path)
+
+
+def plot_latent(path, mu: np.ndarray, y: np.ndarray, snr: np.ndarray) -> None:
+    """Scatter the first two principal components of the latent means, clean against glitchy."""
+    centred = mu - mu.mean(axis=0)
+    if mu.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        pcs = centred @ vt[:2].T
+    else:
+        pcs = np.concatenate([centred, np.zeros_like(centred)], axis=1)
+    fig, ax = figure(figsize=(5, 4.2))
+    ax.scatter(*pcs[y == 0].T, s=8, c="0.5", label="clean", alpha=0.7)
+    sc = ax.scatter(*pcs[y == 1].T, s=8, c=np.log10(snr[y == 1]), cmap="plasma", label="glitch", alpha=0.8)
+    fig.colorbar(sc, ax=ax, label="log10 glitch SNR")
+    ax.set_xlabel("latent PC 1")
+    ax.set_ylabel("latent PC 2")
+    ax.set_title("VAE latent means (test split)")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
