@@ -172,9 +172,9 @@ def simulate_shard(settings: Mapping, domain_path: str | Path, index: int, out: 
         h_plus, h_cross = f.create_dataset("h_plus", **kwargs), f.create_dataset("h_cross", **kwargs)
         for start in progress(range(0, n, chunk), desc=f"shard {index}", total=-(-n // chunk), unit="chunk"):
             stop = min(n, start + chunk)
-            hp, hc = generator({k: v[start:stop] for k, v in draws.items()})
-            h_plus[start:stop] = hp.astype(np.complex64)
-            h_cross[start:stop] = hc.astype(np.complex64)
+            hp, hc = generator({k: v[start:stop] for k, v in draws.items()}, dtype=np.complex64)
+            h_plus[start:stop] = hp
+            h_cross[start:stop] = hc
         write_provenance(f, settings, shard=index, seed=settings["seed"], n=n, domain=domain.settings,
                          parameters=names, fixed={k: float(v.peak) for k, v in intrinsic.items() if k not in names})
     log(f"shard {index}: wrote {n} waveforms on {domain.n_bins} bins to {out}")

@@ -167,13 +167,16 @@ class MultibandedFrequencyDomain:
         elif n != self.node_index[-1] - self.node_index[0]:
             raise ValueError(f"data has {n} bins; expected {len(self.base)} (uniform grid) or "
                              f"{self.node_index[-1] - self.node_index[0]} (the range [{self.f_min:g}, {self.f_max:g}) Hz)")
+        if isinstance(data, np.ndarray):
+            # One pass: sum each bin's run of uniform bins, then divide by its length.
+            starts = self.first_uniform_index - self.node_index[0]
+            sums = np.add.reduceat(data, starts, axis=-1)
+            return sums * (1.0 / self.decimation_of_bin).astype(sums.real.dtype)
         pieces = []
         for j in range(self.num_bands):
             lo, hi = self.node_index[j] - self.node_index[0], self.node_index[j + 1] - self.node_index[0]
             band = data[..., lo:hi]
             pieces.append(band.reshape(*band.shape[:-1], -1, int(self.decimation[j])).mean(-1))
-        if isinstance(data, np.ndarray):
-            return np.concatenate(pieces, axis=-1)
         import torch
 
         return torch.cat(pieces, dim=-1)
