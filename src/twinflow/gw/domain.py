@@ -168,10 +168,7 @@ class MultibandedFrequencyDomain:
             raise ValueError(f"data has {n} bins; expected {len(self.base)} (uniform grid) or "
                              f"{self.node_index[-1] - self.node_index[0]} (the range [{self.f_min:g}, {self.f_max:g}) Hz)")
         if isinstance(data, np.ndarray):
-            # One pass: sum each bin's run of uniform bins, then divide by its length.
-            starts = self.first_uniform_index - self.node_index[0]
-            sums = np.add.reduceat(data, starts, axis=-1)
-            return sums * (1.0 / self.decimation_of_bin).astype(sums.real.dtype)
+            return self._decimate_numpy(data)
         pieces = []
         for j in range(self.num_bands):
             lo, hi = self.node_index[j] - self.node_index[0], self.node_index[j + 1] - self.node_index[0]
@@ -180,6 +177,29 @@ class MultibandedFrequencyDomain:
         import torch
 
         return torch.cat(pieces, dim=-1)
+
+    def _decimate_numpy(self, data: np.ndarray) -> np.ndarray:
+        # Band by band into one output: a copy where m = 1, sums of m strided slices for small
+        # m (vectorised adds, ~2x faster than reduceat there), reduceat for larger m.
+        out = np.empty((*data.shape[:-1], self.n_bins), dtype=data.dtype)
+        scalar = data.real.dtype.type
+        start = 0
+        for j in range(self.num_bands):
+            lo, hi = self.node_index[j] - self.node_index[0], self.node_index[j + 1] - self.node_index[0]
+            m, n = int(self.decimation[j]), int(self.bins_per_band[j])
+            dst = out[..., start:start + n]
+            if m == 1:
+                dst[...] = data[..., lo:hi]
+            elif m <= 4:
+                np.add(data[..., lo:hi:m], data[..., lo + 1:hi:m], out=dst)
+                for k in range(2, m):
+                    dst += data[..., lo + k:hi:m]
+                dst *= scalar(1.0 / m)
+            else:
+                np.multiply(np.add.reduceat(data[..., lo:hi], np.arange(0, hi - lo, m), axis=-1), scalar(1.0 / m),
+                            out=dst)
+            start += n
+        return out
 
     def noise_std(self, psd_multibanded):
         """Return the standard deviation of Re and Im of noise in each bin: sqrt(S̄ / (4 Δf_j))."""
