@@ -57,6 +57,65 @@ def _dataset_plots(args: argparse.Namespace) -> None:
     plot_examples(_gw_settings(args, "batch_settings_for"), args.index, psd, args.strain_plot, args.mask_plot)
 
 
+def _psd_map(items) -> dict[str, str]:
+    """Return {detector: path} from DETECTOR=PATH arguments."""
+    from twinflow.core.settings import ConfigError
+
+    out = {}
+    for item in items or []:
+        detector, _, path = item.partition("=")
+        if not path:
+            raise ConfigError(f"--psd {item!r}: expected DETECTOR=PATH")
+        out[detector] = path
+    return out
+
+
+def _inference(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from twinflow.gw.inference import run_event
+    from twinflow.gw.report import plot_event_asd, plot_event_corner
+    from twinflow.gw.settings import inference_settings_for
+
+    from twinflow.cli import settings_from
+    from twinflow.core.settings import ConfigError
+
+    settings = settings_from(args)
+    if args.config is not None:  # a whole config file: resolve this event's settings
+        if not args.event:
+            raise ConfigError("--event is needed with --config (injection-<i> or a configured event)")
+        settings = inference_settings_for(settings, args.event)
+    run_event(settings, args.model, args.out_dir, psd_paths=_psd_map(args.psd), processes=args.processes)
+    plot_event_corner(Path(args.out_dir) / "posterior.h5", args.corner_plot or Path(args.out_dir) / "corner.png")
+    plot_event_asd(Path(args.out_dir) / "posterior.h5", args.asd_plot or Path(args.out_dir) / "asd.png")
+
+
+def _inference_sweep(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from twinflow.gw.inference import run_sweep
+    from twinflow.gw.report import plot_sweep
+
+    run_sweep(_gw_settings(args, "inference_sweep_settings_for"), args.model, args.out_dir,
+              psd_paths=_psd_map(args.psd), processes=args.processes)
+    plot_sweep(args.out_dir, args.plot or Path(args.out_dir) / "corner.png")
+
+
+def _inference_collect(args: argparse.Namespace) -> None:
+    from twinflow.gw.inference import collect_summaries
+    from twinflow.gw.report import plot_efficiency, plot_pp
+
+    collected = collect_summaries(args.summaries, args.out)
+    if args.pp_plot:
+        plot_pp(collected, args.pp_plot)
+    if args.efficiency_plot:
+        plot_efficiency(collected, args.efficiency_plot)
+    injections = collected.get("injections")
+    if injections:
+        print(f"{injections['n']} injections: median sampling efficiency {injections['median_sampling_efficiency']:.3%}, "
+              f"P-P combined p-value {injections['pp_combined_pvalue']}")
+
+
 def register(stages: argparse._SubParsersAction) -> None:
     from twinflow.cli import add_settings_arguments
 
@@ -91,3 +150,30 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output PSD bank (HDF5)")
     p.add_argument("--plot", help="output plot of the bank's ASD percentiles")
     p.set_defaults(func=_psd)
+
+    p = stages.add_parser("inference", help="sample one event with the model and reweight it with the exact likelihood")
+    add_settings_arguments(p, "gw")
+    p.add_argument("--event", help="event name (needed with --config): injection-<i> or a configured event")
+    p.add_argument("--model", required=True, help="posterior-model checkpoint")
+    p.add_argument("--psd", nargs="*", help="PSD banks as DETECTOR=PATH (injections draw their noise from them)")
+    p.add_argument("--out-dir", required=True, help="output folder: posterior.h5, result.json, summary.json")
+    p.add_argument("--processes", type=int, help="likelihood worker processes (default: the usable CPUs)")
+    p.add_argument("--corner-plot", help="output corner plot (default: OUT_DIR/corner.png)")
+    p.add_argument("--asd-plot", help="output ASD and token-mask plot (default: OUT_DIR/asd.png)")
+    p.set_defaults(func=_inference)
+
+    p = stages.add_parser("inference-sweep", help="analyse one event under several analysis settings")
+    add_settings_arguments(p, "gw")
+    p.add_argument("--model", required=True, help="posterior-model checkpoint")
+    p.add_argument("--psd", nargs="*", help="PSD banks as DETECTOR=PATH")
+    p.add_argument("--out-dir", required=True, help="output folder: one subfolder per setting and summary.json")
+    p.add_argument("--processes", type=int, help="likelihood worker processes (default: the usable CPUs)")
+    p.add_argument("--plot", help="output overlaid corner plot (default: OUT_DIR/corner.png)")
+    p.set_defaults(func=_inference_sweep)
+
+    p = stages.add_parser("inference-collect", help="collect per-event summaries; P-P and efficiency plots")
+    p.add_argument("--out", required=True, help="output summary of all events (JSON)")
+    p.add_argument("--pp-plot", help="output P-P plot over the injections")
+    p.add_argument("--efficiency-plot", help="output histogram of the sampling efficiency")
+    p.add_argument("summaries", nargs="+", help="per-event summary.json files")
+    p.set_defaults(func=_inference_collect)

@@ -229,6 +229,7 @@ class EventPosterior:
     warnings: list[str]
     phase_marginalized: bool
     optimal_snr: np.ndarray  # [n], network optimal SNR of each sample
+    token_edges: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # detector -> [k, 2] Hz, kept tokens
 
     def summary(self) -> dict:
         w = self.importance.weights
@@ -266,6 +267,29 @@ class EventPosterior:
         return out
 
 
+def checkpoint_warnings(model_settings: Mapping, prior, settings: Mapping) -> list[str]:
+    """Return warnings where the analysis differs from what the model was trained with.
+
+    Importance sampling stays exact as long as the model's proposal covers the analysis prior,
+    but a different prior or waveform model than in training costs efficiency.
+    """
+    from twinflow.gw.prior import build_prior
+
+    out = []
+    trained = model_settings.get("prior")
+    if trained is not None:
+        trained_prior = build_prior(trained, "checkpoint prior")
+        changed = sorted(k for k in set(trained_prior) | set(prior)
+                         if k not in trained_prior or k not in prior or repr(trained_prior[k]) != repr(prior[k]))
+        if changed:
+            out.append(f"the analysis prior differs from the model's training prior in {changed}")
+    waveforms = model_settings.get("waveforms", {})
+    for key in ("approximant", "reference-frequency"):
+        if key in waveforms and waveforms[key] != settings[key]:
+            out.append(f"{key} = {settings[key]!r} differs from the model's training {key} = {waveforms[key]!r}")
+    return out
+
+
 def railing_warnings(prior, samples: Mapping[str, np.ndarray], weights: np.ndarray, names: Sequence[str]) -> list[str]:
     """Return warnings for parameters whose posterior piles up against a prior bound."""
     out = []
@@ -291,7 +315,7 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
 
     from twinflow.gw.domain import domain_from_settings
     from twinflow.gw.likelihood import GaussianLikelihood
-    from twinflow.gw.prior import is_fixed
+    from twinflow.gw.prior import is_fixed, sample
 
     t_start = time.perf_counter()
     inputs = model_inputs(model)
@@ -300,14 +324,20 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
     names = list(model.parameter_names)
     missing = [n for n in names if n not in prior]
     require(not missing, "prior", sorted(prior), f"a prior for every parameter the model infers ({missing} missing)")
-    untrained = [n for n in prior if not is_fixed(prior[n]) and n not in names and n != "phase"]
-    require(not untrained, "prior", sorted(prior), f"fixed values for {untrained}: the model does not infer them")
     marginalize = decide_phase_marginalization(prior, names, settings["phase-marginalization"])
+    # Free parameters the model does not infer (it was trained marginalised over them) are drawn
+    # from their prior: the proposal is q(theta | d) pi(phi), so w = L pi(theta) / q(theta | d).
+    from_prior = [n for n in prior if not is_fixed(prior[n]) and n not in names and not (n == "phase" and marginalize)]
+    warnings += checkpoint_warnings(model.settings, prior, settings)
     for w in warnings:
         log(f"warning: {event.name}: {w}")
 
     device = device or torch.device("cpu")
     batch = event_tokens(event, inputs, domain, device)
+    kept = ~batch["padding_mask"][0]
+    edges = batch["token_frequency"][0][kept].double().cpu().numpy()
+    index = batch["detector_index"][0][kept].cpu().numpy()
+    token_edges = {d: edges[index == list(inputs["detectors"]).index(d)] for d in event.detectors}
     t0 = time.perf_counter()
     samples, log_q = draw_samples(model, batch, settings["n-samples"], settings["batch-size"], settings["seed"], device)
     t_sampling = time.perf_counter() - t0
@@ -319,6 +349,10 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
         warnings.append("ra is fixed in the prior at the model's reference time; at this event's time the same "
                         "detector-frame sky position has another ra")
     log_prior = prior_log_density(prior, samples, names)
+    if from_prior:
+        draws = sample({k: prior[k] for k in from_prior}, len(log_q), numpy_rng(settings["seed"], "prior-draws", event.name))
+        samples.update(draws)
+        names += from_prior
     params = {k: np.full(len(log_q), float(p.peak)) for k, p in prior.items() if is_fixed(p)}
     params.update(samples)
     params["geocent_time"] = event.trigger_time + params["geocent_time"]
@@ -356,7 +390,8 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
         f"likelihood {t_likelihood:.1f} s, total {total:.1f} s")
     return EventPosterior(event=event, parameters=names, samples=samples, log_q=log_q, log_prior=log_prior,
                           log_likelihood_ratio=log_l, noise_log_likelihood=noise_log_l, importance=result,
-                          timings=timings, warnings=warnings, phase_marginalized=marginalize, optimal_snr=snr)
+                          timings=timings, warnings=warnings, phase_marginalized=marginalize, optimal_snr=snr,
+                          token_edges=token_edges)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +409,20 @@ def write_posterior(posterior: EventPosterior, path: str | Path, settings: Mappi
                              ("log_weights", posterior.importance.log_weights),
                              ("weights", posterior.importance.weights), ("optimal_snr", posterior.optimal_snr)):
             f.create_dataset(name, data=values)
+        # the event's data for the report: ASD (of the windowed data), |d| scaled to an ASD, kept tokens
+        event = posterior.event
+        data = f.create_group("event")
+        data.create_dataset("frequencies", data=event.frequencies)
+        for d in event.detectors:
+            g = data.create_group(d)
+            g.create_dataset("asd", data=np.sqrt(event.psd[d] * event.window_factor))
+            g.create_dataset("strain_asd", data=np.abs(event.strain[d]) * np.sqrt(2 / event.duration))
+            g.create_dataset("token_edges", data=posterior.token_edges.get(d, np.zeros((0, 2))))
+            g.attrs["band"] = [event.minimum_frequency[d], event.maximum_frequency[d]]
+        if event.injection_parameters is not None:
+            truth = f.create_group("injection")
+            for k, v in event.injection_parameters.items():
+                truth.attrs[k] = v
         write_provenance(f, settings, event=posterior.event.name, trigger_time=posterior.event.trigger_time,
                          noise_log_likelihood=posterior.noise_log_likelihood,
                          geocent_time="offset from trigger_time [s]", **posterior.importance.summary())
@@ -387,7 +436,8 @@ def write_bilby_result(posterior: EventPosterior, path: str | Path, prior, seed:
     names = posterior.parameters
     event = posterior.event
     table = {n: posterior.samples[n] for n in names}
-    table["geocent_time"] = event.trigger_time + table["geocent_time"]  # bilby: GPS time
+    if "geocent_time" in table:
+        table["geocent_time"] = event.trigger_time + table["geocent_time"]  # bilby: GPS time
     frame = pd.DataFrame(table)
     frame["log_likelihood"] = posterior.log_likelihood_ratio + posterior.noise_log_likelihood
     frame["log_prior"] = posterior.log_prior
@@ -399,10 +449,15 @@ def write_bilby_result(posterior: EventPosterior, path: str | Path, prior, seed:
         injection = dict(event.injection_parameters)
         injection["geocent_time"] = event.trigger_time + injection["geocent_time"]
     priors = bilby.core.prior.PriorDict({k: v for k, v in prior.items()})
-    if "geocent_time" in priors:  # the prior of the GPS time, not of the offset
+    if "geocent_time" in priors:  # bilby's geocent_time is a GPS time, the config's an offset from the trigger
         g = priors["geocent_time"]
-        priors["geocent_time"] = bilby.core.prior.Uniform(event.trigger_time + g.minimum, event.trigger_time + g.maximum,
-                                                          name="geocent_time") if type(g).__name__ == "Uniform" else g
+        if isinstance(g, bilby.core.prior.DeltaFunction):
+            priors["geocent_time"] = bilby.core.prior.DeltaFunction(event.trigger_time + g.peak, name="geocent_time")
+        elif isinstance(g, bilby.core.prior.Uniform):
+            priors["geocent_time"] = bilby.core.prior.Uniform(event.trigger_time + g.minimum,
+                                                              event.trigger_time + g.maximum, name="geocent_time")
+        else:
+            priors["geocent_time_offset"] = priors.pop("geocent_time")
     result = bilby.core.result.Result(
         label=event.name, search_parameter_keys=names, priors=priors,
         posterior=frame.iloc[keep].reset_index(drop=True), nested_samples=weighted,

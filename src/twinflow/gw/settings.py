@@ -85,3 +85,60 @@ def batch_settings_for(gw: Mapping) -> dict:
         "post-trigger-duration": ds["post-trigger-duration"],
         "masks": ds["masks"],
     }
+
+
+# --- inference (issue 5) --------------------------------------------------------------------
+INJECTION_PREFIX = "injection-"
+INFERENCE_SAMPLING_KEYS = ("seed", "device", "n-samples", "batch-size", "phase-marginalization", "tukey-roll-off")
+INFERENCE_ANALYSIS_KEYS = ("detectors", "duration", "sampling-frequency", "minimum-frequency", "maximum-frequency")
+
+
+def inference_event_names(gw: Mapping) -> list[str]:
+    """Return the events the inference stage analyses: ``injection-0 ..`` and the configured events."""
+    from twinflow.core.settings import ConfigError
+
+    inference = gw["inference"]
+    names = [f"{INJECTION_PREFIX}{i}" for i in range(inference["injections"]["n"])]
+    for name in inference["events"]:
+        if name.startswith(INJECTION_PREFIX):
+            raise ConfigError(f"inference.events.{name}: event names starting with {INJECTION_PREFIX!r} are "
+                              "reserved for the injections")
+    return names + list(inference["events"])
+
+
+def _inference_common(gw: Mapping) -> dict:
+    inference, ds, psd = gw["inference"], gw["dataset"], gw["psd"]
+    return {
+        **{k: inference[k] for k in INFERENCE_SAMPLING_KEYS},
+        "analysis": {k: gw[k] for k in INFERENCE_ANALYSIS_KEYS},
+        "prior": dict(ds["prior"]),
+        **{k: ds[k] for k in ("approximant", "reference-frequency", "reference-time", "post-trigger-duration")},
+        # real events' Welch PSDs are made as the PSD banks the model was trained on
+        "psd": {k: psd[k] for k in ("window", "overlap", "average")},
+    }
+
+
+def inference_settings_for(gw: Mapping, event: str) -> dict:
+    """Return the settings of one event's inference job (only that event's entries).
+
+    An injection carries its index and the injections' seed, not their number, so adding
+    injections does not rerun the existing ones.
+    """
+    from twinflow.core.settings import ConfigError
+
+    inference = gw["inference"]
+    settings = {"event": event, **_inference_common(gw)}
+    if event.startswith(INJECTION_PREFIX):
+        index = int(event[len(INJECTION_PREFIX):])
+        settings.update(kind="injection", injection={"index": index, "seed": inference["injections"]["seed"]})
+    elif event in inference["events"]:
+        settings.update(kind="strain", strain=dict(inference["events"][event]))
+    else:
+        raise ConfigError(f"event = {event!r} is not configured: choose one of {inference_event_names(gw)}")
+    return settings
+
+
+def inference_sweep_settings_for(gw: Mapping) -> dict:
+    """Return the settings of the analysis-settings sweep: its event's settings plus the variants."""
+    sweep = gw["inference"]["sweep"]
+    return {**inference_settings_for(gw, sweep["event"]), "sweep": list(sweep["settings"])}
