@@ -110,15 +110,21 @@ class WaveformGenerator:
         return set_waveform_dictionary(dict(pn_spin_order=-1, pn_tidal_order=-1, pn_phase_order=-1,
                                             pn_amplitude_order=0))
 
-    def uniform(self, parameters: Mapping[str, np.ndarray], dtype=np.complex128) -> tuple[np.ndarray, np.ndarray]:
-        """Return h+, h× [n, n_uniform_range] on the uniform bins [f_min, f_max) of the domain."""
+    def uniform(self, parameters: Mapping[str, np.ndarray], dtype=np.complex128,
+                out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return h+, h× [n, n_uniform_range] on the uniform bins [f_min, f_max) of the domain.
+
+        ``out``: two arrays of that shape to fill (reused buffers avoid fresh page faults,
+        which otherwise cost about as much as the copies themselves).
+        """
         import lalsimulation as lalsim
 
         lal = lal_parameters(parameters, self.reference_frequency, self.reference_distance)
         n = len(lal["mass_1"])
         lo, hi = self.domain.uniform_slice.start, self.domain.uniform_slice.stop
-        h_plus = np.zeros((n, hi - lo), dtype=dtype)
-        h_cross = np.zeros((n, hi - lo), dtype=dtype)
+        if out is None:
+            out = (np.empty((n, hi - lo), dtype=dtype), np.empty((n, hi - lo), dtype=dtype))
+        h_plus, h_cross = out
         columns = [lal[k].tolist() for k in ("mass_1", "mass_2", "spin_1x", "spin_1y", "spin_1z", "spin_2x",
                                                "spin_2y", "spin_2z", "luminosity_distance", "iota", "phase")]
         delta_f, f_min, f_max, f_ref = (self.domain.base.delta_f, self.minimum_frequency, self.maximum_frequency,
@@ -128,8 +134,7 @@ class WaveformGenerator:
         approximant = self.approximant_number
         for i, args in enumerate(zip(*columns)):
             try:
-                hp, hc = choose(*args[:11], 0.0, 0.0, 0.0, delta_f, f_min, f_max, f_ref,
-                                waveform_dictionary, approximant)
+                hp, hc = choose(*args, 0.0, 0.0, 0.0, delta_f, f_min, f_max, f_ref, waveform_dictionary, approximant)
             except RuntimeError as err:
                 names = ("mass_1", "mass_2", "spin_1x", "spin_1y", "spin_1z", "spin_2x", "spin_2y", "spin_2z",
                          "luminosity_distance", "iota", "phase")
@@ -139,12 +144,21 @@ class WaveformGenerator:
             stop = min(hi, len(data_p))
             h_plus[i, : stop - lo] = data_p[lo:stop]
             h_cross[i, : stop - lo] = data_c[lo:stop]
+            if stop < hi:  # LALSimulation stopped short of f_max: nothing there
+                h_plus[i, stop - lo:] = 0
+                h_cross[i, stop - lo:] = 0
         return h_plus, h_cross
 
     def __call__(self, parameters: Mapping[str, np.ndarray], dtype=np.complex128) -> tuple[np.ndarray, np.ndarray]:
         """Return h+, h× [n, n_bins] on the multibanded domain (``dtype``: complex128, or
         complex64 as stored in the shards, which also halves the decimation's memory traffic)."""
-        h_plus, h_cross = self.uniform(parameters, dtype)
+        n = len(next(iter(parameters.values())))
+        width = self.domain.uniform_slice.stop - self.domain.uniform_slice.start
+        key = (n, np.dtype(dtype))
+        if getattr(self, "_buffer_key", None) != key:  # one pair of uniform-grid buffers, reused
+            self._buffers = (np.empty((n, width), dtype=dtype), np.empty((n, width), dtype=dtype))
+            self._buffer_key = key
+        h_plus, h_cross = self.uniform(parameters, dtype, out=self._buffers)
         return self.domain.decimate(h_plus), self.domain.decimate(h_cross)
 
 
