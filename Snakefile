@@ -26,5 +26,6 @@ rule all:
     input:
         rules.gw_psd.input,
         rules.gw_dataset.input,
+        rules.gw_train.output,
         rules.gw_inference.input,
         rules.glitch.input,

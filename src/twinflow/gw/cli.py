@@ -57,6 +57,14 @@ def _dataset_plots(args: argparse.Namespace) -> None:
     plot_examples(_gw_settings(args, "batch_settings_for"), args.index, psd, args.strain_plot, args.mask_plot)
 
 
+def _train(args: argparse.Namespace) -> None:
+    from twinflow.gw.train import train_posterior_model
+
+    train_posterior_model(_gw_settings(args, "train_settings_for"), dataset_index=args.index,
+                          psd_banks=args.psd, model_path=args.model, metrics_path=args.metrics,
+                          plot_path=args.plot, summary_path=args.summary, state_path=args.state)
+
+
 def _psd_map(items) -> dict[str, str]:
     """Return {detector: path} from DETECTOR=PATH arguments."""
     from twinflow.core.settings import ConfigError
@@ -150,6 +158,17 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output PSD bank (HDF5)")
     p.add_argument("--plot", help="output plot of the bank's ASD percentiles")
     p.set_defaults(func=_psd)
+
+    p = stages.add_parser("train", help="train the posterior model (torchrun for data-parallel training)")
+    add_settings_arguments(p, "gw")
+    p.add_argument("--index", required=True, help="waveform dataset index (JSON)")
+    p.add_argument("--psd", nargs="+", required=True, help="PSD banks, one per detector (HDF5)")
+    p.add_argument("--model", required=True, help="output model checkpoint (best validation epoch)")
+    p.add_argument("--metrics", required=True, help="output per-epoch metrics (CSV)")
+    p.add_argument("--plot", required=True, help="output loss-curve plot")
+    p.add_argument("--summary", help="output training summary (JSON)")
+    p.add_argument("--state", help="per-epoch training state, resumed from if present (default: beside --model)")
+    p.set_defaults(func=_train)
 
     p = stages.add_parser("inference", help="sample one event with the model and reweight it with the exact likelihood")
     add_settings_arguments(p, "gw")

@@ -87,6 +87,19 @@ def batch_settings_for(gw: Mapping) -> dict:
     }
 
 
+# --- train (issue 4) ------------------------------------------------------------------------
+
+
+def train_settings_for(gw: Mapping) -> dict:
+    """Return the settings of the training stage: ``gw.train`` and the on-the-fly batch settings.
+
+    The waveform shards reach training as input files, so only what the batches are made of
+    (detectors, band, extrinsic prior, reference time, masks) and the training section itself
+    are parameters: editing them reruns training, not the dataset.
+    """
+    return {"train": dict(gw["train"]), "batch": batch_settings_for(gw)}
+
+
 # --- inference (issue 5) --------------------------------------------------------------------
 INJECTION_PREFIX = "injection-"
 INFERENCE_SAMPLING_KEYS = ("seed", "device", "n-samples", "batch-size", "phase-marginalization", "tukey-roll-off")
