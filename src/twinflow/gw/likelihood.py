@@ -54,6 +54,8 @@ from twinflow.gw.events import EventData
 from twinflow.gw.waveforms import check_approximant, lal_parameters
 
 SPEED_OF_LIGHT = 299792458.0  # m/s, as bilby_cython
+#: d GMST / d t [rad / s] inside one second: bilby_cython's linear terms, sidereal seconds -> rad
+GMST_RATE = (8640184.812866 + 3155760000.0) / (36525.0 * 86400.0) * np.pi / 43200.0
 #: LALSimulation's leading SimInspiralChooseFDWaveform arguments, in order.
 LAL_ARGUMENTS = ("mass_1", "mass_2", "spin_1x", "spin_1y", "spin_1z", "spin_2x", "spin_2y", "spin_2z",
                  "luminosity_distance", "iota", "phase")
@@ -89,11 +91,11 @@ def detector_geometry(name: str) -> DetectorGeometry:
 def greenwich_mean_sidereal_time(gps_time: np.ndarray) -> np.ndarray:
     """Return the GMST [rad] of GPS times, as bilby computes it.
 
-    bilby's function (bilby_cython) takes the date from the integer second and adds the
-    fraction of a second linearly (its quadratic term changes by ~1e-20 within a second); it
-    builds a Python datetime per call, ~20 us each. So it is called only at each distinct
-    integer second (and half a second later, for the slope) and interpolated linearly inside
-    it: equal to bilby's to ~1e-11 rad.
+    bilby's function (bilby_cython, after XLALGreenwichSiderealTime) takes the date from the
+    integer second and adds the fraction of a second through linear terms (its quadratic term
+    changes by ~1e-20 within a second); it builds a Python datetime per call, ~20 us each. So
+    it is called once per distinct integer second and the fraction added with the same
+    coefficients: equal to bilby's to ~1e-11 rad (the rounding of bilby's own sum).
     """
     from bilby.gw.utils import greenwich_mean_sidereal_time as gmst
 
@@ -101,8 +103,7 @@ def greenwich_mean_sidereal_time(gps_time: np.ndarray) -> np.ndarray:
     whole = np.floor(t)
     seconds, inverse = np.unique(whole, return_inverse=True)
     base = np.asarray(gmst(seconds), dtype=float)
-    rate = (np.asarray(gmst(seconds + 0.5), dtype=float) - base) / 0.5
-    return (base[inverse] + rate[inverse] * (t - whole).ravel()).reshape(t.shape)
+    return (base[inverse] + GMST_RATE * (t - whole).ravel()).reshape(t.shape)
 
 
 def antenna_patterns(geometry: DetectorGeometry, ra, dec, psi, gps_time, gmst=None) -> tuple[np.ndarray, np.ndarray]:
