@@ -345,3 +345,32 @@ def test_bad_batch_settings_name_key_and_value(gw_config, cpu_domain, path, valu
     banks = {d: o3_bank(d, cpu_domain) for d in ("H1", "L1")}
     with pytest.raises(ConfigError, match=match):
         BatchAssembler(settings, cpu_domain, banks, 100.0, [])
+
+
+def test_batch_parameters_are_the_non_fixed_ones_and_batches_repeat_with_the_seed(gw_config, cpu_domain):
+    settings = copy.deepcopy(batch_settings_for(gw_config))
+    settings["prior"].update({"ra": 1.375, "dec": -1.2108, "geocent_time": 0.0})
+    banks = {d: o3_bank(d, cpu_domain, scales=(1.0, 2.0)) for d in ("H1", "L1")}
+    p_in, _, generator = draws(gw_config["dataset"]["prior"], 8, 2, cpu_domain)
+    h_plus, h_cross = generator(p_in, dtype=np.complex64)
+    block = {"h_plus": h_plus, "h_cross": h_cross, **p_in}
+    names = list(p_in)
+    a = BatchAssembler(settings, cpu_domain, banks, 100.0, names, seed=5)(block)
+    b = BatchAssembler(settings, cpu_domain, banks, 100.0, names, seed=5)(block)
+    assert set(a["parameters"]) == set(names) | {"luminosity_distance", "psi"}
+    for key in ("tokens", "padding_mask", "detector_index", "token_frequency"):
+        assert torch.equal(a[key], b[key])
+    np.testing.assert_allclose(a["parameters"]["chirp_mass"].numpy(), p_in["chirp_mass"], rtol=1e-6)
+    assert a["tokens"].dtype == torch.float32 and a["detector_index"].dtype == torch.long
+    assert a["padding_mask"].dtype == torch.bool and a["token_frequency"].shape[-1] == 2
+
+
+def test_signal_scales_as_one_over_distance(gw_config, cpu_domain):
+    banks = {d: o3_bank(d, cpu_domain) for d in ("H1", "L1")}
+    p_in, p_ex, generator = draws(gw_config["dataset"]["prior"], 3, 4, cpu_domain)
+    h_plus, h_cross = (torch.as_tensor(h) for h in generator(p_in))
+    assembler = BatchAssembler(batch_settings_for(gw_config), cpu_domain, banks, 100.0, list(p_in))
+    ex = {k: torch.as_tensor(v) for k, v in p_ex.items()}
+    near = assembler.signal(h_plus, h_cross, {**ex, "luminosity_distance": torch.full((3,), 250.0, dtype=torch.float64)})
+    far = assembler.signal(h_plus, h_cross, {**ex, "luminosity_distance": torch.full((3,), 1000.0, dtype=torch.float64)})
+    np.testing.assert_allclose(near.numpy(), 4 * far.numpy(), rtol=1e-10, atol=0)

@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from twinflow.core.device import select_device
+from twinflow.core.device import select_device, to_device
 from twinflow.core.seeding import derive_seed, numpy_rng
 from twinflow.core.settings import ConfigError, require, require_choice
 from twinflow.gw.domain import MultibandedFrequencyDomain
@@ -424,8 +424,9 @@ class BatchAssembler:
         return self.projection.project(h_plus * scale, h_cross * scale, self.frequencies, extrinsic)
 
     def __call__(self, waveforms: Mapping, masks: bool = True, noise: bool = True) -> dict:
-        h_plus = torch.as_tensor(waveforms["h_plus"], device=self.device).to(torch.complex64)
-        h_cross = torch.as_tensor(waveforms["h_cross"], device=self.device).to(torch.complex64)
+        # Host arrays go over pinned and non-blocking on CUDA; tensors already there stay.
+        h_plus = to_device(torch.as_tensor(waveforms["h_plus"]), self.device).to(torch.complex64)
+        h_cross = to_device(torch.as_tensor(waveforms["h_cross"]), self.device).to(torch.complex64)
         B = h_plus.shape[0]
         extrinsic = self.sample_extrinsic(B)
         strain = self.signal(h_plus, h_cross, extrinsic)  # [B, D, n_bins]
@@ -453,8 +454,7 @@ class BatchAssembler:
         out = compact(batch, keep)
         params = {}
         for name in self.intrinsic_parameters:
-            params[name] = torch.as_tensor(np.asarray(waveforms[name]) if not torch.is_tensor(waveforms[name])
-                                           else waveforms[name], device=self.device).to(torch.float32)
+            params[name] = to_device(torch.as_tensor(waveforms[name]), self.device).to(torch.float32)
         for name in self.extrinsic_sampled:
             params[name] = extrinsic[name].to(torch.float32)
         out["parameters"] = params
