@@ -131,13 +131,14 @@ def multibanded_strain(strain: np.ndarray, domain: MultibandedFrequencyDomain, p
 # PSDs, noise and the PSD feature
 
 
-def multibanded_psd_bank(bank, domain: MultibandedFrequencyDomain, key: str | None = None) -> np.ndarray:
-    """Return a PSD bank [N, n_f] averaged onto the multibanded domain [N, n_bins].
+def multibanded_psd(frequencies: np.ndarray, psd: np.ndarray, domain: MultibandedFrequencyDomain,
+                    key: str) -> np.ndarray:
+    """Return PSDs [..., n_f] on the uniform grid ``frequencies`` averaged onto the multibanded domain.
 
-    Raises :class:`ConfigError` if the bank's frequency grid is not the domain's uniform grid.
+    Raises :class:`ConfigError` naming ``key`` if the grid is not the domain's uniform grid or
+    a PSD is not positive in the analysis band.
     """
-    key = key or f"psd bank {bank.detector}"
-    f = np.asarray(bank.frequencies)
+    f = np.asarray(frequencies, dtype=float)
     base = domain.base
     if len(f) != len(base) or not np.allclose(f, base.frequencies, rtol=0, atol=1e-9 * base.delta_f + 1e-12):
         df = f[1] - f[0] if len(f) > 1 else float("nan")
@@ -146,9 +147,15 @@ def multibanded_psd_bank(bank, domain: MultibandedFrequencyDomain, key: str | No
             f"uniform grid of duration = {base.duration:g} s and sampling-frequency = {base.sampling_frequency:g} Hz "
             f"({len(base)} bins at delta_f = {base.delta_f:g} Hz): remake the PSD banks with these settings"
         )
-    psd = np.asarray(bank.psd, dtype=float)
-    require(np.all(psd[:, domain.uniform_slice] > 0), key, "PSD values", "positive PSD values in the analysis band")
+    psd = np.asarray(psd, dtype=float)
+    require(psd.shape[-1] == len(f), key, f"{psd.shape[-1]} PSD values", f"one per frequency ({len(f)})")
+    require(np.all(psd[..., domain.uniform_slice] > 0), key, "PSD values", "positive PSD values in the analysis band")
     return domain.decimate(psd)
+
+
+def multibanded_psd_bank(bank, domain: MultibandedFrequencyDomain, key: str | None = None) -> np.ndarray:
+    """Return a :class:`~twinflow.gw.psd.PSDBank` [N, n_f] averaged onto the multibanded domain [N, n_bins]."""
+    return multibanded_psd(bank.frequencies, bank.psd, domain, key or f"psd bank {bank.detector}")
 
 
 def noise_std(psd_multibanded: torch.Tensor, domain: MultibandedFrequencyDomain) -> torch.Tensor:
@@ -476,8 +483,7 @@ def event_batch(strain: Mapping[str, np.ndarray], psd: Mapping[str, np.ndarray],
     device = torch.device(device)
     whitened, feature = [], []
     for d in used:
-        psd_d = multibanded_psd_bank(type("Bank", (), {"detector": d, "frequencies": domain.base.frequencies,
-                                                       "psd": np.asarray(psd[d])[None]})(), domain, f"psd of {d}")[0]
+        psd_d = multibanded_psd(domain.base.frequencies, psd[d], domain, f"psd of {d}")
         data = multibanded_strain(strain[d], domain, post_trigger_duration)
         whitened.append(data / domain.noise_std(psd_d))
         feature.append(0.5 * np.log(psd_d) - math.log(PSD_FEATURE_REFERENCE_ASD))
