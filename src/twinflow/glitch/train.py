@@ -56,6 +56,13 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def training_identity(settings: Mapping, *arrays: np.ndarray) -> str:
+    """Return what a resumable state must match: the settings (except ``epochs`` and
+    ``patience``, so a run can be extended) and a fingerprint of the training data."""
+    kept = {k: v for k, v in settings.items() if k not in ("epochs", "patience")}
+    return dumps_settings({"settings": kept, "data": fingerprint(*arrays)})
+
+
 def train_loop(model: torch.nn.Module, batch_loss: Callable, train: tuple[torch.Tensor, ...],
                validation: tuple[torch.Tensor, ...], settings: Mapping, *, state_path: str | Path, kind: str,
                identity: str, desc: str, log=print) -> tuple[dict, list[dict], torch.device]:
@@ -173,6 +180,7 @@ def train_translation(settings: Mapping, images: str | Path, out: str | Path, me
     in_channels = train_set.aux.shape[1]
     model_settings = {**{k: settings[k] for k in ("model", "width", "depth")}, "in-channels": in_channels,
                       "image-size": size}
+    seed_everything(derive_seed(settings["seed"], TRANSLATION_KIND, "init"))
     model = build_translation_model(model_settings, in_channels)
     loss_fn = make_loss(settings["loss"], settings["ssim-weight"])
 
@@ -181,7 +189,7 @@ def train_translation(settings: Mapping, images: str | Path, out: str | Path, me
         return loss_fn(net(aux), strain)
 
     tensors = [(torch.from_numpy(s.aux), torch.from_numpy(s.strain)[:, None]) for s in (train_set, val_set)]
-    identity = dumps_settings({"settings": settings, "data": fingerprint(train_set.aux, train_set.strain)})
+    identity = training_identity(settings, train_set.aux, train_set.strain)
     state = Path(state) if state is not None else Path(out).with_name(Path(out).stem + "-state.pt")
     best, rows, device = train_loop(model, batch_loss, tensors[0], tensors[1], settings, state_path=state,
                                     kind=TRANSLATION_KIND, identity=identity, desc="translation", log=log)

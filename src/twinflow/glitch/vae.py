@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
-from twinflow.core.io import dumps_settings, write_json
+from twinflow.core.io import write_json
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.plotting import figure, save_figure
+from twinflow.core.seeding import derive_seed, seed_everything
 from twinflow.core.settings import require, require_choice, require_positive
 
 VAE_KIND = "glitch-vae"
@@ -151,7 +152,7 @@ def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: s
     """Train the VAE on the clean strain Q-plots of the training split (validated on the clean
     validation images); write the best model, metrics CSV and loss curve."""
     from twinflow.glitch.qtransform import load_images
-    from twinflow.glitch.train import check_optimiser_settings, fingerprint, train_loop
+    from twinflow.glitch.train import check_optimiser_settings, train_loop, training_identity
 
     train_set, val_set = load_images(images, "train"), load_images(images, "validation")
     size = train_set.strain.shape[-1]
@@ -162,6 +163,7 @@ def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: s
     require(len(x_train) >= 2 and len(x_val) >= 1, "clean-fraction", len(x_train),
             "enough clean samples (no glitch, no chirp) for the VAE: raise clean-fraction or the dataset size")
     model_settings = {"image-size": size, **{k: settings[k] for k in ("latent-dim", "dropout", "output-activation")}}
+    seed_everything(derive_seed(settings["seed"], VAE_KIND, "init"))
     model = build_vae(model_settings)
 
     def batch_loss(net, batch):
@@ -169,7 +171,7 @@ def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: s
         recon, mu, logvar = net(x)
         return vae_loss(recon, x, mu, logvar, settings).mean()
 
-    identity = dumps_settings({"settings": settings, "data": fingerprint(x_train.numpy())})
+    identity = training_identity(settings, x_train.numpy())
     state = Path(state) if state is not None else Path(out).with_name(Path(out).stem + "-state.pt")
     best, rows, device = train_loop(model, batch_loss, (x_train,), (x_val,), settings, state_path=state,
                                     kind=VAE_KIND, identity=identity, desc="VAE", log=log)
