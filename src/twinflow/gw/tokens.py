@@ -45,7 +45,7 @@ from twinflow.core.device import select_device, to_device
 from twinflow.core.seeding import derive_seed, numpy_rng
 from twinflow.core.settings import ConfigError, require, require_choice
 from twinflow.gw.domain import MultibandedFrequencyDomain
-from twinflow.gw.prior import EXTRINSIC, build_prior, is_fixed, sample, sampled_parameters
+from twinflow.gw.prior import EXTRINSIC, build_prior, is_fixed, sample
 
 SPEED_OF_LIGHT = 299792458.0  # m/s
 PSD_FEATURE_REFERENCE_ASD = 1e-23  # Hz^-1/2

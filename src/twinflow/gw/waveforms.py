@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from twinflow.core.settings import ConfigError, require, require_positive
+from twinflow.core.settings import ConfigError, require_positive
 from twinflow.gw.domain import MultibandedFrequencyDomain
 
 
@@ -160,12 +160,3 @@ class WaveformGenerator:
             self._buffer_key = key
         h_plus, h_cross = self.uniform(parameters, dtype, out=self._buffers)
         return self.domain.decimate(h_plus), self.domain.decimate(h_cross)
-
-
-def check_waveform_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` for invalid approximant or reference settings."""
-    check_approximant(settings["approximant"])
-    require_positive("dataset.reference-frequency", settings["reference-frequency"])
-    require_positive("dataset.reference-distance", settings["reference-distance"])
-    require(settings["reference-frequency"] < settings["sampling-frequency"] / 2, "dataset.reference-frequency",
-            settings["reference-frequency"], "below the Nyquist frequency")
