@@ -116,3 +116,16 @@ def test_bad_shard_settings_fail_before_any_output(dataset, tmp_path, edit, matc
     with pytest.raises(ConfigError, match=match):
         simulate_shard(bad, root / "domain.json", 0, tmp_path / "shard-0.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_a_bad_setting_in_one_line_and_writes_nothing(gw_config, tmp_path):
+    import subprocess
+    import sys
+
+    settings = dict(dataset_domain_settings_for(gw_config), approximant="IMRPhenomNope")
+    out = tmp_path / "domain.json"
+    result = subprocess.run([sys.executable, "-m", "twinflow", "gw", "dataset-domain", "--settings",
+                             json.dumps(settings), "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "dataset.approximant = 'IMRPhenomNope' is invalid" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

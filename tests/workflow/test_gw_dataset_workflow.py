@@ -62,13 +62,3 @@ def test_gw_dataset_workflow(tmp_path, run_snakemake, repo):
                            configfiles=[repo / "config" / "test.yaml", override])
     assert {"gw_dataset_domain", "gw_dataset_shard", "gw_dataset_index"} <= planned_rules(edited)
 
-
-def test_bad_dataset_setting_stops_before_any_output(tmp_path, run_snakemake, repo):
-    override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"gw": {"dataset": {"approximant": "IMRPhenomNope"}}}))
-    result = run_snakemake(tmp_path, "--cores", "1", "results/gw/dataset/domain.json",
-                           configfiles=[repo / "config" / "test.yaml", override], check=False)
-    assert result.returncode != 0
-    log = (tmp_path / "results" / "logs" / "gw" / "dataset" / "domain.log").read_text()
-    assert "dataset.approximant = 'IMRPhenomNope' is invalid" in log
-    assert not (tmp_path / "results" / "gw" / "dataset" / "domain.json").exists()

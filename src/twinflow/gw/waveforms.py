@@ -26,13 +26,18 @@ from twinflow.gw.domain import MultibandedFrequencyDomain
 
 def check_approximant(approximant: str, key: str = "dataset.approximant") -> int:
     """Return LALSimulation's number for ``approximant``, a frequency-domain approximant."""
+    import lal
     import lalsimulation as lalsim
 
+    level = lal.GetDebugLevel()
+    lal.ClobberDebugLevel(0)  # our error says it; keep XLAL's own message off stderr
     try:
         number = lalsim.GetApproximantFromString(str(approximant))
     except (RuntimeError, TypeError) as err:
         raise ConfigError(f"{key} = {approximant!r} is invalid: LALSimulation knows no such approximant "
                           "(e.g. IMRPhenomXAS, IMRPhenomD, IMRPhenomXPHM, SEOBNRv4_ROM)") from err
+    finally:
+        lal.ClobberDebugLevel(level)
     if not lalsim.SimInspiralImplementedFDApproximants(number):
         raise ConfigError(f"{key} = {approximant!r} is invalid: it is not a frequency-domain approximant "
                           "of LALSimulation (choose e.g. IMRPhenomXAS, IMRPhenomD or IMRPhenomXPHM)")
