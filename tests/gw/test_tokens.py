@@ -374,3 +374,26 @@ def test_signal_scales_as_one_over_distance(gw_config, cpu_domain):
     near = assembler.signal(h_plus, h_cross, {**ex, "luminosity_distance": torch.full((3,), 250.0, dtype=torch.float64)})
     far = assembler.signal(h_plus, h_cross, {**ex, "luminosity_distance": torch.full((3,), 1000.0, dtype=torch.float64)})
     np.testing.assert_allclose(near.numpy(), 4 * far.numpy(), rtol=1e-10, atol=0)
+
+
+def test_event_batch_whitens_bilby_noise_to_unit_variance(cpu_domain):
+    """Windowed bilby noise, made into an event batch, has unit-variance whitened bins."""
+    import bilby
+
+    f = cpu_domain.base.frequencies
+    psd = source_psd("aLIGO-O3-low", f, 10.0)
+    ifo = bilby.gw.detector.get_empty_interferometer("H1")
+    ifo.power_spectral_density = bilby.gw.detector.PowerSpectralDensity(frequency_array=f, psd_array=psd)
+    np.random.seed(3)
+    values = []
+    for _ in range(30):  # 40,000 values: the variance is known to ~1 %; unwindowed it would be 0.94
+        # Time-domain noise, Tukey-windowed and FFT'd by bilby, as real strain would be.
+        ifo.set_strain_data_from_power_spectral_density(1024, 4, start_time=0)
+        windowed = bilby.gw.detector.InterferometerStrainData(roll_off=0.2)
+        windowed.set_from_time_domain_strain(ifo.strain_data.time_domain_strain, sampling_frequency=1024,
+                                             duration=4, start_time=0)
+        batch = event_batch({"H1": windowed.frequency_domain_strain}, {"H1": psd}, cpu_domain, ["H1"], 2.0,
+                            20.0, 256.0, window_factor=windowed.window_factor)
+        values.append(batch["tokens"][0, :, :32].numpy().ravel())
+    variance = np.var(np.concatenate(values))
+    assert abs(variance - 1) < 0.03

@@ -470,14 +470,21 @@ class BatchAssembler:
 
 def event_batch(strain: Mapping[str, np.ndarray], psd: Mapping[str, np.ndarray], domain: MultibandedFrequencyDomain,
                 detectors: Sequence[str], post_trigger_duration: float, minimum_frequency: float,
-                maximum_frequency: float, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+                maximum_frequency: float, device: str | torch.device = "cpu",
+                window_factor: float = 1.0) -> dict[str, torch.Tensor]:
     """Return the batch (B = 1) of an event, for the detectors present in ``strain``.
 
     ``strain`` and ``psd`` map detector -> frequency-domain data (bilby's convention: the FFT
     of the segment times 1/f_s, referenced to the segment start) and PSD on the domain's
     uniform grid. ``detectors`` are the analysis detectors of the model (their order gives
     ``detector_index``). Tokens outside [minimum_frequency, maximum_frequency] are dropped.
+    ``window_factor``: the mean square of the window applied before the FFT (e.g. bilby's
+    ``Interferometer.strain_data.window_factor`` for a Tukey window); windowing scales the
+    noise power by it, so the noise standard deviation used for whitening is scaled by its
+    square root (the PSD feature is left as the PSD itself, as in training).
     """
+    require(isinstance(window_factor, (int, float)) and 0 < window_factor <= 1, "window factor", window_factor,
+            "the mean square of the window, in (0, 1]")
     used = [d for d in detectors if d in strain]
     require(len(used) > 0, "detectors", sorted(strain), f"at least one of the model's detectors {list(detectors)}")
     device = torch.device(device)
@@ -485,7 +492,7 @@ def event_batch(strain: Mapping[str, np.ndarray], psd: Mapping[str, np.ndarray],
     for d in used:
         psd_d = multibanded_psd(domain.base.frequencies, psd[d], domain, f"psd of {d}")
         data = multibanded_strain(strain[d], domain, post_trigger_duration)
-        whitened.append(data / domain.noise_std(psd_d))
+        whitened.append(data / (domain.noise_std(psd_d) * math.sqrt(window_factor)))
         feature.append(0.5 * np.log(psd_d) - math.log(PSD_FEATURE_REFERENCE_ASD))
     w = torch.as_tensor(np.stack(whitened)[None], dtype=torch.complex64, device=device)
     feat = torch.as_tensor(np.stack(feature)[None], dtype=torch.float32, device=device)
