@@ -169,9 +169,16 @@ def gmst(gps_time: float) -> float:
 
 
 def draw_samples(model, batch: Mapping, n: int, batch_size: int, seed: int, device) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Return ``n`` samples (name -> [n] float64) and ln q [n] from the model, in batches."""
+    """Return ``n`` samples (name -> [n] float64) and ln q [n] from the model, in batches.
+
+    On the CPU the flow samples with one torch thread: its per-batch work is small, and on a
+    loaded machine two spinning OpenMP threads made it 4-7x slower (measured); the cores go to
+    the likelihood's worker processes instead.
+    """
     import torch
 
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
     torch.manual_seed(derive_seed(seed, "inference-sampling"))
     parts, log_q = [], []
     bar = progress(desc="sampling", total=n, unit="sample")
