@@ -376,24 +376,27 @@ def test_signal_scales_as_one_over_distance(gw_config, cpu_domain):
     np.testing.assert_allclose(near.numpy(), 4 * far.numpy(), rtol=1e-10, atol=0)
 
 
-def test_event_batch_whitens_bilby_noise_to_unit_variance(cpu_domain):
-    """Windowed bilby noise, made into an event batch, has unit-variance whitened bins."""
+def test_event_batch_whitens_windowed_noise_to_unit_variance(cpu_domain):
+    """Gaussian noise with the PSD, Tukey-windowed and FFT'd by bilby as real strain is, made
+    into an event batch with bilby's window factor, has unit-variance whitened bins in the
+    first band (bins = uniform bins). Averaged bins of windowed data are not exactly unit
+    variance: the taper correlates neighbouring uniform bins and the trigger-time reference
+    (T - post = T/2 here) alternates the sign of that correlation, giving about +7 % variance
+    in averaged bins for a 5 % taper at each end (measured; event_batch does not model it)."""
     import bilby
+
+    from twinflow.core.noise import coloured_noise as time_domain_noise
 
     f = cpu_domain.base.frequencies
     psd = source_psd("aLIGO-O3-low", f, 10.0)
-    ifo = bilby.gw.detector.get_empty_interferometer("H1")
-    ifo.power_spectral_density = bilby.gw.detector.PowerSpectralDensity(frequency_array=f, psd_array=psd)
-    np.random.seed(3)
+    rng = np.random.default_rng(3)
     values = []
-    for _ in range(30):  # 40,000 values: the variance is known to ~1 %; unwindowed it would be 0.94
-        # Time-domain noise, Tukey-windowed and FFT'd by bilby, as real strain would be.
-        ifo.set_strain_data_from_power_spectral_density(1024, 4, start_time=0)
+    for _ in range(40):  # 16,600 values: the variance is known to ~1.5 %; unscaled it would be 0.94
         windowed = bilby.gw.detector.InterferometerStrainData(roll_off=0.2)
-        windowed.set_from_time_domain_strain(ifo.strain_data.time_domain_strain, sampling_frequency=1024,
+        windowed.set_from_time_domain_strain(time_domain_noise(psd, 4096, 1024, rng), sampling_frequency=1024,
                                              duration=4, start_time=0)
         batch = event_batch({"H1": windowed.frequency_domain_strain}, {"H1": psd}, cpu_domain, ["H1"], 2.0,
                             20.0, 256.0, window_factor=windowed.window_factor)
-        values.append(batch["tokens"][0, :, :32].numpy().ravel())
-    variance = np.var(np.concatenate(values))
-    assert abs(variance - 1) < 0.03
+        first_band = batch["token_frequency"][0, :, 1] <= cpu_domain.nodes[1]
+        values.append(batch["tokens"][0, first_band, :32].numpy().ravel())
+    assert abs(np.var(np.concatenate(values)) - 1) < 0.03
