@@ -159,6 +159,23 @@ def test_phase_is_marginalized_and_reconstructed_when_the_model_does_not_infer_i
         analyse_event(injection(), model, prior, {**SETTINGS, "phase-marginalization": "off"}, processes=1)
 
 
+def test_free_parameters_the_model_does_not_infer_are_drawn_from_their_prior(tmp_path):
+    """A model without psi: psi ~ prior, so its density cancels from the weights (w = L pi / q)."""
+    names = [n for n in sampled_parameters(build_prior(PRIOR)) if n != "psi"]
+    model = tiny_model(tmp_path / "model.pt", names)
+    prior = build_prior(PRIOR)
+    posterior = analyse_event(injection(), model, prior, {**SETTINGS, "n-samples": 300}, processes=1,
+                              log=lambda *_: None)
+    psi = posterior.samples["psi"]
+    assert "psi" in posterior.parameters and np.all((psi >= 0) & (psi <= np.pi))
+    import scipy.stats
+
+    assert scipy.stats.kstest(psi / np.pi, "uniform").pvalue > 1e-3
+    finite = np.isfinite(posterior.log_prior)
+    expected = sum(np.asarray(prior[n].ln_prob(posterior.samples[n][finite])) for n in names)
+    np.testing.assert_allclose(posterior.log_prior[finite], expected, rtol=1e-12)
+
+
 def test_model_that_does_not_match_the_event_is_refused(model_path):
     from twinflow.gw.model import load_posterior_model
 
