@@ -55,7 +55,9 @@ rule glitch_images:
 
 
 rule glitch_train_translation:
-    """Train the aux -> strain translation model (resumable; GPU when there is one)."""
+    """Train the aux -> strain translation model (resumable; GPU when there is one).
+    One thread: on a 2-core workstation the two training rules then run side by side, which
+    beats two threads each (profiles/slurm gives them more)."""
     input:
         f"{GLITCH}/images.h5",
     output:
@@ -73,7 +75,7 @@ rule glitch_train_translation:
         f"{RESULTS}/benchmarks/glitch/train_translation.tsv"
     conda:
         "../../envs/glitch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=120,
@@ -133,7 +135,7 @@ rule glitch_train_vae:
         f"{RESULTS}/benchmarks/glitch/train_vae.tsv"
     conda:
         "../../envs/glitch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=120,
