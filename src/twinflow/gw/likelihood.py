@@ -150,6 +150,28 @@ class WaveformSettings:
     n_frequencies: int  # of the full uniform grid
 
 
+def bilby_arguments(parameters: Mapping[str, float], reference_frequency: float) -> tuple[float, ...]:
+    """Return the LALSimulation arguments (``LAL_ARGUMENTS``) of one sample, computed as bilby does.
+
+    bilby's ``WaveformGenerator`` applies ``convert_to_lal_binary_black_hole_parameters`` to
+    the sample's scalars, then ``_base_lal_cbc_fd_waveform`` converts to SI units and calls
+    ``bilby_to_lalsimulation_spins``; the same calls in the same order give the same floats.
+    """
+    from bilby.core.utils import parsec, solar_mass
+    from bilby.gw.conversion import bilby_to_lalsimulation_spins, convert_to_lal_binary_black_hole_parameters
+
+    c, _ = convert_to_lal_binary_black_hole_parameters(dict(parameters))
+    defaults = {"a_1": 0.0, "a_2": 0.0, "tilt_1": 0.0, "tilt_2": 0.0, "phi_12": 0.0, "phi_jl": 0.0}
+    c = {**defaults, **c}
+    mass_1, mass_2 = c["mass_1"] * solar_mass, c["mass_2"] * solar_mass
+    iota, *spins = bilby_to_lalsimulation_spins(
+        theta_jn=c["theta_jn"], phi_jl=c["phi_jl"], tilt_1=c["tilt_1"], tilt_2=c["tilt_2"], phi_12=c["phi_12"],
+        a_1=c["a_1"], a_2=c["a_2"], mass_1=mass_1, mass_2=mass_2, reference_frequency=reference_frequency,
+        phase=c["phase"])
+    distance = c["luminosity_distance"] * 1e6 * parsec
+    return (float(mass_1), float(mass_2), *map(float, spins), float(distance), float(iota), float(c["phase"]))
+
+
 class _WaveformMaker:
     """Generates h+, hx of many samples on a band of the uniform grid, one LALSimulation call each."""
 
@@ -175,6 +197,17 @@ class _WaveformMaker:
         lal["luminosity_distance"] = np.broadcast_to(parameters["luminosity_distance"], (n,)) * 1e6 * parsec
         # plain Python floats: numpy scalars cost more per LALSimulation call than the call's overhead
         columns = [np.asarray(lal[k], dtype=float).tolist() for k in LAL_ARGUMENTS]
+        # Precessing models (IMRPhenomXPHM) turn a last-digit change of their inputs into ~1e-6
+        # relative changes of h (vectorised and scalar numpy differ in the last digit of pow and
+        # arccos): for precessing samples, whose waveform costs milliseconds anyway, repeat
+        # bilby's scalar conversion exactly.
+        in_plane = (np.asarray(lal["spin_1x"]) != 0) | (np.asarray(lal["spin_1y"]) != 0) | \
+                   (np.asarray(lal["spin_2x"]) != 0) | (np.asarray(lal["spin_2y"]) != 0)
+        for i in np.flatnonzero(in_plane):
+            exact = bilby_arguments({k: np.asarray(v, dtype=float).ravel()[i] if np.ndim(v) else float(v)
+                                     for k, v in parameters.items()}, self.settings.reference_frequency)
+            for column, value in zip(columns, exact):
+                column[i] = value
         s = self.settings
         start, stop = self.band.start, self.band.stop
         h_plus = np.zeros((n, stop - start), dtype=complex)
