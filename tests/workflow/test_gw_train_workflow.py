@@ -73,6 +73,14 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
     edited = run_snakemake(tmp_path, "--cores", "2", "-n", "gw_train", configfiles=[repo / "config" / "test.yaml", override])
     assert planned_rules(edited) == {"gw_train"}
 
+    # Bad settings stop the stage with one line naming the key, before any output.
+    settings = train_settings_for(gw)
+    for key, value in (("parameters", ["chirp_mass", "ra"]), ("batch-size", 1)):
+        bad = {**settings, "train": {**settings["train"], key: value}}
+        result = subprocess.run(train_cli(tmp_path, bad, tmp_path / "bad"), capture_output=True, text=True)
+        assert result.returncode == 2 and f"{key} = " in result.stderr, result.stderr
+        assert not (tmp_path / "bad").exists()
+
     # kill -9 during training, then rerun: it resumes after the last finished epoch and ends
     # with exactly the weights of an uninterrupted run (CPU, same seed).
     settings = train_settings_for(gw)
