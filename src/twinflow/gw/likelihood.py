@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import scipy.special
@@ -363,8 +363,7 @@ def _broadcast(parameters: Mapping, n: int) -> dict[str, np.ndarray]:
 _WORKER: dict = {}
 
 
-def _init_worker(data: EventData, waveform: WaveformSettings, band: slice, threads: int = 1) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+def _init_worker(data: EventData, waveform: WaveformSettings, band: slice) -> None:
     _WORKER["waveform"] = _WaveformMaker(waveform, band)
     _WORKER["projector"] = _Projector(data, band)
 
@@ -415,18 +414,17 @@ class GaussianLikelihood:
         self.phase_sign = self._phase_dependence() if phase_marginalization else None
 
     # -- process pool --------------------------------------------------------------------------
-    def _evaluate(self, chunks: list[dict]) -> list:
+    def _evaluate(self, chunks: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (<h, d>, <h, h>, failed) per chunk, in order: in this process or from the pool."""
         if self.processes <= 1 or len(chunks) <= 1:
             if self._local is None:
                 self._local = (_WaveformMaker(self.waveform, self.band), _Projector(self.data, self.band))
             maker, projector = self._local
-            results = []
             for chunk in chunks:
                 h_plus, h_cross, failed = maker(chunk)
-                results.append((*projector(h_plus, h_cross, chunk), failed))
-                yield results[-1]
+                yield (*projector(h_plus, h_cross, chunk), failed)
             return
-        if self._pool is None:
+        if self._pool is None:  # fork: the workers inherit the imported modules (spawn elsewhere)
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             self._pool = context.Pool(self.processes, initializer=_init_worker,
