@@ -223,3 +223,15 @@ def test_run_event_on_real_strain_and_collect(shared_data, tmp_path):
     assert bilby.core.result.read_in_result(str(tmp_path / "GW170104" / "result.json")).label == "GW170104"
     collected = collect_summaries([tmp_path / "GW170104" / "summary.json"], tmp_path / "summary.json")
     assert "GW170104" in collected["events"] and "injections" not in collected
+
+
+def test_fixed_seed_reproduces_the_posterior(model_path):
+    from twinflow.gw.model import load_posterior_model
+
+    model = load_posterior_model(model_path)
+    prior = build_prior(PRIOR)
+    runs = [analyse_event(injection(), model, prior, {**SETTINGS, "n-samples": 200, "seed": seed}, processes=1,
+                          log=lambda *_: None) for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(runs[0].log_q, runs[1].log_q)
+    np.testing.assert_array_equal(runs[0].importance.weights, runs[1].importance.weights)
+    assert not np.array_equal(runs[0].log_q, runs[2].log_q)

@@ -168,7 +168,8 @@ def gmst(gps_time: float) -> float:
     return float(greenwich_mean_sidereal_time(float(gps_time)))
 
 
-def draw_samples(model, batch: Mapping, n: int, batch_size: int, seed: int, device) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def draw_samples(model, batch: Mapping, n: int, batch_size: int, seed: int, device,
+                 stream: str = "") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Return ``n`` samples (name -> [n] float64) and ln q [n] from the model, in batches.
 
     On the CPU the flow samples with one torch thread: its per-batch work is small, and on a
@@ -179,7 +180,7 @@ def draw_samples(model, batch: Mapping, n: int, batch_size: int, seed: int, devi
 
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
-    torch.manual_seed(derive_seed(seed, "inference-sampling"))
+    torch.manual_seed(derive_seed(seed, "inference-sampling", stream))  # each event its own stream
     parts, log_q = [], []
     bar = progress(desc="sampling", total=n, unit="sample")
     for start in range(0, n, batch_size):
@@ -346,7 +347,8 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
     index = batch["detector_index"][0][kept].cpu().numpy()
     token_edges = {d: edges[index == list(inputs["detectors"]).index(d)] for d in event.detectors}
     t0 = time.perf_counter()
-    samples, log_q = draw_samples(model, batch, settings["n-samples"], settings["batch-size"], settings["seed"], device)
+    samples, log_q = draw_samples(model, batch, settings["n-samples"], settings["batch-size"], settings["seed"], device,
+                                  stream=event.name)
     t_sampling = time.perf_counter() - t0
 
     # the model's sky is at its reference time: rotate ra to the event's time (Dingo)
