@@ -41,3 +41,12 @@ def test_cli_stops_before_writing(glitch_config, tmp_path, capsys):
     assert code == 2
     assert "n-auxiliary = 0" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_schema_defaults_are_the_default_config():
+    """An empty glitch section filled by the schema equals config/config.yaml's section."""
+    from snakemake.utils import validate
+
+    filled = {}
+    validate(filled, str(REPO / "workflow" / "schemas" / "glitch.schema.yaml"), set_default=True)
+    assert filled == load_yaml(REPO / "config" / "config.yaml")["glitch"]

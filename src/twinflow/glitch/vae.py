@@ -289,7 +289,7 @@ def plot_reconstructions(path, x, recon, y, snr, scores, to_energy, n: int = 3) 
                 ax.set_title(f"{title}\nscore {scores[i]:.2e}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(name)
-    fig.suptitle("VAE reconstructions (normalised energy; time ->, frequency ^)")
+    fig.suptitle("VAE reconstructions (normalised energy; time ->, frequency ^)", y=1.06)
     save_figure(fig, path)
 
 
