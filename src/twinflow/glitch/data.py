@@ -340,8 +340,8 @@ def simulate_dataset_shard(settings: Mapping, shard: int, out: str | Path, image
     frequencies, psd = strain_psd(settings)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         for name, value in arrays.items():
-            f.create_dataset(name, data=value, compression="gzip" if value.ndim > 1 else None, compression_opts=1
-                             if value.ndim > 1 else None)
+            compress = {"compression": "gzip", "compression_opts": 1} if value.ndim > 1 else {}
+            f.create_dataset(name, data=value, **compress)
         f.create_dataset("psd_frequencies", data=frequencies)
         f.create_dataset("strain_psd", data=psd)
         write_provenance(f, settings, shard=shard, sampling_frequency=settings["sampling-frequency"],
