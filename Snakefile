@@ -29,3 +29,4 @@ rule all:
         rules.gw_train.output,
         rules.gw_inference.input,
         rules.glitch.input,
+        rules.anomaly.input,
