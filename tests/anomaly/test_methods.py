@@ -39,18 +39,18 @@ def _log_sig(x):
 @pytest.fixture(scope="module")
 def toy():
     rng = np.random.default_rng(11)
-    data = Events.concatenate([_toy_background(60_000, rng), _toy_signal(1_200, rng)]).shuffled(rng)
-    test = Events.concatenate([_toy_background(30_000, rng), _toy_signal(2_000, rng)])
+    data = Events.concatenate([_toy_background(24_000, rng), _toy_signal(700, rng)]).shuffled(rng)
+    test = Events.concatenate([_toy_background(8_000, rng), _toy_signal(1_000, rng)])
     test = test.select(REGION.inside(test.m))
     sideband = data.select(REGION.sidebands(data.m))
-    flow = ConditionalFlow(features=2, transforms=2, hidden=(32, 32), epochs=12, batch_size=1024,
+    flow = ConditionalFlow(features=2, transforms=2, hidden=(32, 32), epochs=10, batch_size=512,
                            learning_rate=3e-3, patience=3, seed=1, device="cpu").fit(sideband.x, sideband.m)
     return {"data": data, "test": test, "flow": flow}
 
 
 def _settings(method, **sections):
     base = with_defaults({"device": "cpu"})
-    base["flow"].update({"transforms": 2, "hidden": [32, 32], "epochs": 12, "batch-size": 1024,
+    base["flow"].update({"transforms": 2, "hidden": [32, 32], "epochs": 10, "batch-size": 512,
                          "learning-rate": 3e-3, "patience": 3})
     base["ranode"].update({"epochs": 25, "patience": 5, "hidden": [16, 16], "transforms": 1})
     for key, value in sections.items():
@@ -74,7 +74,7 @@ def test_anode_ranks_like_the_true_likelihood_ratio(toy):
 def test_ranode_recovers_the_injected_signal_fraction(toy, ideal):
     detector = RAnode(_settings("ranode", ranode={"ideal-w": ideal}), REGION, toy["flow"]).fit({"data": toy["data"]})
     info = detector.info
-    assert info["true_w"] == pytest.approx(1200 / (1200 + 60_000 * 0.4 / 1.6), rel=0.1)
+    assert info["true_w"] == pytest.approx(700 / (700 + 24_000 * 0.4 / 1.6), rel=0.1)
     if ideal:
         assert info["learned_w"] == pytest.approx(info["true_w"], rel=1e-6)
     else:  # tolerance 30%, as the branch's goal on LHCO-like data
