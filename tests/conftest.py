@@ -36,7 +36,9 @@ def snakemake(workdir: Path, *args: str, configfiles: list[Path] | None = None, 
     """
     configfiles = configfiles or [TEST_CONFIG]
     bindir = str(Path(sys.executable).parent)
-    run_env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), **(env or {})}
+    # PATH is left as it is: the workflow itself must find the `twinflow` command of the
+    # environment it runs in (the README's `.venv/bin/snakemake` does not activate the venv)
+    run_env = {**os.environ, **(env or {})}
     # --configfile takes several files, so it comes last, after targets and options
     cmd = [str(Path(bindir) / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            *args, "--configfile", *map(str, configfiles)]
