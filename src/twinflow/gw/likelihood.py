@@ -11,8 +11,9 @@ with ``w`` the window factor and ``ln L_noise = -sum_k <d_k, d_k> / 2``. This is
 marginalisation): the same waveform call (LALSimulation ``SimInspiralChooseFDWaveform`` with
 bilby's parameter conversion), antenna patterns and geocentre delays evaluated at each sample's
 ``geocent_time`` with bilby's sidereal time, and the same inner products. What differs is the
-batching: waveforms come from a process pool, chunk by chunk, and the projection and inner
-products of a chunk are single numpy operations over ``[samples, bins]`` arrays.
+batching: waveforms come from a process pool, chunk by chunk, and within a chunk the projection
+and inner products of a few samples at a time (as many as fit the CPU cache) are single numpy
+operations over ``[samples, bins]`` arrays.
 
 Time arithmetic. ``geocent_time`` is an absolute GPS time (~1e9 s), whose float64 spacing is
 2.4e-7 s. bilby forms ``dt = (geocent_time - start_time) + delay``; computing the same shift
@@ -173,7 +174,12 @@ def bilby_arguments(parameters: Mapping[str, float], reference_frequency: float)
 
 
 class _WaveformMaker:
-    """Generates h+, hx of many samples on a band of the uniform grid, one LALSimulation call each."""
+    """Generates h+, hx of many samples on a band of the uniform grid, one LALSimulation call each.
+
+    :meth:`arguments` converts a chunk's parameters as bilby does; :meth:`fill` makes the
+    waveforms of some of those samples and writes them into a caller's buffer, so that the
+    likelihood can reuse one small buffer that stays in the CPU cache (:class:`_ChunkEvaluator`).
+    """
 
     def __init__(self, settings: WaveformSettings, band: slice):
         import lal
@@ -183,12 +189,16 @@ class _WaveformMaker:
         self.band = band
         self.lal_dict = lal.CreateDict()  # bilby's defaults: every PN order -1, amplitude order 0
         f = np.linspace(0, settings.delta_f * (settings.n_frequencies - 1), settings.n_frequencies)[band]
-        bounds = (f >= settings.minimum_frequency) & (f <= settings.maximum_frequency)
-        self.bounds = None if bounds.all() else bounds
+        # bilby zeroes the waveform outside [minimum, maximum] frequency: one interval of the band
+        inside = np.flatnonzero((f >= settings.minimum_frequency) & (f <= settings.maximum_frequency))
+        self.inside = slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
 
-    def __call__(self, parameters: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (h+, hx [n, n_band] complex128, failed [n] bool) for a chunk of samples."""
-        import lalsimulation as lalsim
+    @property
+    def n_band(self) -> int:
+        return self.band.stop - self.band.start
+
+    def arguments(self, parameters: Mapping[str, np.ndarray]) -> list[tuple[float, ...]]:
+        """Return each sample's LALSimulation arguments (``LAL_ARGUMENTS``), converted as bilby does."""
         from bilby.core.utils import parsec
 
         # bilby's conversions, vectorised (shared with the dataset's waveform generator)
@@ -208,29 +218,44 @@ class _WaveformMaker:
                                      for k, v in parameters.items()}, self.settings.reference_frequency)
             for column, value in zip(columns, exact):
                 column[i] = value
+        return list(zip(*columns))
+
+    def fill(self, arguments: list[tuple[float, ...]], out: np.ndarray) -> np.ndarray:
+        """Write h+ and hx of each sample into ``out[i, 0]``, ``out[i, 1]``; return failed [m] bool.
+
+        ``out`` is [m, 2, n_band] complex128; a failed sample's rows are zero.
+        """
+        import lalsimulation as lalsim
+
         s = self.settings
-        start, stop = self.band.start, self.band.stop
-        h_plus = np.zeros((n, stop - start), dtype=complex)
-        h_cross = np.zeros((n, stop - start), dtype=complex)
-        failed = np.zeros(n, dtype=bool)
         waveform = lalsim.SimInspiralChooseFDWaveform
         fixed = (0.0, 0.0, 0.0, s.delta_f, s.minimum_frequency, s.maximum_frequency,
                  s.reference_frequency, self.lal_dict, self.approximant)
-        for i, args in enumerate(zip(*columns)):
+        start, lo, hi = self.band.start, self.inside.start, self.inside.stop
+        failed = np.zeros(len(arguments), dtype=bool)
+        for i, args in enumerate(arguments):
             try:
                 hp, hc = waveform(*args, *fixed)
             except RuntimeError:  # LALSimulation's input-domain errors: ln L = -inf, as bilby
                 failed[i] = True
+                out[i] = 0
                 continue
-            hp, hc = hp.data.data, hc.data.data
-            length = min(len(hp), stop) - start
-            if length > 0:
-                h_plus[i, :length] = hp[start:start + length]
-                h_cross[i, :length] = hc[start:start + length]
-        if self.bounds is not None:
-            h_plus *= self.bounds
-            h_cross *= self.bounds
-        return h_plus, h_cross, failed
+            # copied straight from LALSimulation's arrays (views, no copy) into the buffer, which
+            # is reused: every bin outside the copied range is zeroed explicitly. The series may
+            # end before the band does.
+            stop = max(lo, min(hi, hp.data.length - start))
+            out[i, :, :lo] = 0
+            out[i, :, stop:] = 0
+            out[i, 0, lo:stop] = hp.data.data[start + lo:start + stop]
+            out[i, 1, lo:stop] = hc.data.data[start + lo:start + stop]
+        return failed
+
+    def __call__(self, parameters: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (h+, hx [n, n_band] complex128, failed [n] bool) for a chunk of samples."""
+        arguments = self.arguments(parameters)
+        h = np.empty((len(arguments), 2, self.n_band), dtype=complex)
+        failed = self.fill(arguments, h)
+        return h[:, 0], h[:, 1], failed
 
 
 def noise_weighted_inner_product(a: np.ndarray, b: np.ndarray, psd: np.ndarray, duration: float) -> complex:
@@ -281,17 +306,24 @@ class LikelihoodTerms:
 
 
 class _Projector:
-    """Detector projection and inner products of a chunk, vectorised over samples.
+    """Detector projection and inner products of a block of samples, vectorised over samples.
 
-    ``<h, h>`` is assembled from the three polarisation products ``|h+|^2``, ``|hx|^2`` and
-    ``Re(h+ conj(hx))``, each a matrix product with the detector's weights. ``<h, d>`` needs
-    the time shift ``exp(2 pi i f dt)`` per sample and bin; with ``f = f_0 + j df`` and
-    ``j = a B + b`` it factorises into ``exp(i theta a B) exp(i theta b)``, so a chunk costs
-    ``~sqrt(n_bins)`` complex exponentials per sample instead of ``n_bins`` and the sum over
-    bins becomes a batched matrix-vector product.
+    Per detector, the projected waveform without its time shift, ``y = F+ h+ + Fx hx`` on the
+    detector's band, is formed once into a reused buffer; both inner products read it:
+    ``<h, h> = sum w |y|^2`` and ``<h, d>``, which needs the time shift ``exp(2 pi i f dt)`` per
+    sample and bin. With ``f = f_0 + j df`` and ``j = a B + b`` the shift factorises into
+    ``exp(i theta a B) exp(i theta b)``, so a sample costs ``~sqrt(n_bins)`` complex exponentials
+    instead of ``n_bins`` and the sum over bins becomes a batched matrix-vector product (the
+    band is zero-padded to ``A B`` bins; data and buffer are zero there).
+
+    Why this shape: these are memory-bound passes over ``[samples, bins]`` arrays, so the fewer
+    passes the better, and the waveforms of a block (``block`` samples) and the ``y`` buffers
+    stay in the CPU cache. Sums are ``einsum`` calls, not ``matmul``: the small products would go
+    to a multithreaded BLAS whose spinning threads cost 3-30x more CPU on a loaded machine
+    (measured).
     """
 
-    def __init__(self, data: EventData, band: slice):
+    def __init__(self, data: EventData, band: slice, block: int):
         f = data.frequencies
         self.start_time = data.start_time
         self.detectors = []
@@ -310,49 +342,90 @@ class _Projector:
             n_k = idx.size
             blocks = int(np.ceil(np.sqrt(n_k)))
             rows = -(-n_k // blocks)
+            data_weighted_conj = np.zeros(rows * blocks, dtype=complex)
+            data_weighted_conj[:n_k] = np.conj(data.strain[name][mask]) * weight
             self.detectors.append(dict(
-                geometry=detector_geometry(name), local=local, n_bins=n_k,
+                geometry=detector_geometry(name), n_bins=n_k,
+                pairs=slice(2 * local.start, 2 * local.stop),  # the band in (re, im) float views
                 weight2=np.repeat(weight, 2),  # for (re, im) pairs
-                data_weighted_conj=np.conj(data.strain[name][mask]) * weight,
-                f0=f[idx[0]], df=f[1] - f[0], blocks=blocks, rows=rows,
+                data_weighted_conj=data_weighted_conj.reshape(rows, blocks),
+                f0=f[idx[0]], df=f[1] - f[0],
                 inner_index=np.arange(blocks, dtype=float),
-                outer_index=blocks * np.arange(rows, dtype=float)))
+                outer_index=blocks * np.arange(rows, dtype=float),
+                # y of a block; the padding beyond n_k is never written and stays zero
+                y=np.zeros((block, rows * blocks), dtype=complex)))
 
-    def __call__(self, h_plus: np.ndarray, h_cross: np.ndarray, p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Return (<h, d> complex, <h, h>) [n] summed over detectors."""
-        n = h_plus.shape[0]
-        d_inner_h = np.zeros(n, dtype=complex)
-        h_inner_h = np.zeros(n)
+    def factors(self, p: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Return per detector the per-sample antenna patterns and time-shift factors of a chunk."""
         ra, dec, psi, t_c = p["ra"], p["dec"], p["psi"], p["geocent_time"]
         gmst = greenwich_mean_sidereal_time(t_c)
-        # (re, im) pairs as float arrays [n, 2 n_band]; einsum sums the weighted products
-        # without [n, n_band] temporaries
-        plus, cross = h_plus.view(float), h_cross.view(float)
+        out = []
         for det in self.detectors:
-            local, weight2 = det["local"], det["weight2"]
-            pairs = slice(2 * local.start, 2 * local.stop)
-            p, c = plus[:, pairs], cross[:, pairs]
             f_plus, f_cross = antenna_patterns(det["geometry"], ra, dec, psi, t_c, gmst=gmst)
-            h_inner_h += (f_plus**2 * np.einsum("nk,nk,k->n", p, p, weight2)
-                          + f_cross**2 * np.einsum("nk,nk,k->n", c, c, weight2)
-                          + 2 * f_plus * f_cross * np.einsum("nk,nk,k->n", p, c, weight2))
             # bilby: subtract the two ~1e9 s GPS times first, then add the ~1e-2 s delay
             dt = (t_c - self.start_time) + time_delay_from_geocenter(det["geometry"], ra, dec, t_c, gmst=gmst)
-            rows, blocks, n_k = det["rows"], det["blocks"], det["n_bins"]
-            # sum_f conj(h exp(-2 pi i f dt)) d w = conj(sum_f h conj(d w) exp(-2 pi i f dt))
-            y = np.zeros((n, rows * blocks), dtype=complex)
-            np.multiply(h_plus[:, local], f_plus[:, None], out=y[:, :n_k])
-            y[:, :n_k] += f_cross[:, None] * h_cross[:, local]
-            y[:, :n_k] *= det["data_weighted_conj"]
             theta = -2 * np.pi * det["df"] * dt  # [n]
-            inner = np.exp(1j * theta[:, None] * det["inner_index"])  # [n, B]
-            outer = np.exp(1j * theta[:, None] * det["outer_index"])  # [n, A]
-            # einsum, not matmul: these small products would go to a multithreaded BLAS whose
-            # spinning threads cost 3-30x more CPU on a loaded machine (measured)
-            partial = np.einsum("nab,nb->na", y.reshape(n, rows, blocks), inner)  # [n, A]
-            total = np.einsum("na,na->n", partial, outer) * np.exp(-2j * np.pi * det["f0"] * dt)
+            out.append(dict(
+                antenna=np.stack([f_plus, f_cross], axis=1),  # [n, 2]
+                inner=np.exp(1j * theta[:, None] * det["inner_index"]),  # [n, B]
+                outer=np.exp(1j * theta[:, None] * det["outer_index"]),  # [n, A]
+                shift0=np.exp(-2j * np.pi * det["f0"] * dt)))  # [n]
+        return out
+
+    def __call__(self, h: np.ndarray, factors: list[dict[str, np.ndarray]],
+                 rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Return (<h, d> complex, <h, h>) [m] summed over detectors for a block of samples.
+
+        ``h`` is [m, 2, n_band] complex (h+, hx); ``factors`` are a chunk's (:meth:`factors`), of
+        which the block holds ``rows``.
+        """
+        m = h.shape[0]
+        d_inner_h = np.zeros(m, dtype=complex)
+        h_inner_h = np.zeros(m)
+        h_pairs = h.view(float)  # [m, 2, 2 n_band]: (re, im) pairs, real arithmetic
+        for det, fac in zip(self.detectors, factors):
+            y = det["y"][:m]
+            y_pairs = y.view(float)[:, :2 * det["n_bins"]]
+            # y = F+ h+ + Fx hx on the detector's band, in one pass
+            np.einsum("np,npk->nk", fac["antenna"][rows], h_pairs[:, :, det["pairs"]], out=y_pairs)
+            h_inner_h += np.einsum("nk,nk,k->n", y_pairs, y_pairs, det["weight2"])
+            # sum_f conj(h exp(-2 pi i f dt)) d w = conj(sum_f y conj(d w) exp(-2 pi i f dt))
+            data_weighted_conj = det["data_weighted_conj"]  # [A, B]
+            partial = np.einsum("nab,ab,nb->na", y.reshape(m, *data_weighted_conj.shape), data_weighted_conj,
+                                fac["inner"][rows])  # [m, A]
+            total = np.einsum("na,na->n", partial, fac["outer"][rows]) * fac["shift0"][rows]
             d_inner_h += total.conj()
         return d_inner_h, h_inner_h
+
+
+class _ChunkEvaluator:
+    """<h, d>, <h, h> and failures of a chunk of samples: waveforms and inner products block by block.
+
+    A block's waveforms go from LALSimulation's arrays into one reused buffer of ``block``
+    samples, small enough to stay in the CPU cache while the projector reads it (a chunk's
+    waveforms at once would be tens of MB: every pass would go to memory, and fresh buffers
+    of that size cost page faults).
+    """
+
+    def __init__(self, data: EventData, waveform: WaveformSettings, band: slice):
+        n_band = band.stop - band.start
+        # h+, hx of a block ~1 MB (a core's L2 cache holds 0.5-2 MB on current CPUs), 1 .. 64 samples
+        self.block = int(np.clip(2**20 // (32 * n_band), 1, 64))
+        self.maker = _WaveformMaker(waveform, band)
+        self.projector = _Projector(data, band, self.block)
+        self.h = np.zeros((self.block, 2, n_band), dtype=complex)
+
+    def __call__(self, chunk: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        arguments = self.maker.arguments(chunk)
+        factors = self.projector.factors(chunk)
+        n = len(arguments)
+        d_inner_h, h_inner_h, failed = np.empty(n, dtype=complex), np.empty(n), np.empty(n, dtype=bool)
+        for start in range(0, n, self.block):
+            rows = slice(start, min(start + self.block, n))
+            h = self.h[:rows.stop - rows.start]
+            failed[rows] = self.maker.fill(arguments[rows], h)
+            d_inner_h[rows], h_inner_h[rows] = self.projector(h, factors, rows)
+        return d_inner_h, h_inner_h, failed
 
 
 def _broadcast(parameters: Mapping, n: int) -> dict[str, np.ndarray]:
@@ -364,14 +437,11 @@ _WORKER: dict = {}
 
 
 def _init_worker(data: EventData, waveform: WaveformSettings, band: slice) -> None:
-    _WORKER["waveform"] = _WaveformMaker(waveform, band)
-    _WORKER["projector"] = _Projector(data, band)
+    _WORKER["evaluate"] = _ChunkEvaluator(data, waveform, band)
 
 
 def _evaluate_chunk(chunk: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    h_plus, h_cross, failed = _WORKER["waveform"](chunk)
-    d_inner_h, h_inner_h = _WORKER["projector"](h_plus, h_cross, chunk)
-    return d_inner_h, h_inner_h, failed
+    return _WORKER["evaluate"](chunk)
 
 
 class GaussianLikelihood:
@@ -405,7 +475,8 @@ class GaussianLikelihood:
         self.noise_log_likelihood = float(sum(
             -0.5 * (4.0 / data.duration) * np.sum(np.abs(data.strain[d][m]) ** 2 / (data.psd[d][m] * data.window_factor))
             for d, m in zip(data.detectors, masks)))
-        # samples per chunk: h+, hx of a chunk ~4 MB each (cache-friendly), 8 .. 128
+        # samples per chunk (a pool worker's unit of work), 8 .. 128, fewer for wide bands; memory
+        # and cache use do not depend on it (_ChunkEvaluator works in cache-sized blocks)
         n_band = self.band.stop - self.band.start
         self.chunk_size = int(chunk_size or min(128, max(8, 2**22 // (16 * n_band))))
         self.processes = int(processes or len(os.sched_getaffinity(0)))
@@ -418,11 +489,9 @@ class GaussianLikelihood:
         """Yield (<h, d>, <h, h>, failed) per chunk, in order: in this process or from the pool."""
         if self.processes <= 1 or len(chunks) <= 1:
             if self._local is None:
-                self._local = (_WaveformMaker(self.waveform, self.band), _Projector(self.data, self.band))
-            maker, projector = self._local
+                self._local = _ChunkEvaluator(self.data, self.waveform, self.band)
             for chunk in chunks:
-                h_plus, h_cross, failed = maker(chunk)
-                yield (*projector(h_plus, h_cross, chunk), failed)
+                yield self._local(chunk)
             return
         if self._pool is None:  # fork: the workers inherit the imported modules (spawn elsewhere)
             methods = multiprocessing.get_all_start_methods()
