@@ -54,6 +54,32 @@ def test_generating_the_chirp_too_loses_its_power():
     assert m["denoising_accuracy"] == 0.0
 
 
+def test_noise_cross_term_caps_the_energy_test_but_not_the_amplitude_test():
+    """Tiles |n + s|^2 with unit complex Gaussian noise n (mean energy b = 1) and a loud glitch s
+    (energy 400, SNR 20). A perfect model G = |s|^2 + b leaves the cross term 2 Re(n* s), of
+    standard deviation sqrt(2 * 400) = 28, in the energy residual, so that test fails in most
+    samples; the amplitude residual obeys | |n + s| - sqrt(|s|^2 + 1) | <= |n| + 0.025 (triangle
+    inequality), and |n| >= 3.97 has probability e^-15.8 per tile, so that test passes."""
+    rng = np.random.default_rng(0)
+    n_samples, size = 50, 16
+    s = np.zeros((n_samples, size, size), dtype=complex)
+    s[:, 6:9, 6:9] = 20.0 * np.exp(2j * np.pi * rng.random((n_samples, 3, 3)))
+    noise = (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape)) / np.sqrt(2)
+    target = np.abs(noise + s) ** 2
+    glitch = np.abs(s) ** 2
+    flags = np.ones(n_samples, bool)
+    m = subtraction_metrics(target, glitch + 1.0, glitch, np.zeros_like(glitch), flags, ~flags,
+                            np.full(n_samples, 20.0), SETTINGS, 1.0)
+    assert m["denoising_accuracy"] < 0.3
+    assert m["denoising_accuracy"] == m["denoising_accuracy_perfect_model"]
+    assert m["denoising_accuracy_amplitude"] == 1.0
+    assert m["denoising_accuracy_amplitude_perfect_model"] == 1.0
+    # Generating only half the glitch's amplitude leaves an amplitude residual of ~10 > 4
+    half = subtraction_metrics(target, glitch / 4 + 1.0, glitch, np.zeros_like(glitch), flags, ~flags,
+                               np.full(n_samples, 20.0), SETTINGS, 1.0)
+    assert half["denoising_accuracy_amplitude"] == 0.0
+
+
 def test_clusters_are_connected_pixels_above_threshold():
     image = np.zeros((8, 8))
     assert not has_cluster(image, 16)

@@ -15,6 +15,11 @@ normalisation), target ``T``, generated ``G`` and residual ``R = T - G``:
   (G >= cluster-threshold anywhere);
 - **denoising accuracy of a perfect model** (the same test with G = glitch alone + b): the
   ceiling set by the glitch-noise cross term of ``|n + s|^2``, which no model can predict;
+- **denoising accuracy in amplitude** (and its perfect-model ceiling): the same test on the
+  amplitude residual ``sqrt(T) - sqrt(G)``, whose square is the normalised energy of what is
+  left; a cluster at ``sqrt(cluster-threshold)`` (SNR 4). Since ``| |n + s| - |s| | <= |n|``,
+  a perfect model leaves only noise-level residuals here: this is the test a model can pass,
+  while the energy test above is capped by the cross term;
 - **chirp power retained**: ``sum_C R' / sum_C (T - b)`` over the chirp's pixels ``C`` (chirp
   alone >= ``mask-energy``, outside the glitch's pixels), where ``R' = T - max(G, b)`` counts
   only energy the model took away, summed over test samples with a chirp.
@@ -77,6 +82,13 @@ def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy
     # what is left is the glitch-noise cross term in |n + s|^2, which no model can predict.
     oracle = target - (glitch_energy + background)
     oracle_clean = np.array([not has_cluster(oracle[i], threshold, chirp_mask[i]) for i in range(n)])
+    # The same two tests on amplitudes: sqrt(T) - sqrt(G) >= sqrt(threshold)
+    amplitude = np.sqrt(np.maximum(target, 0))
+    amp_threshold = float(np.sqrt(threshold))
+    amp_residual = amplitude - np.sqrt(np.maximum(generated, 0))
+    amp_clean = np.array([not has_cluster(amp_residual[i], amp_threshold, chirp_mask[i]) for i in range(n)])
+    amp_oracle = amplitude - np.sqrt(glitch_energy + background)
+    amp_oracle_clean = np.array([not has_cluster(amp_oracle[i], amp_threshold, chirp_mask[i]) for i in range(n)])
     return {
         "n_test": int(n),
         "n_glitch": int(g.sum()),
@@ -86,6 +98,9 @@ def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy
         "denoising_accuracy_snr_ge_10": float(clean_residual[loud].mean()) if loud.any() else None,
         "clean_samples_left_clean": float(clean_residual[~g].mean()) if (~g).any() else None,
         "denoising_accuracy_perfect_model": float(oracle_clean[g].mean()) if g.any() else None,
+        "denoising_accuracy_amplitude": float(amp_clean[g].mean()) if g.any() else None,
+        "denoising_accuracy_amplitude_snr_ge_10": float(amp_clean[loud].mean()) if loud.any() else None,
+        "denoising_accuracy_amplitude_perfect_model": float(amp_oracle_clean[g].mean()) if g.any() else None,
         "veto_accuracy": float(np.mean(target_cluster == generated_cluster)),
         "chirp_power_retained": float(chirp_num / chirp_den) if chirp_den > 0 else None,
         "mean_abs_residual": float(np.mean(np.abs(residual))),
