@@ -49,6 +49,22 @@ def snakemake(workdir: Path, *args: str, configfiles: list[Path] | None = None, 
     return result
 
 
+def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
+    """Return the rules a dry run (``snakemake -n``) would execute, read from its job table."""
+    rules, in_table = set(), False
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                rules.add(parts[0])
+            elif parts and parts[0] == "total":
+                break
+    return rules
+
+
 @pytest.fixture
 def run_snakemake():
     """Return :func:`snakemake` (run the workflow in a given work directory)."""

@@ -6,23 +6,9 @@ import h5py
 import pytest
 import yaml
 
+from tests.conftest import planned_rules
+
 pytestmark = pytest.mark.workflow
-
-
-def planned_rules(result) -> set[str]:
-    """Return the rules a dry run would execute (from snakemake's job table)."""
-    rules, in_table = set(), False
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total",):
-                rules.add(parts[0])
-            elif parts and parts[0] == "total":
-                break
-    return rules
 
 
 def test_gw_dataset_workflow(tmp_path, run_snakemake, repo):

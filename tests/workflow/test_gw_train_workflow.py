@@ -20,23 +20,9 @@ import yaml
 from twinflow.gw.model import load_posterior_model
 from twinflow.gw.settings import train_settings_for
 
+from tests.conftest import planned_rules
+
 pytestmark = pytest.mark.workflow
-
-
-def planned_rules(result) -> set[str]:
-    """Return the rules a dry run would execute (from snakemake's job table)."""
-    rules, in_table = set(), False
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-                rules.add(parts[0])
-            elif parts and parts[0] == "total":
-                break
-    return rules
 
 
 def train_cli(workdir: Path, settings: dict, out: Path) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from twinflow.anomaly.flows import train_validation_split
+from twinflow.anomaly.flows import fit_subsets
 from twinflow.anomaly.preprocessing import LogitScaler, MassScaler
 from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
 from twinflow.core.device import select_device
@@ -113,13 +113,7 @@ class FlowMatchingModel:
             m_val: np.ndarray | None = None) -> FlowMatchingModel:
         s = self.settings
         start = time.perf_counter()
-        rng = numpy_rng(s["seed"], "sigma-fit")
-        if x_val is None:
-            train, val = train_validation_split(len(x), s["validation_fraction"], rng)
-            x, m, x_val, m_val = x[train], m[train], x[val], m[val]
-        if s["max_events"] and len(x) > s["max_events"]:
-            keep = rng.choice(len(x), s["max_events"], replace=False)
-            x, m = x[keep], m[keep]
+        x, m, x_val, m_val = fit_subsets(x, m, x_val, m_val, s, numpy_rng(s["seed"], "sigma-fit"))
         self.scaler.fit(x)
         self.mass.fit(m)
         z = self.scaler.transform(x)[0].float().to(self.device)

@@ -38,6 +38,22 @@ def train_validation_split(n: int, fraction: float, rng: np.random.Generator) ->
     return order[n_val:], order[:n_val]
 
 
+def fit_subsets(x: np.ndarray, m: np.ndarray, x_val: np.ndarray | None, m_val: np.ndarray | None,
+                settings: Mapping, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Return (x, m, x_val, m_val) a density model trains and validates on.
+
+    Without a validation set, a ``validation_fraction`` of (x, m) is split off; the training
+    part is then subsampled to ``max_events`` (0: all).
+    """
+    if x_val is None:
+        train, val = train_validation_split(len(x), settings["validation_fraction"], rng)
+        x, m, x_val, m_val = x[train], m[train], x[val], m[val]
+    if settings["max_events"] and len(x) > settings["max_events"]:
+        keep = rng.choice(len(x), settings["max_events"], replace=False)
+        x, m = x[keep], m[keep]
+    return x, m, x_val, m_val
+
+
 class ConditionalFlow:
     """A neural spline flow for p(x | m) (or p(x) with ``conditional=False``).
 
@@ -87,13 +103,7 @@ class ConditionalFlow:
         """Train on (x, m); validate on (x_val, m_val) or on a split of the training data."""
         s = self.settings
         start = time.perf_counter()
-        rng = numpy_rng(s["seed"], "flow-fit", s["name"])
-        if x_val is None:
-            train, val = train_validation_split(len(x), s["validation_fraction"], rng)
-            x, m, x_val, m_val = x[train], m[train], x[val], m[val]
-        if s["max_events"] and len(x) > s["max_events"]:
-            keep = rng.choice(len(x), s["max_events"], replace=False)
-            x, m = x[keep], m[keep]
+        x, m, x_val, m_val = fit_subsets(x, m, x_val, m_val, s, numpy_rng(s["seed"], "flow-fit", s["name"]))
         self.scaler.fit(x)
         self.mass.fit(m)
         z, c, _ = self.preprocess(x, m)
