@@ -11,11 +11,16 @@ validate(config, "../schemas/config.schema.yaml")
 
 RESULTS = "results"
 
+
 # Every stage is a `twinflow ...` command (torchrun too, for multi-GPU training). Put the bin
 # folder of the Python running Snakemake first on PATH, so that the commands resolve to this
 # installation when Snakemake was started as `.venv/bin/snakemake` without activating the
 # environment. Jobs inherit it (cluster jobs rerun this file with the same Python); with
 # `--sdm conda` the job's environment is activated inside the shell command and comes first.
+envvars:
+    "PATH",
+
+
 _BINDIR = os.path.dirname(sys.executable)
 if _BINDIR not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _BINDIR + os.pathsep + os.environ.get("PATH", "")
