@@ -149,6 +149,19 @@ def test_editing_another_section_reruns_no_psd_job(psd_run, tmp_path, path):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
+@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name)
+def test_report_captions_are_valid_restructuredtext(caption):
+    """A caption with an RST error (e.g. |x| read as a substitution) renders as an error box."""
+    import docutils.core
+    import docutils.utils
+
+    try:
+        docutils.core.publish_string(caption.read_text(), writer="html",
+                                     settings_overrides={"report_level": 2, "halt_level": 2})
+    except docutils.utils.SystemMessage as err:
+        pytest.fail(f"{caption.name}: {err}")
+
+
 def test_report_renders_offline(psd_run):
     report = psd_run / "report.html"
     snakemake(psd_run, "gw_psd", "--report", str(report))
