@@ -67,7 +67,12 @@ def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy
     glitch_mask = glitch_energy >= mask_level
     chirp_mask = (chirp_energy >= mask_level) & ~glitch_mask
     n = len(target)
-    clean_residual = np.array([not has_cluster(residual[i], threshold, chirp_mask[i]) for i in range(n)])
+
+    def left_clean(residuals: np.ndarray, level: float) -> np.ndarray:
+        """[n] bool: no residual cluster >= level outside the chirp's pixels."""
+        return np.array([not has_cluster(residuals[i], level, chirp_mask[i]) for i in range(n)])
+
+    clean_residual = left_clean(residual, threshold)
     target_cluster = np.array([has_cluster(np.where(glitch_mask[i], target[i], 0), threshold) for i in range(n)])
     generated_cluster = np.array([has_cluster(generated[i], threshold) for i in range(n)])
     g = has_glitch.astype(bool)
@@ -81,14 +86,12 @@ def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy
     # The same test for a perfect model (the glitch's own expected energy plus the background):
     # what is left is the glitch-noise cross term in |n + s|^2, which no model can predict.
     oracle = target - (glitch_energy + background)
-    oracle_clean = np.array([not has_cluster(oracle[i], threshold, chirp_mask[i]) for i in range(n)])
+    oracle_clean = left_clean(oracle, threshold)
     # The same two tests on amplitudes: sqrt(T) - sqrt(G) >= sqrt(threshold)
     amplitude = np.sqrt(np.maximum(target, 0))
     amp_threshold = float(np.sqrt(threshold))
-    amp_residual = amplitude - np.sqrt(np.maximum(generated, 0))
-    amp_clean = np.array([not has_cluster(amp_residual[i], amp_threshold, chirp_mask[i]) for i in range(n)])
-    amp_oracle = amplitude - np.sqrt(glitch_energy + background)
-    amp_oracle_clean = np.array([not has_cluster(amp_oracle[i], amp_threshold, chirp_mask[i]) for i in range(n)])
+    amp_clean = left_clean(amplitude - np.sqrt(np.maximum(generated, 0)), amp_threshold)
+    amp_oracle_clean = left_clean(amplitude - np.sqrt(glitch_energy + background), amp_threshold)
     return {
         "n_test": int(n),
         "n_glitch": int(g.sum()),
