@@ -22,7 +22,7 @@ envvars:
 
 
 _BINDIR = os.path.dirname(sys.executable)
-if _BINDIR not in os.environ.get("PATH", "").split(os.pathsep):
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BINDIR:
     os.environ["PATH"] = _BINDIR + os.pathsep + os.environ.get("PATH", "")
 
 
