@@ -47,17 +47,23 @@ def main() -> None:
 
     start = time.perf_counter()
     sb = ~region.inside(events.m)
-    flow = flow_from_settings(s["flow"], seed=0, name="cathode", device=args.device).fit(events.x[sb], events.m[sb])
+    flow = flow_from_settings(s["flow"], seed=0, name="cathode", device=args.device).fit(
+        events.x[sb], events.m[sb]
+    )
     flow.sample(n_template, masses)
     cathode_per_sr = time.perf_counter() - start
 
-    print(f"events {args.n_background}, template {n_template}, threads {args.threads}, device {args.device}")
+    print(
+        f"events {args.n_background}, template {n_template}, threads {args.threads}, device {args.device}"
+    )
     print(f"SIGMA training (once): {sigma_train:.1f} s")
     print(f"SIGMA per SR (template): {sigma_per_sr:.1f} s")
     print(f"CATHODE per SR (flow training + template): {cathode_per_sr:.1f} s")
     print(f"ratio CATHODE / SIGMA per SR: {cathode_per_sr / sigma_per_sr:.1f}x (goal >= 20x)")
     for n_sr in (1, 5, 10, 20):
-        print(f"  {n_sr:2d} SRs: CATHODE {n_sr * cathode_per_sr:.0f} s, SIGMA {sigma_train + n_sr * sigma_per_sr:.0f} s")
+        print(
+            f"  {n_sr:2d} SRs: CATHODE {n_sr * cathode_per_sr:.0f} s, SIGMA {sigma_train + n_sr * sigma_per_sr:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def main() -> None:
     t = np.arange(n) / fs - duration / 2
     series = coloured_noise(np.broadcast_to(psd, (args.images, len(psd))), n, fs, rng)
     series += 1e-21 * sine_gaussian(t, 100.0, 8.0, 0.0)  # a loud glitch in every series
-    white = np.fft.irfft(np.fft.rfft(series, axis=-1) / np.sqrt(psd), n=n, axis=-1)  # same input for both
+    white = np.fft.irfft(
+        np.fft.rfft(series, axis=-1) / np.sqrt(psd), n=n, axis=-1
+    )  # same input for both
     white -= white.mean(axis=-1, keepdims=True)
 
     qt = transform_for(q, fs, duration)
@@ -59,14 +61,26 @@ def main() -> None:
             warnings.simplefilter("ignore")
             for x in white:
                 spec = TimeSeries(x, t0=0, sample_rate=fs).q_transform(
-                    qrange=tuple(q["qrange"]), frange=tuple(q["frange"]), gps=duration / 2, search=q["window"],
-                    tres=q["window"] / q["image-size"], fres=q["image-size"], logf=True, mismatch=q["mismatch"],
-                    outseg=(duration / 2 - half, duration / 2 + half), whiten=False, norm="median")
+                    qrange=tuple(q["qrange"]),
+                    frange=tuple(q["frange"]),
+                    gps=duration / 2,
+                    search=q["window"],
+                    tres=q["window"] / q["image-size"],
+                    fres=q["image-size"],
+                    logf=True,
+                    mismatch=q["mismatch"],
+                    outseg=(duration / 2 - half, duration / 2 + half),
+                    whiten=False,
+                    norm="median",
+                )
                 out.append(spec.value.T[:, : q["image-size"]])
         return np.stack(out)
 
     timings = {}
-    for name, fn in (("twinflow batched", ours), ("gwpy q_transform, one at a time", gwpy_one_at_a_time)):
+    for name, fn in (
+        ("twinflow batched", ours),
+        ("gwpy q_transform, one at a time", gwpy_one_at_a_time),
+    ):
         best = np.inf
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -74,12 +88,16 @@ def main() -> None:
             best = min(best, time.perf_counter() - start)
         timings[name] = (best, images)
     (t_ours, a), (t_gwpy, b) = timings.values()
-    print(f"{args.images} images of {q['image-size']}x{q['image-size']}, {duration:g} s at {fs:g} Hz, "
-          f"qrange {q['qrange']}, frange {q['frange']} Hz, 1 core")
+    print(
+        f"{args.images} images of {q['image-size']}x{q['image-size']}, {duration:g} s at {fs:g} Hz, "
+        f"qrange {q['qrange']}, frange {q['frange']} Hz, 1 core"
+    )
     for name, (seconds, _) in timings.items():
         print(f"  {name:34s} {args.images / seconds:9.1f} images/s")
-    print(f"  ratio (twinflow / gwpy): {t_gwpy / t_ours:.1f}x; max |difference| / max "
-          f"{np.abs(a - b).max() / b.max():.1e}")
+    print(
+        f"  ratio (twinflow / gwpy): {t_gwpy / t_ours:.1f}x; max |difference| / max "
+        f"{np.abs(a - b).max() / b.max():.1e}"
+    )
 
 
 if __name__ == "__main__":

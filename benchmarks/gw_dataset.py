@@ -29,12 +29,27 @@ from twinflow.gw.waveforms import WaveformGenerator, lal_parameters
 
 PROBLEMS = {
     # name: (duration, sampling frequency, nodes, approximant, prior spec from)
-    "CPU default (T = 4 s, 20-256 Hz, IMRPhenomXAS)": (4, 1024, [20.0, 72.0, 96.0, 128.0, 192.0, 256.0],
-                                                       "IMRPhenomXAS", "config/config.yaml"),
-    "CPU default with IMRPhenomD": (4, 1024, [20.0, 72.0, 96.0, 128.0, 192.0, 256.0], "IMRPhenomD",
-                                    "config/config.yaml"),
-    "Dingo-T1 (T = 8 s, 20-1810 Hz, IMRPhenomXPHM)": (8, 4096, [20, 38, 50, 66, 82, 1810], "IMRPhenomXPHM",
-                                                      "config/production.yaml"),
+    "CPU default (T = 4 s, 20-256 Hz, IMRPhenomXAS)": (
+        4,
+        1024,
+        [20.0, 72.0, 96.0, 128.0, 192.0, 256.0],
+        "IMRPhenomXAS",
+        "config/config.yaml",
+    ),
+    "CPU default with IMRPhenomD": (
+        4,
+        1024,
+        [20.0, 72.0, 96.0, 128.0, 192.0, 256.0],
+        "IMRPhenomD",
+        "config/config.yaml",
+    ),
+    "Dingo-T1 (T = 8 s, 20-1810 Hz, IMRPhenomXPHM)": (
+        8,
+        4096,
+        [20, 38, 50, 66, 82, 1810],
+        "IMRPhenomXPHM",
+        "config/production.yaml",
+    ),
 }
 
 
@@ -57,7 +72,10 @@ def waveform_speed(n: int, repeats: int) -> None:
     from bilby.gw.conversion import convert_to_lal_binary_black_hole_parameters
     from bilby.gw.source import lal_binary_black_hole
 
-    print("1. waveforms per second per core (process CPU time; complex64 as in the shards; interleaved, best of %d)" % repeats)
+    print(
+        "1. waveforms per second per core (process CPU time; complex64 as in the shards;"
+        f" interleaved, best of {repeats})"
+    )
     for name, (duration, fs, nodes, approximant, config) in PROBLEMS.items():
         domain = MultibandedFrequencyDomain(nodes, duration, fs)
         spec = load_yaml(config)["gw"]["dataset"]["prior"]
@@ -67,27 +85,73 @@ def waveform_speed(n: int, repeats: int) -> None:
         generator = WaveformGenerator(domain, approximant, 20.0, 100.0)
 
         lal = lal_parameters(params, 20.0, 100.0)
-        columns = [lal[k].tolist() for k in ("mass_1", "mass_2", "spin_1x", "spin_1y", "spin_1z", "spin_2x",
-                                               "spin_2y", "spin_2z", "luminosity_distance", "iota", "phase")]
+        columns = [
+            lal[k].tolist()
+            for k in (
+                "mass_1",
+                "mass_2",
+                "spin_1x",
+                "spin_1y",
+                "spin_1z",
+                "spin_2x",
+                "spin_2y",
+                "spin_2z",
+                "luminosity_distance",
+                "iota",
+                "phase",
+            )
+        ]
         number = lalsim.GetApproximantFromString(approximant)
         waveform_dictionary = generator._waveform_dictionary()
         args = list(zip(*columns))
 
         def floor():
             for a in args:
-                lalsim.SimInspiralChooseFDWaveform(*a, 0.0, 0.0, 0.0, domain.base.delta_f, domain.f_min, domain.f_max,
-                                                   20.0, waveform_dictionary, number)
+                lalsim.SimInspiralChooseFDWaveform(
+                    *a,
+                    0.0,
+                    0.0,
+                    0.0,
+                    domain.base.delta_f,
+                    domain.f_min,
+                    domain.f_max,
+                    20.0,
+                    waveform_dictionary,
+                    number,
+                )
 
-        converted, _ = convert_to_lal_binary_black_hole_parameters({k: v.copy() for k, v in params.items()})
-        keys = ("mass_1", "mass_2", "a_1", "tilt_1", "phi_12", "a_2", "tilt_2", "phi_jl", "theta_jn", "phase")
-        rows = [{k: float(np.broadcast_to(converted.get(k, 0.0), (m,))[i]) for k in keys} for i in range(m)]
+        converted, _ = convert_to_lal_binary_black_hole_parameters(
+            {k: v.copy() for k, v in params.items()}
+        )
+        keys = (
+            "mass_1",
+            "mass_2",
+            "a_1",
+            "tilt_1",
+            "phi_12",
+            "a_2",
+            "tilt_2",
+            "phi_jl",
+            "theta_jn",
+            "phase",
+        )
+        rows = [
+            {k: float(np.broadcast_to(converted.get(k, 0.0), (m,))[i]) for k in keys}
+            for i in range(m)
+        ]
         f = domain.base.frequencies
 
         def bilby_loop():
             for row in rows:
-                lal_binary_black_hole(f, **row, luminosity_distance=100.0, waveform_approximant=approximant,
-                                      reference_frequency=20.0, minimum_frequency=domain.f_min,
-                                      maximum_frequency=domain.f_max)
+                lal_binary_black_hole(
+                    f,
+                    **row,
+                    luminosity_distance=100.0,
+                    waveform_approximant=approximant,
+                    reference_frequency=20.0,
+                    minimum_frequency=domain.f_min,
+                    maximum_frequency=domain.f_max,
+                )
 
         # Interleaved, best of each: the machine is shared, so load drifts between runs.
         times = {"ours": [], "floor": [], "bilby": []}
@@ -97,10 +161,14 @@ def waveform_speed(n: int, repeats: int) -> None:
             times["bilby"].append(cpu_best_of(bilby_loop, 1) / m)
         ours, lal_floor, bilby_time = (min(times[k]) for k in ("ours", "floor", "bilby"))
         print(f"  {name}: {domain.n_bins} bins")
-        print(f"    twinflow {1 / ours:9.0f}/s   lalsimulation floor {1 / lal_floor:9.0f}/s   "
-              f"bilby lal_binary_black_hole {1 / bilby_time:9.0f}/s")
-        print(f"    ratio to the floor: {lal_floor / ours:.2f} (target >= 0.9);  "
-              f"speed-up over bilby's source model: {bilby_time / ours:.2f}x")
+        print(
+            f"    twinflow {1 / ours:9.0f}/s   lalsimulation floor {1 / lal_floor:9.0f}/s   "
+            f"bilby lal_binary_black_hole {1 / bilby_time:9.0f}/s"
+        )
+        print(
+            f"    ratio to the floor: {lal_floor / ours:.2f} (target >= 0.9);  "
+            f"speed-up over bilby's source model: {bilby_time / ours:.2f}x"
+        )
 
 
 def batch_speed(device: str, batch_size: int, repeats: int) -> None:
@@ -111,13 +179,23 @@ def batch_speed(device: str, batch_size: int, repeats: int) -> None:
     duration, fs, nodes = 4, 1024, [20.0, 72.0, 96.0, 128.0, 192.0, 256.0]
     domain = MultibandedFrequencyDomain(nodes, duration, fs)
     f = domain.base.frequencies
-    banks = {d: PSDBank(d, f, np.stack([s * source_psd("aLIGO-O3-low", f, 10.0) for s in (0.8, 1.0, 1.2)]), {})
-             for d in config["detectors"]}
+    banks = {
+        d: PSDBank(
+            d, f, np.stack([s * source_psd("aLIGO-O3-low", f, 10.0) for s in (0.8, 1.0, 1.2)]), {}
+        )
+        for d in config["detectors"]
+    }
     intrinsic, extrinsic = split_prior(build_prior(config["dataset"]["prior"]))
     params = sample(intrinsic, batch_size, np.random.default_rng(1))
     h_plus, h_cross = WaveformGenerator(domain, "IMRPhenomXAS", 20.0, 100.0)(params)
-    block = {"h_plus": h_plus.astype(np.complex64), "h_cross": h_cross.astype(np.complex64), **params}
-    assembler = BatchAssembler(batch_settings_for(config), domain, banks, 100.0, list(params), device=device)
+    block = {
+        "h_plus": h_plus.astype(np.complex64),
+        "h_cross": h_cross.astype(np.complex64),
+        **params,
+    }
+    assembler = BatchAssembler(
+        batch_settings_for(config), domain, banks, 100.0, list(params), device=device
+    )
     assembler(block)  # warm up
 
     def ours():
@@ -129,7 +207,9 @@ def batch_speed(device: str, batch_size: int, repeats: int) -> None:
     t_ours = best_of(ours, repeats) / batch_size
 
     ifos = bilby.gw.detector.InterferometerList(config["detectors"])
-    start = config["dataset"]["reference-time"] - (duration - config["dataset"]["post-trigger-duration"])
+    start = config["dataset"]["reference-time"] - (
+        duration - config["dataset"]["post-trigger-duration"]
+    )
     ifos.set_strain_data_from_zero_noise(fs, duration, start_time=start)
     psd_mfd = {d: multibanded_psd_bank(banks[d], domain) for d in config["detectors"]}
     n_ref = min(batch_size, 256)
@@ -141,20 +221,27 @@ def batch_speed(device: str, batch_size: int, repeats: int) -> None:
             p = {k: v[i] for k, v in ex.items()}
             p["geocent_time"] += config["dataset"]["reference-time"]
             for ifo in ifos:
-                s = ifo.get_detector_response({"plus": h_plus[i], "cross": h_cross[i]}, p,
-                                              frequencies=domain.sample_frequencies)
+                s = ifo.get_detector_response(
+                    {"plus": h_plus[i], "cross": h_cross[i]},
+                    p,
+                    frequencies=domain.sample_frequencies,
+                )
                 psd = psd_mfd[ifo.name][rng.integers(3)]
                 sigma = np.sqrt(psd / (4 * domain.delta_f))
                 _ = s / sigma + rng.standard_normal(len(s)) + 1j * rng.standard_normal(len(s))
 
     t_ref = best_of(per_sample, max(1, repeats // 2)) / n_ref
-    print(f"  twinflow BatchAssembler {1 / t_ours:9.0f} samples/s   per-sample bilby + numpy {1 / t_ref:9.0f} samples/s")
+    print(
+        f"  twinflow BatchAssembler {1 / t_ours:9.0f} samples/s   per-sample bilby + numpy {1 / t_ref:9.0f} samples/s"
+    )
     print(f"  ratio: {t_ref / t_ours:.1f}x (tokens {assembler.n_tokens} per sample before masks)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="device for batch assembly (auto, cpu, cuda)")
+    parser.add_argument(
+        "--device", default="cpu", help="device for batch assembly (auto, cpu, cuda)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer waveforms and repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()

@@ -28,8 +28,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def snakemake(workdir: Path, *args: str, configfiles: list[Path] | None = None, check: bool = True,
-              env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfiles: list[Path] | None = None,
+    check: bool = True,
+    env: dict | None = None,
+    timeout: int = 600,
+) -> subprocess.CompletedProcess:
     """Run the repository's workflow in ``workdir`` (outputs land there, not in the repo).
 
     ``configfiles`` default to ``config/test.yaml``; later files override earlier ones.
@@ -40,12 +46,24 @@ def snakemake(workdir: Path, *args: str, configfiles: list[Path] | None = None, 
     # environment it runs in (the README's `.venv/bin/snakemake` does not activate the venv)
     run_env = {**os.environ, **(env or {})}
     # --configfile takes several files, so it comes last, after targets and options
-    cmd = [str(Path(bindir) / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           *args, "--configfile", *map(str, configfiles)]
-    result = subprocess.run(cmd, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout)
+    cmd = [
+        str(Path(bindir) / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+        "--configfile",
+        *map(str, configfiles),
+    ]
+    result = subprocess.run(
+        cmd, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 

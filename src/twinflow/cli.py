@@ -22,7 +22,9 @@ BRANCHES = ("gw", "glitch", "anomaly")
 def add_settings_arguments(parser: argparse.ArgumentParser, section: str) -> None:
     """Add ``--settings`` / ``--config`` to a stage's parser; ``section`` is its config section."""
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--settings", help="the stage's settings as a JSON object (what Snakemake passes)")
+    group.add_argument(
+        "--settings", help="the stage's settings as a JSON object (what Snakemake passes)"
+    )
     group.add_argument("--config", help=f"a YAML config file; its section {section!r} is used")
     parser.set_defaults(section=section)
 

@@ -44,7 +44,12 @@ def test_lhco_loader_by_hand(lhco_file):
         e2 = math.sqrt(r["pxj2"] ** 2 + r["pyj2"] ** 2 + r["pzj2"] ** 2 + r["mj2"] ** 2)
         px, py, pz = r["pxj1"] + r["pxj2"], r["pyj1"] + r["pyj2"], r["pzj1"] + r["pzj2"]
         mjj = math.sqrt((e1 + e2) ** 2 - px**2 - py**2 - pz**2) / 1000
-        jets = sorted([(r["mj1"], r["tau2j1"] / (r["tau1j1"] + 1e-5)), (r["mj2"], r["tau2j2"] / (r["tau1j2"] + 1e-5))])
+        jets = sorted(
+            [
+                (r["mj1"], r["tau2j1"] / (r["tau1j1"] + 1e-5)),
+                (r["mj2"], r["tau2j2"] / (r["tau1j2"] + 1e-5)),
+            ]
+        )
         expected = [jets[0][0] / 1000, (jets[1][0] - jets[0][0]) / 1000, jets[0][1], jets[1][1]]
         assert events.m[i] == pytest.approx(mjj, rel=1e-9)
         np.testing.assert_allclose(events.x[i], expected, rtol=1e-9)
@@ -85,20 +90,35 @@ def test_generator_matches_the_stated_lhco_facts():
     np.testing.assert_allclose(x.mean(0), [0.14, 0.17, 0.58, 0.48], atol=0.01)
     np.testing.assert_allclose(x.std(0), [0.10, 0.15, 0.18, 0.19], atol=0.01)
     corr = np.corrcoef(x.T)
-    assert corr[0, 2] == pytest.approx(-0.3, abs=0.05) and corr[1, 3] == pytest.approx(-0.4, abs=0.05)
+    assert corr[0, 2] == pytest.approx(-0.3, abs=0.05) and corr[1, 3] == pytest.approx(
+        -0.4, abs=0.05
+    )
     assert np.median(bkg.x[bkg.m > 4.0, 0]) > np.median(bkg.x[(bkg.m > 2.8) & (bkg.m < 3.2), 0])
     swin = (sig.m > 3.3) & (sig.m < 3.7)
     # 1000 signal on 1M background: S/B about 0.6% in the window
     assert 1000 * swin.mean() / (1e6 * window.mean()) == pytest.approx(0.006, abs=0.001)
-    both_peaks = (np.abs(sig.x[:, 0] - 0.1) < 0.03) & (np.abs(sig.x[:, 0] + sig.x[:, 1] - 0.5) < 0.1)
+    both_peaks = (np.abs(sig.x[:, 0] - 0.1) < 0.03) & (
+        np.abs(sig.x[:, 0] + sig.x[:, 1] - 0.5) < 0.1
+    )
     assert both_peaks.mean() == pytest.approx(0.7, abs=0.05)
     np.testing.assert_allclose(sig.x[both_peaks, 2:].mean(0), [0.37, 0.21], atol=0.02)
 
 
 def test_prepare_events_injects_and_reproduces(tmp_path):
-    settings = {"seed": 3, "data": {"source": "simulated", "n-background": 5000, "n-signal": 37,
-                                    "n-extra-background": 4000, "n-train-signal": 100, "n-test-background": 300,
-                                    "n-test-signal": 50, "test-fraction": 0.2, "files": {}}}
+    settings = {
+        "seed": 3,
+        "data": {
+            "source": "simulated",
+            "n-background": 5000,
+            "n-signal": 37,
+            "n-extra-background": 4000,
+            "n-train-signal": 100,
+            "n-test-background": 300,
+            "n-test-signal": 50,
+            "test-fraction": 0.2,
+            "files": {},
+        },
+    }
     prepare_events(settings, tmp_path / "a.h5")
     prepare_events(settings, tmp_path / "b.h5")
     a, stored = load_events(tmp_path / "a.h5")

@@ -43,20 +43,42 @@ def toy():
     test = Events.concatenate([_toy_background(8_000, rng), _toy_signal(1_000, rng)])
     test = test.select(REGION.inside(test.m))
     sideband = data.select(REGION.sidebands(data.m))
-    flow = ConditionalFlow(features=2, transforms=2, hidden=(32, 32), epochs=10, batch_size=512,
-                           learning_rate=3e-3, patience=3, seed=1, device="cpu").fit(sideband.x, sideband.m)
+    flow = ConditionalFlow(
+        features=2,
+        transforms=2,
+        hidden=(32, 32),
+        epochs=10,
+        batch_size=512,
+        learning_rate=3e-3,
+        patience=3,
+        seed=1,
+        device="cpu",
+    ).fit(sideband.x, sideband.m)
     return {"data": data, "test": test, "flow": flow}
 
 
 def _settings(method, **sections):
     base = with_defaults({"device": "cpu"})
-    base["flow"].update({"transforms": 2, "hidden": [32, 32], "epochs": 10, "batch-size": 512,
-                         "learning-rate": 3e-3, "patience": 3})
+    base["flow"].update(
+        {
+            "transforms": 2,
+            "hidden": [32, 32],
+            "epochs": 10,
+            "batch-size": 512,
+            "learning-rate": 3e-3,
+            "patience": 3,
+        }
+    )
     base["ranode"].update({"epochs": 25, "patience": 5, "hidden": [16, 16], "transforms": 1})
     for key, value in sections.items():
         base[key].update(value)
-    return {"seed": 7, "device": "cpu", "method": method, "region": {"index": 0}, **{
-        k: base[k] for k in ("flow", "classifier", "cathode", "ranode", "sigma")}}
+    return {
+        "seed": 7,
+        "device": "cpu",
+        "method": method,
+        "region": {"index": 0},
+        **{k: base[k] for k in ("flow", "classifier", "cathode", "ranode", "sigma")},
+    }
 
 
 def test_anode_ranks_like_the_true_likelihood_ratio(toy):
@@ -72,7 +94,9 @@ def test_anode_ranks_like_the_true_likelihood_ratio(toy):
 
 @pytest.mark.parametrize("ideal", [False, True])
 def test_ranode_recovers_the_injected_signal_fraction(toy, ideal):
-    detector = RAnode(_settings("ranode", ranode={"ideal-w": ideal}), REGION, toy["flow"]).fit({"data": toy["data"]})
+    detector = RAnode(_settings("ranode", ranode={"ideal-w": ideal}), REGION, toy["flow"]).fit(
+        {"data": toy["data"]}
+    )
     info = detector.info
     assert info["true_w"] == pytest.approx(700 / (700 + 24_000 * 0.4 / 1.6), rel=0.1)
     if ideal:
@@ -89,22 +113,38 @@ def lhco_like():
     from twinflow.anomaly.data import LHCOLikeGenerator
 
     gen, rng = LHCOLikeGenerator(), np.random.default_rng(2)
+
     def mix(n_b, n_s):
         return Events.concatenate([gen.background(n_b, rng), gen.signal(n_s, rng)]).shuffled(rng)
-    samples = {"data": mix(30_000, 300), "extra_background": mix(30_000, 0), "signal_train": mix(0, 2000),
-               "test": mix(8_000, 1000)}
+
+    samples = {
+        "data": mix(30_000, 300),
+        "extra_background": mix(30_000, 0),
+        "signal_train": mix(0, 2000),
+        "test": mix(8_000, 1000),
+    }
     flow = ConditionalFlow(epochs=1, transforms=1, hidden=(16,), device="cpu")
-    flow.fit(samples["data"].x[~REGION.inside(samples["data"].m)], samples["data"].m[~REGION.inside(samples["data"].m)])
-    sigma = FlowMatchingModel(width=16, blocks=1, epochs=1, ode_steps=2, device="cpu").fit(samples["data"].x, samples["data"].m)
+    flow.fit(
+        samples["data"].x[~REGION.inside(samples["data"].m)],
+        samples["data"].m[~REGION.inside(samples["data"].m)],
+    )
+    sigma = FlowMatchingModel(width=16, blocks=1, epochs=1, ode_steps=2, device="cpu").fit(
+        samples["data"].x, samples["data"].m
+    )
     return samples, flow, sigma
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_fits_and_scores(lhco_like, method):
     samples, flow, sigma = lhco_like
-    settings = _settings(method, flow={"epochs": 1}, ranode={"epochs": 1},
-                         classifier={"n-models": 1, "max-iter": 5}, cathode={"oversampling": 1},
-                         sigma={"oversampling": 1})
+    settings = _settings(
+        method,
+        flow={"epochs": 1},
+        ranode={"epochs": 1},
+        classifier={"n-models": 1, "max-iter": 5},
+        cathode={"oversampling": 1},
+        sigma={"oversampling": 1},
+    )
     detector = build_detector(settings, REGION, sideband_flow=flow, sigma_model=sigma).fit(samples)
     test = samples["test"].select(REGION.inside(samples["test"].m))
     score = detector.score(test.x, test.m)

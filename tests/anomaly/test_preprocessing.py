@@ -11,7 +11,9 @@ from twinflow.core.settings import ConfigError
 @pytest.fixture
 def features():
     rng = np.random.default_rng(0)
-    return np.stack([rng.gamma(2.0, 0.07, 2000), rng.beta(3, 2, 2000), rng.normal(5, 2, 2000)], axis=1)
+    return np.stack(
+        [rng.gamma(2.0, 0.07, 2000), rng.beta(3, 2, 2000), rng.normal(5, 2, 2000)], axis=1
+    )
 
 
 def test_round_trip(features):
@@ -26,7 +28,9 @@ def test_log_jacobian_matches_autograd(features):
     x = torch.as_tensor(features[:20], dtype=torch.float64)
     _, log_det = scaler.transform(x)
     for i in range(len(x)):
-        jac = torch.autograd.functional.jacobian(lambda row: scaler.transform(row[None])[0][0], x[i])
+        jac = torch.autograd.functional.jacobian(
+            lambda row: scaler.transform(row[None])[0][0], x[i]
+        )
         assert log_det[i].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), rel=1e-10)
 
 

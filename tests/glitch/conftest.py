@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+from tests.conftest import TEST_CONFIG
 
 from twinflow.core.settings import load_yaml
-
-from tests.conftest import TEST_CONFIG
 
 
 @pytest.fixture
@@ -20,7 +19,9 @@ def glitch_config() -> dict:
 def easy_linear_config(base: dict) -> dict:
     """A dataset with one witness coupled linearly (gain only) and loud sine-Gaussians."""
     g = copy.deepcopy(base)
-    g["data"].update({"n-shards": 2, "samples-per-shard": 80, "n-auxiliary": 1, "clean-fraction": 0.2})
+    g["data"].update(
+        {"n-shards": 2, "samples-per-shard": 80, "n-auxiliary": 1, "clean-fraction": 0.2}
+    )
     g["data"]["glitch"].update({"types": {"sine-gaussian": 1.0}, "snr": [15, 30]})
     g["data"]["coupling"] = {"gain": [1.0], "delay": [0.0], "lowpass": [None], "quadratic": [0.0]}
     g["data"]["chirps"]["fraction"] = 0.0

@@ -6,12 +6,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+from tests.conftest import REPO
 
 from twinflow.cli import main as twinflow_main
 from twinflow.core.io import dumps_settings
 from twinflow.core.settings import ConfigError, load_yaml
 from twinflow.glitch.settings import check_config, stage_settings
-from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "production.yaml"])
@@ -19,13 +19,36 @@ def test_shipped_configurations_are_valid(name):
     check_config(load_yaml(REPO / "config" / name)["glitch"])
 
 
-@pytest.mark.parametrize(("section", "key", "value", "match"), [
-    ("qtransform", "image-size", 40, r"glitch.vae: image-size = 40 is invalid: a multiple of 16"),
-    ("translation", "loss", "huber", r"glitch.translation: loss = 'huber' is invalid: choose one of"),
-    ("qtransform", "frange", [20, 300], r"glitch.qtransform: frange = \[20, 300\] Hz: the upper frequency exceeds the Nyquist"),
-    ("data", "n-auxiliary", 0, r"glitch.data: n-auxiliary = 0 is invalid"),
-    ("vae", "output-activation", "sigmoid", r"glitch.vae: output-activation = 'sigmoid' is invalid: 'none' with loss 'mse'"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "value", "match"),
+    [
+        (
+            "qtransform",
+            "image-size",
+            40,
+            r"glitch.vae: image-size = 40 is invalid: a multiple of 16",
+        ),
+        (
+            "translation",
+            "loss",
+            "huber",
+            r"glitch.translation: loss = 'huber' is invalid: choose one of",
+        ),
+        (
+            "qtransform",
+            "frange",
+            [20, 300],
+            r"glitch.qtransform: frange = \[20, 300\] Hz: the upper frequency exceeds the Nyquist",
+        ),
+        ("data", "n-auxiliary", 0, r"glitch.data: n-auxiliary = 0 is invalid"),
+        (
+            "vae",
+            "output-activation",
+            "sigmoid",
+            r"glitch.vae: output-activation = 'sigmoid' is invalid: 'none' with loss 'mse'",
+        ),
+    ],
+)
 def test_bad_settings_name_key_and_value(glitch_config, section, key, value, match):
     g = copy.deepcopy(glitch_config)
     g[section][key] = value
@@ -37,7 +60,18 @@ def test_cli_stops_before_writing(glitch_config, tmp_path, capsys):
     settings = stage_settings(glitch_config, "simulate")
     settings["data"]["n-auxiliary"] = 0
     out = tmp_path / "shard.h5"
-    code = twinflow_main(["glitch", "simulate", "--settings", dumps_settings(settings), "--shard", "0", "--out", str(out)])
+    code = twinflow_main(
+        [
+            "glitch",
+            "simulate",
+            "--settings",
+            dumps_settings(settings),
+            "--shard",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2
     assert "n-auxiliary = 0" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

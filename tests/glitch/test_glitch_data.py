@@ -44,7 +44,9 @@ def test_delay_is_exact_and_lowpass_is_butterworth(glitch_config):
     d["sampling-frequency"] = fs
     d["coupling"] = {"gain": [2.0], "delay": [0.0], "lowpass": [80.0], "quadratic": [0.0]}
     sos = scipy.signal.butter(2, 80.0, fs=fs, output="sos")
-    np.testing.assert_allclose(coupling_transfer(y, 0, d), 2.0 * scipy.signal.sosfilt(sos, y), atol=1e-12)
+    np.testing.assert_allclose(
+        coupling_transfer(y, 0, d), 2.0 * scipy.signal.sosfilt(sos, y), atol=1e-12
+    )
 
 
 def test_quadratic_coupling_puts_power_at_twice_the_frequency(glitch_config):
@@ -57,7 +59,9 @@ def test_quadratic_coupling_puts_power_at_twice_the_frequency(glitch_config):
     spectrum = np.abs(np.fft.rfft(coupling_transfer(y, 0, d)))
     f = np.fft.rfftfreq(len(t), 1 / fs)
     assert spectrum[np.argmin(abs(f - 100))] > 0.05 * spectrum[np.argmin(abs(f - 50))]
-    assert np.abs(np.fft.rfft(y))[np.argmin(abs(f - 100))] < 1e-6 * spectrum[np.argmin(abs(f - 50))]
+    assert (
+        np.abs(np.fft.rfft(y))[np.argmin(abs(f - 100))] < 1e-6 * spectrum[np.argmin(abs(f - 50))]
+    )
 
 
 def test_newtonian_chirp_frequency_follows_the_leading_order_law():
@@ -85,16 +89,22 @@ def test_shard_noise_psd_snrs_and_seeding(glitch_config, tmp_path):
     # Noise: Welch (scipy) of the glitch- and chirp-free strain matches the source PSD in band.
     f, psd = strain_psd(d)
     noise = arrays["strain"] - arrays["glitch_strain"] - arrays["chirp_strain"]
-    fw, welch = scipy.signal.welch(noise.astype(float), fs=d["sampling-frequency"], nperseg=len(f) * 2 - 2, axis=-1)
+    fw, welch = scipy.signal.welch(
+        noise.astype(float), fs=d["sampling-frequency"], nperseg=len(f) * 2 - 2, axis=-1
+    )
     band_mask = (fw > 30) & (fw < 200)
     ratio = welch.mean(axis=0)[band_mask] / psd[band_mask]
     assert np.median(ratio) == pytest.approx(1.0, rel=0.1)
     # SNR labels are the optimal SNR in the image band and lie in the configured range.
     glitchy = arrays["has_glitch"]
     assert glitchy.any() and (~glitchy).any()
-    snr = optimal_snr(arrays["glitch_strain"][glitchy].astype(float), psd, d["sampling-frequency"], band)
+    snr = optimal_snr(
+        arrays["glitch_strain"][glitchy].astype(float), psd, d["sampling-frequency"], band
+    )
     np.testing.assert_allclose(arrays["glitch_snr"][glitchy], snr, rtol=1e-3)
-    assert snr.min() >= d["glitch"]["snr"][0] * 0.999 and snr.max() <= d["glitch"]["snr"][1] * 1.001
+    assert (
+        snr.min() >= d["glitch"]["snr"][0] * 0.999 and snr.max() <= d["glitch"]["snr"][1] * 1.001
+    )
     assert not arrays["glitch_strain"][~glitchy].any()
     # Seeded: the same shard twice is identical, another shard differs.
     again = simulate_shard(d, 0, band)
@@ -125,15 +135,20 @@ def test_witness_glitch_leads_strain_by_the_configured_delay(glitch_config):
     fs = d["sampling-frequency"]
     for i in range(4):
         aux_glitch = arrays["aux"][i, 0]  # the witness: its noise plus the glitch
-        lag = np.argmax(scipy.signal.correlate(arrays["glitch_strain"][i], aux_glitch, mode="full")) - (len(aux_glitch) - 1)
+        lag = np.argmax(
+            scipy.signal.correlate(arrays["glitch_strain"][i], aux_glitch, mode="full")
+        ) - (len(aux_glitch) - 1)
         assert lag / fs == pytest.approx(0.03125, abs=1.5 / fs)
 
 
-@pytest.mark.parametrize(("key", "value", "match"), [
-    ("n-auxiliary", 0, r"n-auxiliary = 0"),
-    ("clean-fraction", 1.5, r"clean-fraction = 1.5"),
-    ("noise-curve", "nope", r"noise-curve = 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("n-auxiliary", 0, r"n-auxiliary = 0"),
+        ("clean-fraction", 1.5, r"clean-fraction = 1.5"),
+        ("noise-curve", "nope", r"noise-curve = 'nope'"),
+    ],
+)
 def test_bad_data_settings_name_key_and_value(glitch_config, key, value, match):
     d = {**glitch_config["data"], key: value}
     with pytest.raises(ConfigError, match=match):

@@ -41,15 +41,32 @@ def _white_with_glitches(n_series: int = 3) -> np.ndarray:
 def test_images_equal_gwpy_q_transform(norm):
     """Same tiling, normalisation, plane choice and interpolation as gwpy (one image at a time)."""
     x = _white_with_glitches()
-    qt = QTransform(DURATION, FS, image_size=SIZE, qrange=(4, 32), frange=(20, 256), outseg=(0.5, 1.5), norm=norm)
+    qt = QTransform(
+        DURATION,
+        FS,
+        image_size=SIZE,
+        qrange=(4, 32),
+        frange=(20, 256),
+        outseg=(0.5, 1.5),
+        norm=norm,
+    )
     ours = qt(x)
     assert ours.shape == (3, SIZE, SIZE) and ours.dtype == np.float32
     for i in range(len(x)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = TimeSeries(x[i], t0=0, sample_rate=FS).q_transform(
-                qrange=(4, 32), frange=(20, 256), gps=1.0, search=1.0, tres=1 / SIZE, fres=SIZE, logf=True,
-                outseg=(0.5, 1.5), whiten=False, norm=norm)
+                qrange=(4, 32),
+                frange=(20, 256),
+                gps=1.0,
+                search=1.0,
+                tres=1 / SIZE,
+                fres=SIZE,
+                logf=True,
+                outseg=(0.5, 1.5),
+                whiten=False,
+                norm=norm,
+            )
         expected = ref.value.T[:, :SIZE]  # gwpy: [time, frequency]; ours: [frequency, time]
         np.testing.assert_allclose(ours[i], expected, rtol=1e-4, atol=1e-4 * expected.max())
         np.testing.assert_allclose(qt.frequencies, ref.frequencies.value, rtol=1e-10)
@@ -61,14 +78,24 @@ def test_psd_normalisation_gives_unit_exponential_noise():
     f = np.fft.rfftfreq(n, 1 / FS)
     psd = source_psd("aLIGO-O3-low", f, 10.0)
     noise = coloured_noise(np.broadcast_to(psd, (60, len(f))), n, FS, np.random.default_rng(4))
-    qt = QTransform(DURATION, FS, image_size=SIZE, qrange=(8, 8.0001), frange=(30, 200), outseg=(0.5, 1.5), norm="psd")
+    qt = QTransform(
+        DURATION,
+        FS,
+        image_size=SIZE,
+        qrange=(8, 8.0001),
+        frange=(30, 200),
+        outseg=(0.5, 1.5),
+        norm="psd",
+    )
     # One Q plane: no selection of the loudest plane, so the pixels are plain tile energies.
     assert len(qt.planes) == 1
     fseries = qt.whitened_fft(noise, np.sqrt(psd))
     samples = []
     for row in qt.planes[0].rows[::4]:
         energy = np.abs(qt._row_series(fseries, row)) ** 2
-        expected = 2 * FS / (n * row.ntiles**2) * np.sum(row.window**2)  # E|tile|^2 of whitened noise
+        expected = (
+            2 * FS / (n * row.ntiles**2) * np.sum(row.window**2)
+        )  # E|tile|^2 of whitened noise
         samples.append((energy / expected).ravel())
     samples = np.concatenate(samples)
     assert samples.mean() == pytest.approx(1.0, abs=0.03)
@@ -82,7 +109,9 @@ def test_image_window_and_frequencies(glitch_config):
     size = g["qtransform"]["image-size"]
     assert qt.times.shape == (size,) and qt.frequencies.shape == (size,)
     assert qt.frequencies[0] == pytest.approx(g["qtransform"]["frange"][0])
-    assert np.allclose(np.diff(np.log(qt.frequencies)), np.log(qt.frequencies[1] / qt.frequencies[0]))
+    assert np.allclose(
+        np.diff(np.log(qt.frequencies)), np.log(qt.frequencies[1] / qt.frequencies[0])
+    )
     half = g["qtransform"]["window"] / 2
     assert qt.times[0] == pytest.approx(g["data"]["duration"] / 2 - half)
 
@@ -96,8 +125,11 @@ def test_minmax_uses_training_statistics_only():
     ref_max = np.log1p(train).max(axis=(0, 2, 3))
     np.testing.assert_allclose(scale.minimum, ref_min)
     got = scale.transform(test)
-    np.testing.assert_allclose(got, (np.log1p(test) - ref_min[None, :, None, None])
-                               / (ref_max - ref_min)[None, :, None, None], rtol=1e-5)
+    np.testing.assert_allclose(
+        got,
+        (np.log1p(test) - ref_min[None, :, None, None]) / (ref_max - ref_min)[None, :, None, None],
+        rtol=1e-5,
+    )
     assert got.max() > 1  # the test split was not rescaled to its own range
     np.testing.assert_allclose(scale.inverse(got), test, rtol=1e-4)
 
@@ -116,11 +148,15 @@ def test_images_file_normalised_with_training_split(easy_images):
     # Recompute the raw energies of the test split independently and apply the stored statistics.
     arrays = np.concatenate([read_shard(p)[0]["strain"] for p in shards])
     data_settings = g["data"]
-    qt = transform_for(g["qtransform"], data_settings["sampling-frequency"], data_settings["duration"])
+    qt = transform_for(
+        g["qtransform"], data_settings["sampling-frequency"], data_settings["duration"]
+    )
     raw = qt(arrays[split == 2], np.sqrt(strain_psd(data_settings)[1]))
     raw = np.maximum(raw, 0)  # cubic-spline interpolation can dip just below zero
     lo, hi = full.strain_scale.minimum[0], full.strain_scale.maximum[0]
-    np.testing.assert_allclose(full.strain[split == 2], (np.log1p(raw) - lo) / (hi - lo), atol=1e-5)
+    np.testing.assert_allclose(
+        full.strain[split == 2], (np.log1p(raw) - lo) / (hi - lo), atol=1e-5
+    )
     own = (np.log1p(raw) - np.log1p(raw).min()) / np.ptp(np.log1p(raw))
     assert not np.allclose(full.strain[split == 2], own, atol=1e-3)
 

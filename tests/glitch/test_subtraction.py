@@ -24,7 +24,9 @@ def test_perfect_generation_removes_everything_and_keeps_chirps():
     target = b + glitch + chirp
     generated = b + glitch
     flags = np.ones(4, bool)
-    m = subtraction_metrics(target, generated, glitch, chirp, flags, flags, np.full(4, 20.0), SETTINGS, 1.0)
+    m = subtraction_metrics(
+        target, generated, glitch, chirp, flags, flags, np.full(4, 20.0), SETTINGS, 1.0
+    )
     assert m["glitch_energy_removed"] == pytest.approx(1.0)
     assert m["denoising_accuracy"] == 1.0
     assert m["veto_accuracy"] == 1.0
@@ -34,8 +36,17 @@ def test_perfect_generation_removes_everything_and_keeps_chirps():
 def test_doing_nothing_removes_nothing():
     b, glitch, chirp = _scene()
     target = b + glitch
-    m = subtraction_metrics(target, b, glitch, chirp * 0, np.ones(4, bool), np.zeros(4, bool), np.full(4, 20.0),
-                            SETTINGS, 1.0)
+    m = subtraction_metrics(
+        target,
+        b,
+        glitch,
+        chirp * 0,
+        np.ones(4, bool),
+        np.zeros(4, bool),
+        np.full(4, 20.0),
+        SETTINGS,
+        1.0,
+    )
     assert m["glitch_energy_removed"] == pytest.approx(0.0)
     assert m["denoising_accuracy"] == 0.0
     assert m["veto_accuracy"] == 0.0  # target has a cluster, generated none
@@ -46,10 +57,22 @@ def test_generating_the_chirp_too_loses_its_power():
     b, glitch, chirp = _scene()
     target = b + glitch + chirp
     flags = np.ones(4, bool)
-    m = subtraction_metrics(target, target, glitch, chirp, flags, flags, np.full(4, 20.0), SETTINGS, 1.0)
+    m = subtraction_metrics(
+        target, target, glitch, chirp, flags, flags, np.full(4, 20.0), SETTINGS, 1.0
+    )
     assert m["chirp_power_retained"] == pytest.approx(0.0)
     # Half the glitch generated: half its excess energy removed, and a 25-energy cluster is left.
-    m = subtraction_metrics(b + glitch, b + glitch / 2, glitch, chirp * 0, flags, ~flags, np.full(4, 20.0), SETTINGS, 1.0)
+    m = subtraction_metrics(
+        b + glitch,
+        b + glitch / 2,
+        glitch,
+        chirp * 0,
+        flags,
+        ~flags,
+        np.full(4, 20.0),
+        SETTINGS,
+        1.0,
+    )
     assert m["glitch_energy_removed"] == pytest.approx(25 / 50)
     assert m["denoising_accuracy"] == 0.0
 
@@ -68,15 +91,33 @@ def test_noise_cross_term_caps_the_energy_test_but_not_the_amplitude_test():
     target = np.abs(noise + s) ** 2
     glitch = np.abs(s) ** 2
     flags = np.ones(n_samples, bool)
-    m = subtraction_metrics(target, glitch + 1.0, glitch, np.zeros_like(glitch), flags, ~flags,
-                            np.full(n_samples, 20.0), SETTINGS, 1.0)
+    m = subtraction_metrics(
+        target,
+        glitch + 1.0,
+        glitch,
+        np.zeros_like(glitch),
+        flags,
+        ~flags,
+        np.full(n_samples, 20.0),
+        SETTINGS,
+        1.0,
+    )
     assert m["denoising_accuracy"] < 0.3
     assert m["denoising_accuracy"] == m["denoising_accuracy_perfect_model"]
     assert m["denoising_accuracy_amplitude"] == 1.0
     assert m["denoising_accuracy_amplitude_perfect_model"] == 1.0
     # Generating only half the glitch's amplitude leaves an amplitude residual of ~10 > 4
-    half = subtraction_metrics(target, glitch / 4 + 1.0, glitch, np.zeros_like(glitch), flags, ~flags,
-                               np.full(n_samples, 20.0), SETTINGS, 1.0)
+    half = subtraction_metrics(
+        target,
+        glitch / 4 + 1.0,
+        glitch,
+        np.zeros_like(glitch),
+        flags,
+        ~flags,
+        np.full(n_samples, 20.0),
+        SETTINGS,
+        1.0,
+    )
     assert half["denoising_accuracy_amplitude"] == 0.0
 
 

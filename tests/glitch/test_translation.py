@@ -28,18 +28,34 @@ def test_models_map_aux_images_to_one_strain_image(kind):
 def test_explicit_weight_initialisation():
     torch.manual_seed(0)
     model = build_translation_model({"model": "unet", "width": 16, "depth": 2}, in_channels=3)
-    convs = torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
-    norms = torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    convs = torch.cat(
+        [
+            m.weight.detach().flatten()
+            for m in model.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+        ]
+    )
+    norms = torch.cat(
+        [
+            m.weight.detach().flatten()
+            for m in model.modules()
+            if isinstance(m, torch.nn.BatchNorm2d)
+        ]
+    )
     assert float(convs.mean()) == pytest.approx(0, abs=1e-3)
     assert float(convs.std()) == pytest.approx(0.02, rel=0.03)
     assert float(norms.mean()) == pytest.approx(1, abs=0.005)
     assert float(norms.std()) == pytest.approx(0.02, rel=0.2)
-    assert all(float(m.bias.abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(
+        float(m.bias.abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+    )
 
 
 def test_log_cosh_matches_numpy():
     x = torch.linspace(-30, 30, 101, dtype=torch.float64)
-    assert float(log_cosh(x, torch.zeros_like(x))) == pytest.approx(float(np.mean(np.log(np.cosh(x.numpy())))), rel=1e-10)
+    assert float(log_cosh(x, torch.zeros_like(x))) == pytest.approx(
+        float(np.mean(np.log(np.cosh(x.numpy())))), rel=1e-10
+    )
 
 
 def _ssim_reference(x: np.ndarray, y: np.ndarray, sigma=1.5, radius=5) -> float:
@@ -58,10 +74,17 @@ def test_ssim_matches_an_independent_implementation():
     y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
     got = float(ssim(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None]))
     assert got == pytest.approx(_ssim_reference(x, y), rel=1e-6)
-    assert float(ssim(torch.from_numpy(x)[None, None], torch.from_numpy(x)[None, None])) == pytest.approx(1.0)
+    assert float(
+        ssim(torch.from_numpy(x)[None, None], torch.from_numpy(x)[None, None])
+    ) == pytest.approx(1.0)
     # Constant images a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1).
     a, b = 0.3, 0.6
-    const = float(ssim(torch.full((1, 1, 16, 16), a, dtype=torch.float64), torch.full((1, 1, 16, 16), b, dtype=torch.float64)))
+    const = float(
+        ssim(
+            torch.full((1, 1, 16, 16), a, dtype=torch.float64),
+            torch.full((1, 1, 16, 16), b, dtype=torch.float64),
+        )
+    )
     assert const == pytest.approx((2 * a * b + 1e-4) / (a * a + b * b + 1e-4), rel=1e-9)
 
 
@@ -72,8 +95,20 @@ def test_unknown_loss_is_rejected():
 
 def _translation_settings(g, **changes):
     settings = stage_settings(g, "train-translation")
-    settings.update({"model": "unet", "width": 8, "depth": 2, "loss": "mse", "epochs": 12, "batch-size": 8,
-                     "learning-rate": 0.003, "patience": 12, "device": "cpu"}, **changes)
+    settings.update(
+        {
+            "model": "unet",
+            "width": 8,
+            "depth": 2,
+            "loss": "mse",
+            "epochs": 12,
+            "batch-size": 8,
+            "learning-rate": 0.003,
+            "patience": 12,
+            "device": "cpu",
+        },
+        **changes,
+    )
     return settings
 
 
@@ -86,7 +121,9 @@ def test_trained_model_beats_trivial_baselines_on_held_out_data(easy_images, tmp
     out = tmp_path / "model.pt"
     train_translation(settings, images, out, tmp_path / "m.csv", tmp_path / "loss.png")
     test = load_images(images, "test")
-    generated = predict(load_translation_model(out), torch.from_numpy(test.aux), torch.device("cpu"))[:, 0].numpy()
+    generated = predict(
+        load_translation_model(out), torch.from_numpy(test.aux), torch.device("cpu")
+    )[:, 0].numpy()
     target = test.strain
     model_error = np.mean((generated - target) ** 2)
     # Noise pixels of strain and witness are independent, so much of any error is irreducible;
@@ -102,21 +139,55 @@ def test_training_resumes_exactly(easy_images, tmp_path):
     g, _, images = easy_images
     settings = _translation_settings(g, epochs=2, model="decoder-shallow")
     straight = tmp_path / "straight.pt"
-    train_translation(settings, images, straight, tmp_path / "a.csv", tmp_path / "a.png", state=tmp_path / "a-state.pt")
+    train_translation(
+        settings,
+        images,
+        straight,
+        tmp_path / "a.csv",
+        tmp_path / "a.png",
+        state=tmp_path / "a-state.pt",
+    )
     resumed = tmp_path / "resumed.pt"
     state = tmp_path / "b-state.pt"
-    train_translation({**settings, "epochs": 1}, images, resumed, tmp_path / "b.csv", tmp_path / "b.png", state=state)
+    train_translation(
+        {**settings, "epochs": 1},
+        images,
+        resumed,
+        tmp_path / "b.csv",
+        tmp_path / "b.png",
+        state=state,
+    )
     messages = []
-    train_translation(settings, images, resumed, tmp_path / "b.csv", tmp_path / "b.png", state=state, log=messages.append)
+    train_translation(
+        settings,
+        images,
+        resumed,
+        tmp_path / "b.csv",
+        tmp_path / "b.png",
+        state=state,
+        log=messages.append,
+    )
     assert any("resuming" in m for m in messages)
-    a, b = load_checkpoint(straight, kind="glitch-translation-model"), load_checkpoint(resumed, kind="glitch-translation-model")
-    assert [r["val_loss"] for r in a["rows"]] == pytest.approx([r["val_loss"] for r in b["rows"]], rel=1e-6)
+    a, b = (
+        load_checkpoint(straight, kind="glitch-translation-model"),
+        load_checkpoint(resumed, kind="glitch-translation-model"),
+    )
+    assert [r["val_loss"] for r in a["rows"]] == pytest.approx(
+        [r["val_loss"] for r in b["rows"]], rel=1e-6
+    )
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key])
     # Other settings never resume a foreign state.
     messages.clear()
     other = copy.deepcopy(settings)
     other["learning-rate"] = 0.001
-    train_translation({**other, "epochs": 1}, images, resumed, tmp_path / "b.csv", tmp_path / "b.png", state=state,
-                      log=messages.append)
+    train_translation(
+        {**other, "epochs": 1},
+        images,
+        resumed,
+        tmp_path / "b.csv",
+        tmp_path / "b.png",
+        state=state,
+        log=messages.append,
+    )
     assert any("starting afresh" in m for m in messages)

@@ -19,10 +19,17 @@ def test_architecture_and_shapes(size):
     model = ConvVAE(size, latent_dim=8, dropout=0.1)
     convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
-        (1, 32, (2, 2)), (32, 64, (2, 2)), (64, 128, (2, 2)), (128, 256, (2, 2))]
+        (1, 32, (2, 2)),
+        (32, 64, (2, 2)),
+        (64, 128, (2, 2)),
+        (128, 256, (2, 2)),
+    ]
     assert sum(isinstance(m, torch.nn.Dropout2d) for m in model.encoder) == 4
     ups = [m for m in model.decoder if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert [(u.in_channels, u.out_channels, u.stride) for u in ups] == [(64, 32, (4, 4)), (32, 1, (4, 4))]
+    assert [(u.in_channels, u.out_channels, u.stride) for u in ups] == [
+        (64, 32, (4, 4)),
+        (32, 1, (4, 4)),
+    ]
     assert model.fc_mu.in_features == 256 * (size // 16) ** 2
     assert model.fc_decode.out_features == 64 * (size // 16) ** 2
     recon, mu, logvar = model.eval()(torch.rand(2, 1, size, size))
@@ -40,7 +47,9 @@ def test_closed_form_kl_equals_monte_carlo():
     closed = kl_divergence(mu, logvar)[0]
     stderr = (q.log_prob(z) - p.log_prob(z)).sum(-1).std() / np.sqrt(len(z))
     assert abs(float(closed - mc)) < 4 * float(stderr)
-    assert float(closed) == pytest.approx(float(torch.distributions.kl_divergence(q, p).sum()), rel=1e-12)
+    assert float(closed) == pytest.approx(
+        float(torch.distributions.kl_divergence(q, p).sum()), rel=1e-12
+    )
 
 
 def test_output_activation_follows_the_loss(glitch_config):
@@ -69,9 +78,22 @@ def test_vae_separates_glitchy_from_clean_images(easy_images, tmp_path):
     torch.set_num_threads(1)
     g, _, images = easy_images
     g = {**g, "vae": {**g["vae"], "epochs": 4, "batch-size": 4}}
-    train_vae(stage_settings(g, "train-vae"), images, tmp_path / "vae.pt", tmp_path / "m.csv", tmp_path / "l.png")
-    result = score_vae(stage_settings(g, "score-vae"), images, tmp_path / "vae.pt", tmp_path / "s.json",
-                       tmp_path / "roc.png", tmp_path / "rec.png", tmp_path / "lat.png")
+    train_vae(
+        stage_settings(g, "train-vae"),
+        images,
+        tmp_path / "vae.pt",
+        tmp_path / "m.csv",
+        tmp_path / "l.png",
+    )
+    result = score_vae(
+        stage_settings(g, "score-vae"),
+        images,
+        tmp_path / "vae.pt",
+        tmp_path / "s.json",
+        tmp_path / "roc.png",
+        tmp_path / "rec.png",
+        tmp_path / "lat.png",
+    )
     assert json.loads((tmp_path / "s.json").read_text())["roc_auc"] == result["roc_auc"]
     assert result["roc_auc"] > 0.9
     for name in ("roc.png", "rec.png", "lat.png"):
@@ -84,4 +106,6 @@ def test_reconstruction_score_is_the_mean_squared_error():
     model = ConvVAE(32, 4, 0.0)
     x = torch.rand(6, 1, 32, 32)
     scores, recon, _ = anomaly_scores(model, x, {"score": "reconstruction"}, torch.device("cpu"))
-    np.testing.assert_allclose(scores, ((recon - x.numpy()) ** 2).reshape(6, -1).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(
+        scores, ((recon - x.numpy()) ** 2).reshape(6, -1).mean(1), rtol=1e-5
+    )

@@ -43,15 +43,32 @@ def test_shard_polarizations_equal_bilby_from_the_stored_parameters(dataset, gw_
     for i in (0, 157, 299):
         params = {name: block[name][i] for name in data.parameters}
         converted, _ = convert_to_lal_binary_black_hole_parameters(params)
-        keys = ("mass_1", "mass_2", "a_1", "tilt_1", "phi_12", "a_2", "tilt_2", "phi_jl", "theta_jn", "phase")
-        ref = lal_binary_black_hole(domain.base.frequencies, **{k: converted[k] for k in keys},
-                                    luminosity_distance=settings["reference-distance"],
-                                    waveform_approximant=settings["approximant"],
-                                    reference_frequency=settings["reference-frequency"],
-                                    minimum_frequency=domain.f_min, maximum_frequency=domain.f_max)
+        keys = (
+            "mass_1",
+            "mass_2",
+            "a_1",
+            "tilt_1",
+            "phi_12",
+            "a_2",
+            "tilt_2",
+            "phi_jl",
+            "theta_jn",
+            "phase",
+        )
+        ref = lal_binary_black_hole(
+            domain.base.frequencies,
+            **{k: converted[k] for k in keys},
+            luminosity_distance=settings["reference-distance"],
+            waveform_approximant=settings["approximant"],
+            reference_frequency=settings["reference-frequency"],
+            minimum_frequency=domain.f_min,
+            maximum_frequency=domain.f_max,
+        )
         for name, key in (("plus", "h_plus"), ("cross", "h_cross")):
             expected = domain.decimate(ref[name])
-            np.testing.assert_allclose(block[key][i], expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+            np.testing.assert_allclose(
+                block[key][i], expected, rtol=0, atol=1e-6 * np.abs(expected).max()
+            )
 
 
 def test_stored_parameters_follow_the_prior(dataset, gw_config):
@@ -73,23 +90,32 @@ def test_shards_are_reproducible_alone_and_independent_of_chunk_size(dataset, tm
         with h5py.File(root / "shard-0.h5") as c:
             assert not np.any(c["parameters/chirp_mass"][:] == a["parameters/chirp_mass"][:])
         stored = json.loads(a.attrs["settings"])
-        assert stored["approximant"] == settings["approximant"] and json.loads(a.attrs["domain"])["nodes"]
+        assert (
+            stored["approximant"] == settings["approximant"]
+            and json.loads(a.attrs["domain"])["nodes"]
+        )
 
 
 def test_index_and_streamed_batches_cover_every_waveform_once(dataset):
     root, _ = dataset
     index = json.loads((root / "index.json").read_text())
-    assert index["n-total"] == 600 and [s["path"] for s in index["shards"]] == ["shard-0.h5", "shard-1.h5"]
+    assert index["n-total"] == 600 and [s["path"] for s in index["shards"]] == [
+        "shard-0.h5",
+        "shard-1.h5",
+    ]
     data = WaveformDataset(root / "index.json")
-    seen = np.concatenate([b["chirp_mass"] for b in data.batches(50, np.random.default_rng(0), block_size=64)])
+    seen = np.concatenate(
+        [b["chirp_mass"] for b in data.batches(50, np.random.default_rng(0), block_size=64)]
+    )
     everything = data.load()["chirp_mass"]
     assert len(seen) == 600 and np.array_equal(np.sort(seen), np.sort(everything))
     assert not np.array_equal(seen, everything)  # shuffled
 
 
 def test_fixed_nodes_are_checked_against_the_band(gw_config, tmp_path):
-    settings = dataset_domain_settings_for({**gw_config, "dataset": {**gw_config["dataset"],
-                                                                     "domain": {"nodes": [20, 64, 200]}}})
+    settings = dataset_domain_settings_for(
+        {**gw_config, "dataset": {**gw_config["dataset"], "domain": {"nodes": [20, 64, 200]}}}
+    )
     domain = resolve_domain(settings, tmp_path / "domain.json")
     assert domain.n_tokens == (44 * 4 + 136 * 2) // 16
     for nodes, match in (([24, 64, 200], "first and last nodes"), ([20, 63, 200], "token edges")):
@@ -99,13 +125,21 @@ def test_fixed_nodes_are_checked_against_the_band(gw_config, tmp_path):
     assert not (tmp_path / "bad.json").exists()
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"maximum-frequency": 300}, r"maximum-frequency = 300 Hz exceeds the Nyquist frequency 256 Hz"),
-    ({"approximant": "IMRPhenomXYZ"}, r"dataset\.approximant = 'IMRPhenomXYZ'"),
-    ({"prior": {"chirp_mass": {"distribution": "Uniform", "minimum": 40, "maximum": 20}}},
-     r"dataset\.prior\.chirp_mass\.minimum = 40"),
-    ({"shard-size": 0}, r"dataset\.shard-size = 0"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            {"maximum-frequency": 300},
+            r"maximum-frequency = 300 Hz exceeds the Nyquist frequency 256 Hz",
+        ),
+        ({"approximant": "IMRPhenomXYZ"}, r"dataset\.approximant = 'IMRPhenomXYZ'"),
+        (
+            {"prior": {"chirp_mass": {"distribution": "Uniform", "minimum": 40, "maximum": 20}}},
+            r"dataset\.prior\.chirp_mass\.minimum = 40",
+        ),
+        ({"shard-size": 0}, r"dataset\.shard-size = 0"),
+    ],
+)
 def test_bad_shard_settings_fail_before_any_output(dataset, tmp_path, edit, match):
     root, settings = dataset
     bad = copy.deepcopy(settings)
@@ -124,8 +158,21 @@ def test_cli_reports_a_bad_setting_in_one_line_and_writes_nothing(gw_config, tmp
 
     settings = dict(dataset_domain_settings_for(gw_config), approximant="IMRPhenomNope")
     out = tmp_path / "domain.json"
-    result = subprocess.run([sys.executable, "-m", "twinflow", "gw", "dataset-domain", "--settings",
-                             json.dumps(settings), "--out", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twinflow",
+            "gw",
+            "dataset-domain",
+            "--settings",
+            json.dumps(settings),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "dataset.approximant = 'IMRPhenomNope' is invalid" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

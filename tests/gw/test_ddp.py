@@ -24,10 +24,22 @@ TINY = {
     "flow": {"transforms": 2, "hidden": [32], "bins": 8},
 }
 SETTINGS = {
-    "seed": 5, "device": "cpu", "batch-size": 64, "epochs": 4, "steps-per-epoch": 8,
-    "validation-size": 64, "learning-rate": 3e-3, "weight-decay": 0.0, "gradient-clip": 5.0,
-    "scheduler": "cosine", "plateau-factor": 0.5, "plateau-patience": 2, "early-stopping-patience": 10,
-    "amp": False, "parameters": None, "model": TINY,
+    "seed": 5,
+    "device": "cpu",
+    "batch-size": 64,
+    "epochs": 4,
+    "steps-per-epoch": 8,
+    "validation-size": 64,
+    "learning-rate": 3e-3,
+    "weight-decay": 0.0,
+    "gradient-clip": 5.0,
+    "scheduler": "cosine",
+    "plateau-factor": 0.5,
+    "plateau-patience": 2,
+    "early-stopping-patience": 10,
+    "amp": False,
+    "parameters": None,
+    "model": TINY,
 }
 
 
@@ -49,16 +61,24 @@ class RankAwareSource:
 
     def _make(self, n, g):
         theta = torch.randn(n, 2, generator=g)
-        tokens = torch.einsum("tfp,np->ntf", self.A, theta) + torch.randn(n, self.n_tokens, 48, generator=g)
+        tokens = torch.einsum("tfp,np->ntf", self.A, theta) + torch.randn(
+            n, self.n_tokens, 48, generator=g
+        )
         edges = torch.linspace(20, 256, self.n_tokens + 1)
-        return {"tokens": tokens, "detector_index": (torch.arange(self.n_tokens) % 2).expand(n, -1).clone(),
-                "token_frequency": torch.stack([edges[:-1], edges[1:]], -1).expand(n, -1, -1).clone(),
-                "padding_mask": torch.zeros(n, self.n_tokens, dtype=torch.bool),
-                "parameters": {"a": theta[:, 0], "b": theta[:, 1]}}
+        return {
+            "tokens": tokens,
+            "detector_index": (torch.arange(self.n_tokens) % 2).expand(n, -1).clone(),
+            "token_frequency": torch.stack([edges[:-1], edges[1:]], -1).expand(n, -1, -1).clone(),
+            "padding_mask": torch.zeros(n, self.n_tokens, dtype=torch.bool),
+            "parameters": {"a": theta[:, 0], "b": theta[:, 1]},
+        }
 
     def epoch_batches(self, epoch, steps, batch_size, rank):
         for step in range(steps):
-            batch = self._make(batch_size, torch.Generator().manual_seed(derive_seed(self.seed, epoch, step, rank)))
+            batch = self._make(
+                batch_size,
+                torch.Generator().manual_seed(derive_seed(self.seed, epoch, step, rank)),
+            )
             if epoch == 0 and step == 0:
                 self.first_batch_sums.append(float(batch["tokens"].sum()))
             yield batch
@@ -66,7 +86,10 @@ class RankAwareSource:
     def validation_batches(self, batch_size, rank, world_size):
         data = self._make(64, torch.Generator().manual_seed(self.seed + 99))
         idx = torch.arange(rank, 64, world_size)
-        yield {k: ({p: t[idx] for p, t in v.items()} if isinstance(v, dict) else v[idx]) for k, v in data.items()}
+        yield {
+            k: ({p: t[idx] for p, t in v.items()} if isinstance(v, dict) else v[idx])
+            for k, v in data.items()
+        }
 
 
 def _worker(rank: int, world: int, port: int, tmp: str) -> None:
@@ -75,8 +98,13 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         source = RankAwareSource()
-        result = fit(SETTINGS, source, state_path=os.path.join(tmp, f"state-rank{rank}.pt"),
-                     device=torch.device("cpu"), log=lambda *_: None)
+        result = fit(
+            SETTINGS,
+            source,
+            state_path=os.path.join(tmp, f"state-rank{rank}.pt"),
+            device=torch.device("cpu"),
+            log=lambda *_: None,
+        )
         # Gather every rank's final weights and first-batch fingerprint on rank 0.
         flat = torch.cat([p.detach().reshape(-1) for p in result.model.parameters()])
         gathered = [torch.zeros_like(flat) for _ in range(world)]
@@ -84,9 +112,14 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
         sums = [None] * world
         dist.all_gather_object(sums, source.first_batch_sums[0])
         if rank == 0:
-            torch.save({"weights": torch.stack(gathered), "first_batch_sums": torch.tensor(sums),
-                        "val": torch.tensor([r["val_loss"] for r in result.history])},
-                       os.path.join(tmp, "gathered.pt"))
+            torch.save(
+                {
+                    "weights": torch.stack(gathered),
+                    "first_batch_sums": torch.tensor(sums),
+                    "val": torch.tensor([r["val_loss"] for r in result.history]),
+                },
+                os.path.join(tmp, "gathered.pt"),
+            )
     finally:
         dist.destroy_process_group()
 

@@ -40,7 +40,13 @@ def test_dingo_t1_sample_frequencies_follow_dingo(dingo_t1):
     edges = dingo_t1.token_edges
     assert edges[0, 0] == 20 and edges[-1, 1] == 1810
     assert np.all(edges[1:, 0] == edges[:-1, 1])  # tokens tile the band
-    assert set(np.round(edges[:, 0], 6)) >= {20.0, 38.0, 50.0, 66.0, 82.0}  # band edges are token edges
+    assert set(np.round(edges[:, 0], 6)) >= {
+        20.0,
+        38.0,
+        50.0,
+        66.0,
+        82.0,
+    }  # band edges are token edges
 
 
 def test_decimation_is_the_mean_over_each_bins_base_frequencies(dingo_t1):
@@ -73,13 +79,16 @@ def test_settings_round_trip(dingo_t1):
     np.testing.assert_array_equal(again.sample_frequencies, dingo_t1.sample_frequencies)
 
 
-@pytest.mark.parametrize("nodes, match", [
-    ([20, 37, 50], "not a whole number of 16-bin tokens"),  # band 0 of 17 Hz
-    ([20, 38, 51, 1810], "not a whole number"),
-    ([20, 38.01, 50], "not on the uniform grid"),
-    ([20, 38, 50, 66, 82, 2100], "exceeds the Nyquist frequency 2048 Hz"),
-    ([20], "at least two"),
-])
+@pytest.mark.parametrize(
+    "nodes, match",
+    [
+        ([20, 37, 50], "not a whole number of 16-bin tokens"),  # band 0 of 17 Hz
+        ([20, 38, 51, 1810], "not a whole number"),
+        ([20, 38.01, 50], "not on the uniform grid"),
+        ([20, 38, 50, 66, 82, 2100], "exceeds the Nyquist frequency 2048 Hz"),
+        ([20], "at least two"),
+    ],
+)
 def test_bad_nodes_name_the_key_and_value(nodes, match):
     with pytest.raises(ConfigError, match=match) as err:
         MultibandedFrequencyDomain(nodes, 8, 4096)
@@ -101,7 +110,9 @@ def test_proposed_nodes_keep_the_power_loss_below_tolerance():
     base = UniformFrequencyDomain(4, 1024)
     f = np.maximum(base.frequencies, 1e-3)
     msun = 4.925490947e-6  # G M_sun / c^3 [s]
-    waveforms = np.stack([chirp(f, mc * msun, tc) for mc in (15, 20, 30) for tc in (-0.05, 0.0, 0.05)])
+    waveforms = np.stack(
+        [chirp(f, mc * msun, tc) for mc in (15, 20, 30) for tc in (-0.05, 0.0, 0.05)]
+    )
     waveforms[:, f < 20] = 0
     tol = 1e-3
     nodes = propose_nodes(waveforms, 4, 1024, 20, 256, tol)

@@ -16,12 +16,15 @@ from twinflow.gw.importance import (
 )
 
 
-@pytest.mark.parametrize("weights", [
-    [1.0, 1.0, 1.0, 1.0],
-    [1.0, 0.0, 0.0, 0.0],
-    [3.0, 1.0],
-    [0.2, 0.5, 0.1, 0.9, 0.05, 0.0, 0.3],
-])
+@pytest.mark.parametrize(
+    "weights",
+    [
+        [1.0, 1.0, 1.0, 1.0],
+        [1.0, 0.0, 0.0, 0.0],
+        [3.0, 1.0],
+        [0.2, 0.5, 0.1, 0.9, 0.05, 0.0, 0.3],
+    ],
+)
 def test_statistics_equal_the_standard_formulas(weights):
     w = np.asarray(weights)
     n = w.size
@@ -34,13 +37,17 @@ def test_statistics_equal_the_standard_formulas(weights):
         result = importance_sample(log_w, np.zeros(n), np.zeros(n))
         assert result.effective_sample_size == pytest.approx(ess, rel=1e-12)
         assert result.sampling_efficiency == pytest.approx(ess / n, rel=1e-12)
-        assert result.log_evidence == pytest.approx(np.log(np.mean(w)) + offset, rel=1e-12, abs=1e-12)
+        assert result.log_evidence == pytest.approx(
+            np.log(np.mean(w)) + offset, rel=1e-12, abs=1e-12
+        )
         assert result.log_evidence_error == pytest.approx(error, rel=1e-9, abs=1e-12)
         assert result.weights.sum() == pytest.approx(1.0)
 
 
 def test_zero_prior_and_failed_likelihood_give_zero_weight():
-    log_w = log_weights([1.0, -np.inf, 2.0, 0.5], [0.0, 0.0, -np.inf, 0.0], [0.1, 0.2, 0.3, np.inf])
+    log_w = log_weights(
+        [1.0, -np.inf, 2.0, 0.5], [0.0, 0.0, -np.inf, 0.0], [0.1, 0.2, 0.3, np.inf]
+    )
     assert np.isfinite(log_w[0]) and np.all(np.isneginf(log_w[1:]))
     assert effective_sample_size(np.exp(log_w)) == pytest.approx(1.0)
     assert log_evidence(np.full(3, -np.inf)) == (-np.inf, np.inf)
@@ -59,7 +66,9 @@ def test_toy_posterior_from_a_wrong_proposal():
     post_mean = post_var * x / noise_sigma**2
     true_log_z = scipy.stats.norm(0, np.sqrt(prior_sigma**2 + noise_sigma**2)).logpdf(x).sum()
 
-    proposal = scipy.stats.t(df=5, loc=post_mean + 0.5 * np.sqrt(post_var), scale=1.6 * np.sqrt(post_var))
+    proposal = scipy.stats.t(
+        df=5, loc=post_mean + 0.5 * np.sqrt(post_var), scale=1.6 * np.sqrt(post_var)
+    )
     n = 40000
     theta = proposal.rvs(size=(n, 2), random_state=rng)
     log_q = proposal.logpdf(theta).sum(axis=1)
@@ -71,7 +80,9 @@ def test_toy_posterior_from_a_wrong_proposal():
     mean = w @ theta
     var = w @ (theta - mean) ** 2
     assert 0.2 < result.sampling_efficiency < 0.95
-    np.testing.assert_allclose(mean, post_mean, atol=4 * np.sqrt(post_var / result.effective_sample_size))
+    np.testing.assert_allclose(
+        mean, post_mean, atol=4 * np.sqrt(post_var / result.effective_sample_size)
+    )
     np.testing.assert_allclose(var, post_var, rtol=0.05)
     assert abs(result.log_evidence - true_log_z) < 4 * result.log_evidence_error
     # the proposal really is wrong: its own mean is off by half a posterior width
@@ -81,14 +92,15 @@ def test_toy_posterior_from_a_wrong_proposal():
     estimates, errors = [], []
     for _ in range(40):
         theta = proposal.rvs(size=(500, 2), random_state=rng)
-        r = importance_sample(scipy.stats.norm(theta, noise_sigma).logpdf(x).sum(axis=1),
-                              scipy.stats.norm(0, prior_sigma).logpdf(theta).sum(axis=1),
-                              proposal.logpdf(theta).sum(axis=1))
+        r = importance_sample(
+            scipy.stats.norm(theta, noise_sigma).logpdf(x).sum(axis=1),
+            scipy.stats.norm(0, prior_sigma).logpdf(theta).sum(axis=1),
+            proposal.logpdf(theta).sum(axis=1),
+        )
         estimates.append(r.log_evidence)
         errors.append(r.log_evidence_error)
     assert np.std(estimates) == pytest.approx(np.mean(errors), rel=0.35)
     assert abs(np.mean(estimates) - true_log_z) < 3 * np.mean(errors) / np.sqrt(40) + 0.01
-
 
 
 def test_weighted_quantile_and_resample_against_scipy():

@@ -29,23 +29,45 @@ REFERENCE_TIME = 1126259462.4
 PRIOR = {
     "chirp_mass": {"distribution": "UniformInComponentsChirpMass", "minimum": 20, "maximum": 40},
     "mass_ratio": {"distribution": "UniformInComponentsMassRatio", "minimum": 0.5, "maximum": 1},
-    "chi_1": 0.0, "chi_2": 0.0,
+    "chi_1": 0.0,
+    "chi_2": 0.0,
     "theta_jn": {"distribution": "Sine"},
     "phase": {"distribution": "Uniform", "minimum": 0, "maximum": 6.283185307179586},
     "luminosity_distance": {"distribution": "Uniform", "minimum": 200, "maximum": 1500},
-    "ra": 1.375, "dec": -1.2108, "psi": {"distribution": "Uniform", "minimum": 0, "maximum": 3.141592653589793},
+    "ra": 1.375,
+    "dec": -1.2108,
+    "psi": {"distribution": "Uniform", "minimum": 0, "maximum": 3.141592653589793},
     "geocent_time": {"distribution": "Uniform", "minimum": -0.05, "maximum": 0.05},
 }
-ANALYSIS = {"detectors": ["H1", "L1"], "duration": 4.0, "sampling-frequency": 1024.0,
-            "minimum-frequency": {"H1": 20.0, "L1": 20.0}, "maximum-frequency": {"H1": 256.0, "L1": 256.0}}
-MASKS = {"detector-drop-probabilities": [0.6, 0.4], "minimum-frequency": {"probability": 0.3, "maximum": 80},
-         "maximum-frequency": {"probability": 0.3, "minimum": 180},
-         "notches": {"probability": 0.2, "max-count": 2, "max-width": 3}, "independent-detectors": True}
-SETTINGS = {"n-samples": 600, "batch-size": 250, "seed": 3, "device": "cpu", "phase-marginalization": "auto",
-            "tukey-roll-off": 0.4, "approximant": "IMRPhenomXAS", "reference-frequency": 20.0}
+ANALYSIS = {
+    "detectors": ["H1", "L1"],
+    "duration": 4.0,
+    "sampling-frequency": 1024.0,
+    "minimum-frequency": {"H1": 20.0, "L1": 20.0},
+    "maximum-frequency": {"H1": 256.0, "L1": 256.0},
+}
+MASKS = {
+    "detector-drop-probabilities": [0.6, 0.4],
+    "minimum-frequency": {"probability": 0.3, "maximum": 80},
+    "maximum-frequency": {"probability": 0.3, "minimum": 180},
+    "notches": {"probability": 0.2, "max-count": 2, "max-width": 3},
+    "independent-detectors": True,
+}
+SETTINGS = {
+    "n-samples": 600,
+    "batch-size": 250,
+    "seed": 3,
+    "device": "cpu",
+    "phase-marginalization": "auto",
+    "tukey-roll-off": 0.4,
+    "approximant": "IMRPhenomXAS",
+    "reference-frequency": 20.0,
+}
 
 
-def tiny_model(path, parameters, duration=4.0, sampling_frequency=1024.0, detectors=("H1", "L1"), spec=PRIOR):
+def tiny_model(
+    path, parameters, duration=4.0, sampling_frequency=1024.0, detectors=("H1", "L1"), spec=PRIOR
+):
     """A randomly initialised model whose samples mostly fall inside the prior ``spec``."""
     prior = build_prior(spec)
     mean, std = [], []
@@ -55,13 +77,34 @@ def tiny_model(path, parameters, duration=4.0, sampling_frequency=1024.0, detect
         std.append((p.maximum - p.minimum) / 6)
     domain = MultibandedFrequencyDomain([20, 32, 64, 256], duration, sampling_frequency)
     settings = build_model_settings(
-        parameters=parameters, mean=mean, std=std, detectors=list(detectors), frequency_scale=256.0,
-        architecture={"tokenizer": {"hidden": 16, "blocks": 1},
-                      "transformer": {"d-model": 16, "layers": 1, "heads": 2, "feed-forward": 32, "dropout": 0.0},
-                      "flow": {"transforms": 2, "hidden": [32, 32], "bins": 4}},
-        seed=1, inputs={"detectors": list(detectors), "domain": domain.settings, "parameters": list(parameters),
-                        "reference-time": REFERENCE_TIME, "post-trigger-duration": 2.0, "minimum-frequency": 20.0,
-                        "maximum-frequency": 256.0, "masks": MASKS})
+        parameters=parameters,
+        mean=mean,
+        std=std,
+        detectors=list(detectors),
+        frequency_scale=256.0,
+        architecture={
+            "tokenizer": {"hidden": 16, "blocks": 1},
+            "transformer": {
+                "d-model": 16,
+                "layers": 1,
+                "heads": 2,
+                "feed-forward": 32,
+                "dropout": 0.0,
+            },
+            "flow": {"transforms": 2, "hidden": [32, 32], "bins": 4},
+        },
+        seed=1,
+        inputs={
+            "detectors": list(detectors),
+            "domain": domain.settings,
+            "parameters": list(parameters),
+            "reference-time": REFERENCE_TIME,
+            "post-trigger-duration": 2.0,
+            "minimum-frequency": 20.0,
+            "maximum-frequency": 256.0,
+            "masks": MASKS,
+        },
+    )
     torch.manual_seed(0)
     model = PosteriorModel(settings).eval()
     save_posterior_model(path, model)
@@ -76,8 +119,19 @@ def injection(snr_distance=600.0, seed=2, **analysis):
     grid = np.linspace(0, fs / 2, int(fs * duration) // 2 + 1)
     values = psd.power_spectral_density_interpolated(grid)
     psds = {d: np.where(np.isfinite(values), values, np.inf) for d in ("H1", "L1")}
-    params = dict(chirp_mass=28.0, mass_ratio=0.8, chi_1=0.0, chi_2=0.0, theta_jn=0.6, phase=1.3,
-                  luminosity_distance=snr_distance, ra=1.375, dec=-1.2108, psi=0.7, geocent_time=0.004)
+    params = dict(
+        chirp_mass=28.0,
+        mass_ratio=0.8,
+        chi_1=0.0,
+        chi_2=0.0,
+        theta_jn=0.6,
+        phase=1.3,
+        luminosity_distance=snr_distance,
+        ra=1.375,
+        dec=-1.2108,
+        psi=0.7,
+        geocent_time=0.004,
+    )
     return make_injection("inj", params, psds, analysis, SETTINGS, REFERENCE_TIME, 2.0, rng)
 
 
@@ -99,10 +153,14 @@ def test_outputs_are_consistent_and_readable_by_bilby(model_path, tmp_path):
 
     with h5py.File(tmp_path / "posterior.h5", "r") as f:
         samples = {k: f["samples"][k][:] for k in f["samples"]}
-        log_q, log_prior, log_l, weights = (f[k][:] for k in ("log_q", "log_prior", "log_likelihood_ratio", "weights"))
+        log_q, log_prior, log_l, weights = (
+            f[k][:] for k in ("log_q", "log_prior", "log_likelihood_ratio", "weights")
+        )
     assert len(log_q) == SETTINGS["n-samples"]
     # weights, ESS and efficiency from the stored columns, by the standard formulas
-    log_w = np.where(np.isfinite(log_prior) & np.isfinite(log_l), log_l + log_prior - log_q, -np.inf)
+    log_w = np.where(
+        np.isfinite(log_prior) & np.isfinite(log_l), log_l + log_prior - log_q, -np.inf
+    )
     w = np.exp(log_w - log_w.max())
     np.testing.assert_allclose(weights, w / w.sum(), rtol=1e-9, atol=1e-300)
     ess = w.sum() ** 2 / np.sum(w**2)
@@ -114,22 +172,33 @@ def test_outputs_are_consistent_and_readable_by_bilby(model_path, tmp_path):
     finite = np.flatnonzero(np.isfinite(log_prior))[:20]
     names = sampled_parameters(prior)
     for i in finite:
-        assert log_prior[i] == pytest.approx(prior.ln_prob({k: samples[k][i] for k in names}), rel=1e-9)
+        assert log_prior[i] == pytest.approx(
+            prior.ln_prob({k: samples[k][i] for k in names}), rel=1e-9
+        )
 
     # ln L of stored samples against bilby's likelihood on the same data
     ifos = bilby.gw.detector.InterferometerList(list(event.detectors))
     for ifo in ifos:
         ifo.minimum_frequency, ifo.maximum_frequency = 20, 256
-        ifo.set_strain_data_from_frequency_domain_strain(event.strain[ifo.name], start_time=event.start_time,
-                                                         frequency_array=event.frequencies)
+        ifo.set_strain_data_from_frequency_domain_strain(
+            event.strain[ifo.name], start_time=event.start_time, frequency_array=event.frequencies
+        )
         ifo.power_spectral_density = bilby.gw.detector.PowerSpectralDensity(
-            frequency_array=event.frequencies, psd_array=event.psd[ifo.name])
+            frequency_array=event.frequencies, psd_array=event.psd[ifo.name]
+        )
     wg = bilby.gw.WaveformGenerator(
-        duration=4, sampling_frequency=1024, start_time=event.start_time,
+        duration=4,
+        sampling_frequency=1024,
+        start_time=event.start_time,
         frequency_domain_source_model=bilby.gw.source.lal_binary_black_hole,
         parameter_conversion=bilby.gw.conversion.convert_to_lal_binary_black_hole_parameters,
-        waveform_arguments=dict(waveform_approximant="IMRPhenomXAS", reference_frequency=20.0,
-                                minimum_frequency=20.0, maximum_frequency=256.0))
+        waveform_arguments=dict(
+            waveform_approximant="IMRPhenomXAS",
+            reference_frequency=20.0,
+            minimum_frequency=20.0,
+            maximum_frequency=256.0,
+        ),
+    )
     likelihood = bilby.gw.GravitationalWaveTransient(ifos, wg)
     fixed = {k: float(p.peak) for k, p in prior.items() if k not in names}
     for i in finite[:5]:
@@ -143,20 +212,28 @@ def test_outputs_are_consistent_and_readable_by_bilby(model_path, tmp_path):
     assert result.injection_parameters["chirp_mass"] == 28.0
     assert result.injection_parameters["geocent_time"] == pytest.approx(REFERENCE_TIME + 0.004)
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["runtime"]["total"] == pytest.approx(sum(saved["runtime"][k] for k in ("sampling", "likelihood", "other")))
+    assert saved["runtime"]["total"] == pytest.approx(
+        sum(saved["runtime"][k] for k in ("sampling", "likelihood", "other"))
+    )
     assert 0 <= saved["truth_quantile"]["chirp_mass"] <= 1
-    assert saved["reliable"] is False and any("effective sample size" in w for w in saved["warnings"])
+    assert saved["reliable"] is False and any(
+        "effective sample size" in w for w in saved["warnings"]
+    )
 
 
 def test_phase_is_marginalized_and_reconstructed_when_the_model_does_not_infer_it(tmp_path):
     names = [n for n in sampled_parameters(build_prior(PRIOR)) if n != "phase"]
     model = tiny_model(tmp_path / "model.pt", names)
     prior = build_prior(PRIOR)
-    posterior = analyse_event(injection(), model, prior, SETTINGS, processes=1, log=lambda *_: None)
+    posterior = analyse_event(
+        injection(), model, prior, SETTINGS, processes=1, log=lambda *_: None
+    )
     assert posterior.phase_marginalized and "phase" in posterior.parameters
     assert np.all((posterior.samples["phase"] >= 0) & (posterior.samples["phase"] < 2 * np.pi))
     with pytest.raises(ConfigError, match="phase-marginalization = 'off'"):
-        analyse_event(injection(), model, prior, {**SETTINGS, "phase-marginalization": "off"}, processes=1)
+        analyse_event(
+            injection(), model, prior, {**SETTINGS, "phase-marginalization": "off"}, processes=1
+        )
 
 
 def test_free_parameters_the_model_does_not_infer_are_drawn_from_their_prior(tmp_path):
@@ -164,8 +241,9 @@ def test_free_parameters_the_model_does_not_infer_are_drawn_from_their_prior(tmp
     names = [n for n in sampled_parameters(build_prior(PRIOR)) if n != "psi"]
     model = tiny_model(tmp_path / "model.pt", names)
     prior = build_prior(PRIOR)
-    posterior = analyse_event(injection(), model, prior, {**SETTINGS, "n-samples": 300}, processes=1,
-                              log=lambda *_: None)
+    posterior = analyse_event(
+        injection(), model, prior, {**SETTINGS, "n-samples": 300}, processes=1, log=lambda *_: None
+    )
     psi = posterior.samples["psi"]
     assert "psi" in posterior.parameters and np.all((psi >= 0) & (psi <= np.pi))
     import scipy.stats
@@ -182,15 +260,33 @@ def test_model_that_does_not_match_the_event_is_refused(model_path):
     model = load_posterior_model(model_path)
     prior = build_prior(PRIOR)
     quiet = dict(processes=1, log=lambda *_: None)
-    with pytest.raises(ConfigError, match="duration = 8 s of event inj does not match the model checkpoint's duration = 4 s"):
+    with pytest.raises(
+        ConfigError,
+        match="duration = 8 s of event inj does not match the model checkpoint's duration = 4 s",
+    ):
         analyse_event(injection(duration=8.0), model, prior, SETTINGS, **quiet)
-    with pytest.raises(ConfigError, match="sampling-frequency = 2048 Hz .* does not match .* 1024 Hz"):
+    with pytest.raises(
+        ConfigError, match="sampling-frequency = 2048 Hz .* does not match .* 1024 Hz"
+    ):
         analyse_event(injection(**{"sampling-frequency": 2048.0}), model, prior, SETTINGS, **quiet)
     with pytest.raises(ConfigError, match="reaches outside the model's frequency domain"):
-        analyse_event(injection(**{"maximum-frequency": {"H1": 300.0, "L1": 256.0}}), model, prior, SETTINGS, **quiet)
+        analyse_event(
+            injection(**{"maximum-frequency": {"H1": 300.0, "L1": 256.0}}),
+            model,
+            prior,
+            SETTINGS,
+            **quiet,
+        )
     with pytest.raises(ConfigError, match=r"trained for \['H1', 'L1'\] only, not \['V1'\]"):
-        analyse_event(injection().with_analysis(("H1",)).__class__(**{**injection().__dict__, "detectors": ("H1", "V1")}),
-                      model, prior, SETTINGS, **quiet)
+        analyse_event(
+            injection()
+            .with_analysis(("H1",))
+            .__class__(**{**injection().__dict__, "detectors": ("H1", "V1")}),
+            model,
+            prior,
+            SETTINGS,
+            **quiet,
+        )
 
 
 def test_untrained_settings_warn(model_path):
@@ -198,9 +294,17 @@ def test_untrained_settings_warn(model_path):
 
     model = load_posterior_model(model_path)
     event = injection().with_analysis(("H1",), {"H1": 120.0}, {"H1": 256.0})
-    posterior = analyse_event(event, model, build_prior(PRIOR), {**SETTINGS, "n-samples": 50}, processes=1,
-                              log=lambda *_: None)
-    assert any("minimum-frequency = 120 Hz was never seen in training" in w for w in posterior.warnings)
+    posterior = analyse_event(
+        event,
+        model,
+        build_prior(PRIOR),
+        {**SETTINGS, "n-samples": 50},
+        processes=1,
+        log=lambda *_: None,
+    )
+    assert any(
+        "minimum-frequency = 120 Hz was never seen in training" in w for w in posterior.warnings
+    )
 
 
 def test_run_event_on_real_strain_and_collect(shared_data, tmp_path):
@@ -211,17 +315,38 @@ def test_run_event_on_real_strain_and_collect(shared_data, tmp_path):
     model_path = tmp_path / "model.pt"
     spec = {**PRIOR, "ra": {"distribution": "Uniform", "minimum": 0, "maximum": 6.283185307179586}}
     tiny_model(model_path, sampled_parameters(build_prior(spec)), spec=spec)
-    settings = {**SETTINGS, "n-samples": 200, "event": "GW170104", "kind": "strain",
-                "strain": {"trigger-time": e["tevent"], "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")}},
-                "analysis": {"detectors": ["H1", "L1"], "duration": 4, "sampling-frequency": 1024,
-                             "minimum-frequency": 20, "maximum-frequency": 256},
-                "prior": spec,
-                "reference-time": REFERENCE_TIME, "post-trigger-duration": 2.0,
-                "psd": {"window": "hann", "overlap": 0.5, "average": "median"}}
-    summary = run_event(settings, model_path, tmp_path / "GW170104", processes=1, log=lambda *_: None)
+    settings = {
+        **SETTINGS,
+        "n-samples": 200,
+        "event": "GW170104",
+        "kind": "strain",
+        "strain": {
+            "trigger-time": e["tevent"],
+            "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")},
+        },
+        "analysis": {
+            "detectors": ["H1", "L1"],
+            "duration": 4,
+            "sampling-frequency": 1024,
+            "minimum-frequency": 20,
+            "maximum-frequency": 256,
+        },
+        "prior": spec,
+        "reference-time": REFERENCE_TIME,
+        "post-trigger-duration": 2.0,
+        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
+    }
+    summary = run_event(
+        settings, model_path, tmp_path / "GW170104", processes=1, log=lambda *_: None
+    )
     assert summary["reliable"] is False and summary["warnings"]
-    assert bilby.core.result.read_in_result(str(tmp_path / "GW170104" / "result.json")).label == "GW170104"
-    collected = collect_summaries([tmp_path / "GW170104" / "summary.json"], tmp_path / "summary.json")
+    assert (
+        bilby.core.result.read_in_result(str(tmp_path / "GW170104" / "result.json")).label
+        == "GW170104"
+    )
+    collected = collect_summaries(
+        [tmp_path / "GW170104" / "summary.json"], tmp_path / "summary.json"
+    )
     assert "GW170104" in collected["events"] and "injections" not in collected
 
 
@@ -230,8 +355,17 @@ def test_fixed_seed_reproduces_the_posterior(model_path):
 
     model = load_posterior_model(model_path)
     prior = build_prior(PRIOR)
-    runs = [analyse_event(injection(), model, prior, {**SETTINGS, "n-samples": 200, "seed": seed}, processes=1,
-                          log=lambda *_: None) for seed in (5, 5, 6)]
+    runs = [
+        analyse_event(
+            injection(),
+            model,
+            prior,
+            {**SETTINGS, "n-samples": 200, "seed": seed},
+            processes=1,
+            log=lambda *_: None,
+        )
+        for seed in (5, 5, 6)
+    ]
     np.testing.assert_array_equal(runs[0].log_q, runs[1].log_q)
     np.testing.assert_array_equal(runs[0].importance.weights, runs[1].importance.weights)
     assert not np.array_equal(runs[0].log_q, runs[2].log_q)

@@ -23,10 +23,19 @@ TINY = {
 }
 
 
-def make_model(names=("chirp_mass", "mass_ratio"), mean=(30.0, 0.75), std=(5.0, 0.1), arch=TINY, seed=3):
-    settings = build_model_settings(parameters=names, mean=mean, std=std, detectors=["H1", "L1"],
-                                    frequency_scale=256.0, architecture=arch, seed=seed,
-                                    analysis={"duration": 4})
+def make_model(
+    names=("chirp_mass", "mass_ratio"), mean=(30.0, 0.75), std=(5.0, 0.1), arch=TINY, seed=3
+):
+    settings = build_model_settings(
+        parameters=names,
+        mean=mean,
+        std=std,
+        detectors=["H1", "L1"],
+        frequency_scale=256.0,
+        architecture=arch,
+        seed=seed,
+        analysis={"duration": 4},
+    )
     return PosteriorModel(settings).eval()
 
 
@@ -35,7 +44,7 @@ def make_batch(b=3, n=10, n_dropped=(0, 3, 7), seed=0):
     mask = torch.zeros(b, n, dtype=torch.bool)
     for i, k in enumerate(n_dropped[:b]):
         if k:
-            mask[i, n - k:] = True  # kept tokens compacted to the front
+            mask[i, n - k :] = True  # kept tokens compacted to the front
     edges = torch.linspace(20, 256, n + 1)
     freq = torch.stack([edges[:-1], edges[1:]], dim=-1).expand(b, n, 2).clone()
     return {
@@ -71,7 +80,9 @@ def test_density_integrates_to_one_on_a_2d_grid():
     density = log_q.exp()
     assert float(density.sum() * cell) == pytest.approx(1.0, abs=2e-3)
     # The scrambled flow must not be the base Gaussian in disguise (else the test proves little).
-    z = torch.stack([(grid_mc.reshape(-1) - 30) / 5, (grid_q.reshape(-1) - 0.75) / 0.1], -1).double()
+    z = torch.stack(
+        [(grid_mc.reshape(-1) - 30) / 5, (grid_q.reshape(-1) - 0.75) / 0.1], -1
+    ).double()
     gauss = torch.distributions.Normal(0, 1).log_prob(z).sum(-1) - np.log(5 * 0.1)
     assert float((density - gauss.exp()).abs().sum() * cell) > 0.1
     # Samples follow the same density: their mean matches the quadrature mean.
@@ -98,17 +109,23 @@ def test_masked_tokens_are_dropped_not_zero_filled():
         ctx = model.context(batch)
         # Changing the content of dropped tokens leaves the context unchanged ...
         changed = {**batch, "tokens": batch["tokens"].clone()}
-        changed["tokens"][batch["padding_mask"]] = 1e3 * torch.randn(int(batch["padding_mask"].sum()), 48)
+        changed["tokens"][batch["padding_mask"]] = 1e3 * torch.randn(
+            int(batch["padding_mask"].sum()), 48
+        )
         changed["token_frequency"] = batch["token_frequency"].clone()
         changed["token_frequency"][batch["padding_mask"]] = 4000.0
         torch.testing.assert_close(model.context(changed), ctx, atol=1e-6, rtol=1e-6)
         # ... and equals the context of the shorter, unpadded sequence of kept tokens.
         row = 2
         kept = int((~batch["padding_mask"][row]).sum())
-        short = {k: v[row:row + 1, :kept] for k, v in batch.items()}
+        short = {k: v[row : row + 1, :kept] for k, v in batch.items()}
         torch.testing.assert_close(model.context(short)[0], ctx[row], atol=1e-5, rtol=1e-5)
         # Zero-filling the same tokens instead of dropping them changes the context.
-        zero = {**batch, "tokens": batch["tokens"].clone(), "padding_mask": torch.zeros_like(batch["padding_mask"])}
+        zero = {
+            **batch,
+            "tokens": batch["tokens"].clone(),
+            "padding_mask": torch.zeros_like(batch["padding_mask"]),
+        }
         zero["tokens"][batch["padding_mask"]] = 0.0
         zctx = model.context(zero)
     assert torch.equal(zctx[0], ctx[0])  # row 0 dropped nothing
@@ -116,18 +133,26 @@ def test_masked_tokens_are_dropped_not_zero_filled():
 
 
 def test_checkpoint_rebuilds_identical_model(tmp_path):
-    model = make_model(names=("chirp_mass", "mass_ratio", "luminosity_distance"), mean=(30, 0.75, 800),
-                       std=(5, 0.1, 300))
+    model = make_model(
+        names=("chirp_mass", "mass_ratio", "luminosity_distance"),
+        mean=(30, 0.75, 800),
+        std=(5, 0.1, 300),
+    )
     scramble_flow(model, 0.1)
     path = tmp_path / "model.pt"
     save_posterior_model(path, model)
     loaded = load_posterior_model(path)
     assert loaded.settings == model.settings
     batch = make_batch()
-    params = {"chirp_mass": torch.tensor([25.0, 30, 35]), "mass_ratio": torch.tensor([0.6, 0.7, 0.9]),
-              "luminosity_distance": torch.tensor([500.0, 900, 1200])}
+    params = {
+        "chirp_mass": torch.tensor([25.0, 30, 35]),
+        "mass_ratio": torch.tensor([0.6, 0.7, 0.9]),
+        "luminosity_distance": torch.tensor([500.0, 900, 1200]),
+    }
     with torch.no_grad():
-        torch.testing.assert_close(loaded.log_prob(batch, params), model.log_prob(batch, params), rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.log_prob(batch, params), model.log_prob(batch, params), rtol=0, atol=0
+        )
     torch.manual_seed(5)
     a, la = model.sample_and_log_prob(batch, 20)
     torch.manual_seed(5)
@@ -164,7 +189,10 @@ def test_truncated_or_foreign_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_bad_architecture_is_a_config_error_naming_the_key():
-    arch = {**DEFAULT_ARCHITECTURE, "transformer": {**DEFAULT_ARCHITECTURE["transformer"], "heads": 5}}
+    arch = {
+        **DEFAULT_ARCHITECTURE,
+        "transformer": {**DEFAULT_ARCHITECTURE["transformer"], "heads": 5},
+    }
     with pytest.raises(ConfigError, match="model.transformer.heads"):
         make_model(arch=arch)
     with pytest.raises(ConfigError, match="standardisation.std"):

@@ -13,7 +13,9 @@ from twinflow.gw.prior import EXTRINSIC, build_prior, sample, sampled_parameters
 @pytest.fixture(scope="module")
 def spec(repo):
     """The default prior of the schema (the configs may narrow it, e.g. fix the sky)."""
-    return load_yaml(repo / "workflow" / "schemas" / "gw-dataset.schema.yaml")["properties"]["prior"]["default"]
+    return load_yaml(repo / "workflow" / "schemas" / "gw-dataset.schema.yaml")["properties"][
+        "prior"
+    ]["default"]
 
 
 def test_default_prior_is_bilbys(spec):
@@ -51,31 +53,62 @@ def test_a_number_fixes_a_parameter(spec):
 
 def test_precessing_prior_builds():
     spec = {
-        "chirp_mass": {"distribution": "UniformInComponentsChirpMass", "minimum": 10, "maximum": 100},
-        "mass_ratio": {"distribution": "UniformInComponentsMassRatio", "minimum": 0.125, "maximum": 1},
+        "chirp_mass": {
+            "distribution": "UniformInComponentsChirpMass",
+            "minimum": 10,
+            "maximum": 100,
+        },
+        "mass_ratio": {
+            "distribution": "UniformInComponentsMassRatio",
+            "minimum": 0.125,
+            "maximum": 1,
+        },
         **{f"a_{i}": {"distribution": "Uniform", "minimum": 0, "maximum": 0.99} for i in (1, 2)},
         **{f"tilt_{i}": {"distribution": "Sine"} for i in (1, 2)},
         "phi_12": {"distribution": "Uniform", "minimum": 0, "maximum": 6.283185307179586},
         "phi_jl": {"distribution": "Uniform", "minimum": 0, "maximum": 6.283185307179586},
-        "theta_jn": {"distribution": "Sine"}, "phase": 0.0,
-        "luminosity_distance": {"distribution": "UniformSourceFrame", "minimum": 100, "maximum": 6000},
-        "ra": 0.0, "dec": 0.0, "psi": 0.0, "geocent_time": 0.0,
+        "theta_jn": {"distribution": "Sine"},
+        "phase": 0.0,
+        "luminosity_distance": {
+            "distribution": "UniformSourceFrame",
+            "minimum": 100,
+            "maximum": 6000,
+        },
+        "ra": 0.0,
+        "dec": 0.0,
+        "psi": 0.0,
+        "geocent_time": 0.0,
     }
     prior = build_prior(spec)
     assert "tilt_1" in sampled_parameters(prior) and "phase" not in sampled_parameters(prior)
 
 
-@pytest.mark.parametrize("edit, match", [
-    (("chirp_mass", {"distribution": "UniformInComponentsChirpMass", "minimum": 40, "maximum": 20}),
-     r"dataset\.prior\.chirp_mass\.minimum = 40 .*inverted prior bounds"),
-    (("mass_ratio", {"distribution": "eval('1')", "minimum": 0.5, "maximum": 1}),
-     r"dataset\.prior\.mass_ratio\.distribution = \"eval\('1'\)\""),
-    (("spin_everything", 0.1), r"dataset\.prior\.spin_everything"),
-    (("psi", "pi"), r"dataset\.prior\.psi = 'pi'"),
-    (("phase", {"distribution": "Uniform", "minimum": 0, "maximum": 1, "colour": "red"}),
-     r"dataset\.prior\.phase = .*colour"),
-    (("a_1", {"distribution": "Uniform", "minimum": 0, "maximum": 0.9}), "either aligned spins"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            (
+                "chirp_mass",
+                {"distribution": "UniformInComponentsChirpMass", "minimum": 40, "maximum": 20},
+            ),
+            r"dataset\.prior\.chirp_mass\.minimum = 40 .*inverted prior bounds",
+        ),
+        (
+            ("mass_ratio", {"distribution": "eval('1')", "minimum": 0.5, "maximum": 1}),
+            r"dataset\.prior\.mass_ratio\.distribution = \"eval\('1'\)\"",
+        ),
+        (("spin_everything", 0.1), r"dataset\.prior\.spin_everything"),
+        (("psi", "pi"), r"dataset\.prior\.psi = 'pi'"),
+        (
+            ("phase", {"distribution": "Uniform", "minimum": 0, "maximum": 1, "colour": "red"}),
+            r"dataset\.prior\.phase = .*colour",
+        ),
+        (
+            ("a_1", {"distribution": "Uniform", "minimum": 0, "maximum": 0.9}),
+            "either aligned spins",
+        ),
+    ],
+)
 def test_bad_priors_name_key_and_value(spec, edit, match):
     bad = copy.deepcopy(spec)
     bad[edit[0]] = edit[1]

@@ -32,14 +32,27 @@ CPU_NODES = [20.0, 72.0, 96.0, 128.0, 192.0, 256.0]  # what nodes: auto gives fo
 def gw_config(repo):
     """The CPU default's analysis with the schema's default (full) prior and masks."""
     schema = load_yaml(repo / "workflow" / "schemas" / "gw-dataset.schema.yaml")["properties"]
-    masks = {k: (v["default"] if "default" in v and v["default"] != {} else
-                 {kk: vv["default"] for kk, vv in v["properties"].items()})
-             for k, v in schema["masks"]["properties"].items()}
-    return {"detectors": ["H1", "L1"], "duration": 4, "sampling-frequency": 1024, "minimum-frequency": 20,
-            "maximum-frequency": 256,
-            "dataset": {"prior": schema["prior"]["default"], "masks": masks,
-                        "reference-time": schema["reference-time"]["default"],
-                        "post-trigger-duration": schema["post-trigger-duration"]["default"]}}
+    masks = {
+        k: (
+            v["default"]
+            if "default" in v and v["default"] != {}
+            else {kk: vv["default"] for kk, vv in v["properties"].items()}
+        )
+        for k, v in schema["masks"]["properties"].items()
+    }
+    return {
+        "detectors": ["H1", "L1"],
+        "duration": 4,
+        "sampling-frequency": 1024,
+        "minimum-frequency": 20,
+        "maximum-frequency": 256,
+        "dataset": {
+            "prior": schema["prior"]["default"],
+            "masks": masks,
+            "reference-time": schema["reference-time"]["default"],
+            "post-trigger-duration": schema["post-trigger-duration"]["default"],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +80,9 @@ def bilby_ifos(detectors, domain, post_trigger_duration=2.0):
 
     ifos = bilby.gw.detector.InterferometerList(detectors)
     start = REFERENCE_TIME - (domain.base.duration - post_trigger_duration)
-    ifos.set_strain_data_from_zero_noise(domain.base.sampling_frequency, domain.base.duration, start_time=start)
+    ifos.set_strain_data_from_zero_noise(
+        domain.base.sampling_frequency, domain.base.duration, start_time=start
+    )
     return ifos
 
 
@@ -75,15 +90,25 @@ def test_antenna_patterns_and_delays_equal_bilby(gw_config):
     ifos = bilby_ifos(["H1", "L1", "V1"], MultibandedFrequencyDomain([20, 36], 4, 1024))
     projection = DetectorProjection(["H1", "L1", "V1"], REFERENCE_TIME)
     rng = np.random.default_rng(3)
-    ra, dec, psi = rng.uniform(0, 2 * np.pi, 20), np.arcsin(rng.uniform(-1, 1, 20)), rng.uniform(0, np.pi, 20)
+    ra, dec, psi = (
+        rng.uniform(0, 2 * np.pi, 20),
+        np.arcsin(rng.uniform(-1, 1, 20)),
+        rng.uniform(0, np.pi, 20),
+    )
     dt = rng.uniform(-0.1, 0.1, 20)
     fp, fc, delay = (x.numpy() for x in projection.antenna_and_delay(ra, dec, psi, dt))
     for d, ifo in enumerate(ifos):
         for i in range(20):
             t = REFERENCE_TIME + dt[i]
-            assert fp[i, d] == pytest.approx(ifo.antenna_response(ra[i], dec[i], t, psi[i], "plus"), abs=1e-9)
-            assert fc[i, d] == pytest.approx(ifo.antenna_response(ra[i], dec[i], t, psi[i], "cross"), abs=1e-9)
-            assert delay[i, d] == pytest.approx(ifo.time_delay_from_geocenter(ra[i], dec[i], t), abs=1e-11)
+            assert fp[i, d] == pytest.approx(
+                ifo.antenna_response(ra[i], dec[i], t, psi[i], "plus"), abs=1e-9
+            )
+            assert fc[i, d] == pytest.approx(
+                ifo.antenna_response(ra[i], dec[i], t, psi[i], "cross"), abs=1e-9
+            )
+            assert delay[i, d] == pytest.approx(
+                ifo.time_delay_from_geocenter(ra[i], dec[i], t), abs=1e-11
+            )
 
 
 @pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
@@ -99,15 +124,22 @@ def test_projection_equals_bilby_detector_response_on_the_multibanded_domain(gw_
     ifos = bilby_ifos(["H1", "L1", "V1"], domain)
     projection = DetectorProjection(["H1", "L1", "V1"], REFERENCE_TIME)
     params = {k: torch.as_tensor(v) for k, v in p_ex.items()}
-    ours = projection.project(torch.as_tensor(h_plus).to(dtype), torch.as_tensor(h_cross).to(dtype),
-                              torch.as_tensor(domain.sample_frequencies), params,
-                              time_origin_offset=domain.base.duration - 2.0).numpy()
+    ours = projection.project(
+        torch.as_tensor(h_plus).to(dtype),
+        torch.as_tensor(h_cross).to(dtype),
+        torch.as_tensor(domain.sample_frequencies),
+        params,
+        time_origin_offset=domain.base.duration - 2.0,
+    ).numpy()
     for i in range(4):
         parameters = {k: v[i] for k, v in p_ex.items()}
         parameters["geocent_time"] = REFERENCE_TIME + p_ex["geocent_time"][i]
         for d, ifo in enumerate(ifos):
-            ref = ifo.get_detector_response({"plus": h_plus[i], "cross": h_cross[i]}, parameters,
-                                            frequencies=domain.sample_frequencies)
+            ref = ifo.get_detector_response(
+                {"plus": h_plus[i], "cross": h_cross[i]},
+                parameters,
+                frequencies=domain.sample_frequencies,
+            )
             scale = np.max(np.abs(ref))
             np.testing.assert_allclose(ours[i, d], ref, rtol=0, atol=1e-5 * scale)
 
@@ -130,12 +162,19 @@ def test_multibanded_inner_products_match_the_uniform_grid(gw_config, cpu_domain
     assembler = BatchAssembler(settings, domain, banks, 100.0, list(p_in), seed=0)
     ifos = bilby_ifos(["H1", "L1"], domain)
     h_plus_u, h_cross_u = generator.uniform(p_in)
-    full = lambda h: np.pad(h, ((0, 0), (domain.uniform_slice.start, len(domain.base) - domain.uniform_slice.stop)))  # noqa: E731
+
+    def full(h):
+        pad = (domain.uniform_slice.start, len(domain.base) - domain.uniform_slice.stop)
+        return np.pad(h, ((0, 0), pad))
+
     h_plus_u, h_cross_u = full(h_plus_u), full(h_cross_u)
     h_plus, h_cross = generator(p_in)
     extrinsic = {k: torch.as_tensor(v) for k, v in p_ex.items()}
-    signal = assembler.signal(torch.as_tensor(h_plus, dtype=torch.complex128),
-                              torch.as_tensor(h_cross, dtype=torch.complex128), extrinsic).numpy()
+    signal = assembler.signal(
+        torch.as_tensor(h_plus, dtype=torch.complex128),
+        torch.as_tensor(h_cross, dtype=torch.complex128),
+        extrinsic,
+    ).numpy()
     band = slice(domain.uniform_slice.start, domain.uniform_slice.stop)
     ratios, matches = [], []
     for i in range(n):
@@ -143,24 +182,32 @@ def test_multibanded_inner_products_match_the_uniform_grid(gw_config, cpu_domain
         parameters["geocent_time"] = REFERENCE_TIME + p_ex["geocent_time"][i]
         scale = 100.0 / p_ex["luminosity_distance"][i]
         for d, ifo in enumerate(ifos):
-            ref = ifo.get_detector_response({"plus": h_plus_u[i] * scale, "cross": h_cross_u[i] * scale}, parameters)
+            ref = ifo.get_detector_response(
+                {"plus": h_plus_u[i] * scale, "cross": h_cross_u[i] * scale}, parameters
+            )
             psd = banks[ifo.name].psd[0]
-            uniform = noise_weighted_inner_product(ref[band], ref[band], psd[band], domain.base.duration).real
+            uniform = noise_weighted_inner_product(
+                ref[band], ref[band], psd[band], domain.base.duration
+            ).real
             psd_mfd = domain.decimate(psd)
             mfd = domain.inner_product(signal[i, d], signal[i, d], psd_mfd)
             ratios.append(mfd / uniform)
             # Time shifts applied at bin frequencies (training) against bilby's response
             # decimated exactly (as event data are): their match.
             exact = multibanded_strain(ref, domain, 2.0)
-            matches.append(domain.inner_product(signal[i, d], exact, psd_mfd)
-                           / np.sqrt(mfd * domain.inner_product(exact, exact, psd_mfd)))
+            matches.append(
+                domain.inner_product(signal[i, d], exact, psd_mfd)
+                / np.sqrt(mfd * domain.inner_product(exact, exact, psd_mfd))
+            )
     ratios = np.array(ratios)
     assert np.all(np.abs(ratios - 1) < 2e-3), ratios
     assert abs(np.mean(ratios) - 1) < 1e-3
     assert np.min(matches) > 0.999 and np.median(matches) > 0.99999
 
 
-def test_multibanded_strain_is_the_decimated_response_referenced_to_the_trigger(gw_config, cpu_domain):
+def test_multibanded_strain_is_the_decimated_response_referenced_to_the_trigger(
+    gw_config, cpu_domain
+):
     # Event data in bilby's convention -> multibanded: equals our projection up to the
     # decimation error bounded above; for a zero time offset and a detector at the geocentre
     # the two are identical (here: compare via bilby's response with exact 0 shift).
@@ -172,7 +219,11 @@ def test_multibanded_strain_is_the_decimated_response_referenced_to_the_trigger(
     T, post = domain.base.duration, 2.0
     # A signal at the trigger time, in the segment-start convention:
     data = full * np.exp(-2j * np.pi * domain.base.frequencies * (T - post))
-    np.testing.assert_allclose(multibanded_strain(data, domain, post), domain.decimate(full), atol=1e-12 * np.abs(full).max())
+    np.testing.assert_allclose(
+        multibanded_strain(data, domain, post),
+        domain.decimate(full),
+        atol=1e-12 * np.abs(full).max(),
+    )
 
 
 def test_batch_noise_has_the_psd_it_was_drawn_with(gw_config, cpu_domain):
@@ -217,15 +268,22 @@ def test_multibanded_noise_convention_matches_decimated_bilby_noise(cpu_domain):
     psd_mfd = domain.decimate(psd)
     K = 400
     ifo = bilby.gw.detector.get_empty_interferometer("H1")
-    ifo.power_spectral_density = bilby.gw.detector.PowerSpectralDensity(frequency_array=f, psd_array=psd)
+    ifo.power_spectral_density = bilby.gw.detector.PowerSpectralDensity(
+        frequency_array=f, psd_array=psd
+    )
     uniform = np.empty((K, len(f)), complex)
-    np.random.seed(1)
+    np.random.seed(1)  # noqa: NPY002 - bilby draws its noise from the global numpy stream
     for k in range(K):
-        ifo.set_strain_data_from_power_spectral_density(domain.base.sampling_frequency, domain.base.duration)
+        ifo.set_strain_data_from_power_spectral_density(
+            domain.base.sampling_frequency, domain.base.duration
+        )
         uniform[k] = ifo.strain_data.frequency_domain_strain
     bilby_mfd = domain.decimate(uniform)
-    ours = coloured_noise(torch.as_tensor(np.broadcast_to(psd_mfd, (K, domain.n_bins)).copy()), domain,
-                          torch.Generator().manual_seed(0)).numpy()
+    ours = coloured_noise(
+        torch.as_tensor(np.broadcast_to(psd_mfd, (K, domain.n_bins)).copy()),
+        domain,
+        torch.Generator().manual_seed(0),
+    ).numpy()
     for sample_set in (bilby_mfd, ours):
         ratio = (2 * domain.delta_f * np.abs(sample_set) ** 2).mean(0) / psd_mfd
         assert abs(ratio.mean() - 1) < 5 / np.sqrt(K * domain.n_bins)
@@ -236,7 +294,10 @@ def test_tokens_are_laid_out_channel_major_by_detector_and_frequency(cpu_domain)
     domain = cpu_domain
     rng = np.random.default_rng(0)
     B, D = 3, 2
-    w = torch.as_tensor(rng.standard_normal((B, D, domain.n_bins)) + 1j * rng.standard_normal((B, D, domain.n_bins)))
+    w = torch.as_tensor(
+        rng.standard_normal((B, D, domain.n_bins))
+        + 1j * rng.standard_normal((B, D, domain.n_bins))
+    )
     feat = torch.as_tensor(rng.standard_normal((B, D, domain.n_bins)))
     out = tokenize(w, feat, domain, [0, 1])
     T = domain.n_tokens
@@ -249,7 +310,9 @@ def test_tokens_are_laid_out_channel_major_by_detector_and_frequency(cpu_domain)
             np.testing.assert_allclose(token[16:32], w[1, d, sl].imag.numpy())
             np.testing.assert_allclose(token[32:], feat[1, d, sl].numpy())
             assert out["detector_index"][1, d * T + t] == d
-            np.testing.assert_allclose(out["token_frequency"][1, d * T + t].numpy(), domain.token_edges[t])
+            np.testing.assert_allclose(
+                out["token_frequency"][1, d * T + t].numpy(), domain.token_edges[t]
+            )
 
 
 def test_mask_keeps_exactly_the_tokens_of_kept_detectors_inside_the_band(gw_config):
@@ -263,15 +326,24 @@ def test_mask_keeps_exactly_the_tokens_of_kept_detectors_inside_the_band(gw_conf
     rng = np.random.default_rng(1)
     w = torch.as_tensor(rng.standard_normal((B, D, domain.n_bins)), dtype=torch.complex64)
     batch = tokenize(w, torch.zeros(B, D, domain.n_bins), domain, [0, 1, 2])
-    keep, draws = draw_keep_mask(masks, batch["detector_index"], batch["token_frequency"], D, 20.0, 1810.0,
-                                 torch.Generator().manual_seed(2))
+    keep, draws = draw_keep_mask(
+        masks,
+        batch["detector_index"],
+        batch["token_frequency"],
+        D,
+        20.0,
+        1810.0,
+        torch.Generator().manual_seed(2),
+    )
     kept_det = draws["detector_kept"].numpy()
     low, high = draws["minimum_frequency"].numpy(), draws["maximum_frequency"].numpy()
     edges = domain.token_edges
     expected = np.zeros((B, D * T), bool)
     for d in range(D):
-        inside = (edges[None, :, 0] >= low[:, d:d + 1]) & (edges[None, :, 1] <= high[:, d:d + 1])
-        expected[:, d * T:(d + 1) * T] = inside & kept_det[:, d:d + 1]
+        inside = (edges[None, :, 0] >= low[:, d : d + 1]) & (
+            edges[None, :, 1] <= high[:, d : d + 1]
+        )
+        expected[:, d * T : (d + 1) * T] = inside & kept_det[:, d : d + 1]
     np.testing.assert_array_equal(keep.numpy(), expected)
     # Detector drops: 0/1/2 of 3 with probabilities 0.6/0.3/0.1; f_min <= 80, f_max >= 180.
     dropped = D - kept_det.sum(1)
@@ -284,9 +356,14 @@ def test_mask_keeps_exactly_the_tokens_of_kept_detectors_inside_the_band(gw_conf
     n_kept = keep.sum(1)
     for b in range(0, B, 397):
         idx = np.flatnonzero(keep[b].numpy())
-        np.testing.assert_array_equal(out["tokens"][b, :len(idx)].numpy(), batch["tokens"][b, idx].numpy())
-        assert not out["padding_mask"][b, :len(idx)].any() and out["padding_mask"][b, len(idx):].all()
-        assert (out["tokens"][b, len(idx):] == 0).all()
+        np.testing.assert_array_equal(
+            out["tokens"][b, : len(idx)].numpy(), batch["tokens"][b, idx].numpy()
+        )
+        assert (
+            not out["padding_mask"][b, : len(idx)].any()
+            and out["padding_mask"][b, len(idx) :].all()
+        )
+        assert (out["tokens"][b, len(idx) :] == 0).all()
     assert out["tokens"].shape[1] == int(n_kept.max())
 
 
@@ -296,10 +373,21 @@ def test_notches_drop_every_overlapping_token(gw_config, cpu_domain):
     masks["minimum-frequency"]["probability"] = masks["maximum-frequency"]["probability"] = 0.0
     masks["notches"] = {"probability": 1.0, "max-count": 2, "max-width": 3.0}
     B = 500
-    batch = tokenize(torch.zeros(B, 2, cpu_domain.n_bins, dtype=torch.complex64),
-                     torch.zeros(B, 2, cpu_domain.n_bins), cpu_domain, [0, 1])
-    keep, draws = draw_keep_mask(masks, batch["detector_index"], batch["token_frequency"], 2, 20.0, 256.0,
-                                 torch.Generator().manual_seed(0))
+    batch = tokenize(
+        torch.zeros(B, 2, cpu_domain.n_bins, dtype=torch.complex64),
+        torch.zeros(B, 2, cpu_domain.n_bins),
+        cpu_domain,
+        [0, 1],
+    )
+    keep, draws = draw_keep_mask(
+        masks,
+        batch["detector_index"],
+        batch["token_frequency"],
+        2,
+        20.0,
+        256.0,
+        torch.Generator().manual_seed(0),
+    )
     edges = cpu_domain.token_edges
     T = cpu_domain.n_tokens
     for b in range(B):
@@ -307,9 +395,12 @@ def test_notches_drop_every_overlapping_token(gw_config, cpu_domain):
             dropped = np.zeros(T, bool)
             for m in range(2):
                 if draws["notch_active"][b, d, m]:
-                    c, w = float(draws["notch_centre"][b, d, m]), float(draws["notch_width"][b, d, m])
+                    c, w = (
+                        float(draws["notch_centre"][b, d, m]),
+                        float(draws["notch_width"][b, d, m]),
+                    )
                     dropped |= (edges[:, 0] < c + w / 2) & (edges[:, 1] > c - w / 2)
-            np.testing.assert_array_equal(keep[b, d * T:(d + 1) * T].numpy(), ~dropped)
+            np.testing.assert_array_equal(keep[b, d * T : (d + 1) * T].numpy(), ~dropped)
 
 
 def test_event_batch_keeps_the_analysis_band_of_present_detectors(cpu_domain):
@@ -324,18 +415,44 @@ def test_event_batch_keeps_the_analysis_band_of_present_detectors(cpu_domain):
 
 
 def test_psd_bank_on_another_grid_is_rejected(gw_config, cpu_domain):
-    bank = o3_bank("H1", MultibandedFrequencyDomain([20, 36], 8, 1024))  # delta_f 0.125, domain 0.25
-    with pytest.raises(ConfigError, match=r"psd bank H1 has 4097 frequencies at delta_f = 0.125 Hz.*duration = 4 s"):
-        BatchAssembler(batch_settings_for(gw_config), cpu_domain, {"H1": bank, "L1": bank}, 100.0, [])
+    bank = o3_bank(
+        "H1", MultibandedFrequencyDomain([20, 36], 8, 1024)
+    )  # delta_f 0.125, domain 0.25
+    with pytest.raises(
+        ConfigError,
+        match=r"psd bank H1 has 4097 frequencies at delta_f = 0.125 Hz.*duration = 4 s",
+    ):
+        BatchAssembler(
+            batch_settings_for(gw_config), cpu_domain, {"H1": bank, "L1": bank}, 100.0, []
+        )
 
 
-@pytest.mark.parametrize("path, value, match", [
-    (("masks", "maximum-frequency", "minimum"), 300.0, r"dataset\.masks\.maximum-frequency\.minimum = 300\.0"),
-    (("masks", "minimum-frequency", "maximum"), 10.0, r"dataset\.masks\.minimum-frequency\.maximum = 10\.0"),
-    (("masks", "detector-drop-probabilities"), [0, 0], r"dataset\.masks\.detector-drop-probabilities"),
-    (("prior", "psi"), {"distribution": "Uniform", "minimum": 3, "maximum": 0}, r"dataset\.prior\.psi\.minimum = 3"),
-    (("detectors",), ["H1", "X9"], r"detectors = 'X9'"),
-])
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (
+            ("masks", "maximum-frequency", "minimum"),
+            300.0,
+            r"dataset\.masks\.maximum-frequency\.minimum = 300\.0",
+        ),
+        (
+            ("masks", "minimum-frequency", "maximum"),
+            10.0,
+            r"dataset\.masks\.minimum-frequency\.maximum = 10\.0",
+        ),
+        (
+            ("masks", "detector-drop-probabilities"),
+            [0, 0],
+            r"dataset\.masks\.detector-drop-probabilities",
+        ),
+        (
+            ("prior", "psi"),
+            {"distribution": "Uniform", "minimum": 3, "maximum": 0},
+            r"dataset\.prior\.psi\.minimum = 3",
+        ),
+        (("detectors",), ["H1", "X9"], r"detectors = 'X9'"),
+    ],
+)
 def test_bad_batch_settings_name_key_and_value(gw_config, cpu_domain, path, value, match):
     settings = copy.deepcopy(batch_settings_for(gw_config))
     node = settings
@@ -347,7 +464,9 @@ def test_bad_batch_settings_name_key_and_value(gw_config, cpu_domain, path, valu
         BatchAssembler(settings, cpu_domain, banks, 100.0, [])
 
 
-def test_batch_parameters_are_the_non_fixed_ones_and_batches_repeat_with_the_seed(gw_config, cpu_domain):
+def test_batch_parameters_are_the_non_fixed_ones_and_batches_repeat_with_the_seed(
+    gw_config, cpu_domain
+):
     settings = copy.deepcopy(batch_settings_for(gw_config))
     settings["prior"].update({"ra": 1.375, "dec": -1.2108, "geocent_time": 0.0})
     banks = {d: o3_bank(d, cpu_domain, scales=(1.0, 2.0)) for d in ("H1", "L1")}
@@ -360,7 +479,9 @@ def test_batch_parameters_are_the_non_fixed_ones_and_batches_repeat_with_the_see
     assert set(a["parameters"]) == set(names) | {"luminosity_distance", "psi"}
     for key in ("tokens", "padding_mask", "detector_index", "token_frequency"):
         assert torch.equal(a[key], b[key])
-    np.testing.assert_allclose(a["parameters"]["chirp_mass"].numpy(), p_in["chirp_mass"], rtol=1e-6)
+    np.testing.assert_allclose(
+        a["parameters"]["chirp_mass"].numpy(), p_in["chirp_mass"], rtol=1e-6
+    )
     assert a["tokens"].dtype == torch.float32 and a["detector_index"].dtype == torch.long
     assert a["padding_mask"].dtype == torch.bool and a["token_frequency"].shape[-1] == 2
 
@@ -371,8 +492,16 @@ def test_signal_scales_as_one_over_distance(gw_config, cpu_domain):
     h_plus, h_cross = (torch.as_tensor(h) for h in generator(p_in))
     assembler = BatchAssembler(batch_settings_for(gw_config), cpu_domain, banks, 100.0, list(p_in))
     ex = {k: torch.as_tensor(v) for k, v in p_ex.items()}
-    near = assembler.signal(h_plus, h_cross, {**ex, "luminosity_distance": torch.full((3,), 250.0, dtype=torch.float64)})
-    far = assembler.signal(h_plus, h_cross, {**ex, "luminosity_distance": torch.full((3,), 1000.0, dtype=torch.float64)})
+    near = assembler.signal(
+        h_plus,
+        h_cross,
+        {**ex, "luminosity_distance": torch.full((3,), 250.0, dtype=torch.float64)},
+    )
+    far = assembler.signal(
+        h_plus,
+        h_cross,
+        {**ex, "luminosity_distance": torch.full((3,), 1000.0, dtype=torch.float64)},
+    )
     np.testing.assert_allclose(near.numpy(), 4 * far.numpy(), rtol=1e-10, atol=0)
 
 
@@ -391,12 +520,26 @@ def test_event_batch_whitens_windowed_noise_to_unit_variance(cpu_domain):
     psd = source_psd("aLIGO-O3-low", f, 10.0)
     rng = np.random.default_rng(3)
     values = []
-    for _ in range(40):  # 16,600 values: the variance is known to ~1.5 %; unscaled it would be 0.94
+    for _ in range(
+        40
+    ):  # 16,600 values: the variance is known to ~1.5 %; unscaled it would be 0.94
         windowed = bilby.gw.detector.InterferometerStrainData(roll_off=0.2)
-        windowed.set_from_time_domain_strain(time_domain_noise(psd, 4096, 1024, rng), sampling_frequency=1024,
-                                             duration=4, start_time=0)
-        batch = event_batch({"H1": windowed.frequency_domain_strain}, {"H1": psd}, cpu_domain, ["H1"], 2.0,
-                            20.0, 256.0, window_factor=windowed.window_factor)
+        windowed.set_from_time_domain_strain(
+            time_domain_noise(psd, 4096, 1024, rng),
+            sampling_frequency=1024,
+            duration=4,
+            start_time=0,
+        )
+        batch = event_batch(
+            {"H1": windowed.frequency_domain_strain},
+            {"H1": psd},
+            cpu_domain,
+            ["H1"],
+            2.0,
+            20.0,
+            256.0,
+            window_factor=windowed.window_factor,
+        )
         first_band = batch["token_frequency"][0, :, 1] <= cpu_domain.nodes[1]
         values.append(batch["tokens"][0, first_band, :32].numpy().ravel())
     assert abs(np.var(np.concatenate(values)) - 1) < 0.03

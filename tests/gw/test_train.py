@@ -26,10 +26,22 @@ TINY = {
 }
 
 SETTINGS = {
-    "seed": 11, "device": "cpu", "batch-size": 32, "epochs": 3, "steps-per-epoch": 6,
-    "validation-size": 64, "learning-rate": 3e-3, "weight-decay": 1e-4, "gradient-clip": 5.0,
-    "scheduler": "cosine", "plateau-factor": 0.5, "plateau-patience": 2, "early-stopping-patience": 5,
-    "amp": True, "parameters": None, "model": TINY,
+    "seed": 11,
+    "device": "cpu",
+    "batch-size": 32,
+    "epochs": 3,
+    "steps-per-epoch": 6,
+    "validation-size": 64,
+    "learning-rate": 3e-3,
+    "weight-decay": 1e-4,
+    "gradient-clip": 5.0,
+    "scheduler": "cosine",
+    "plateau-factor": 0.5,
+    "plateau-patience": 2,
+    "early-stopping-patience": 5,
+    "amp": True,
+    "parameters": None,
+    "model": TINY,
 }
 
 
@@ -57,29 +69,40 @@ class LinearGaussianSource:
 
     def _make(self, n, g):
         theta = torch.randn(n, 2, generator=g)
-        tokens = torch.einsum("tfp,np->ntf", self.A, theta) + self.sigma * torch.randn(n, self.n_tokens, 48, generator=g)
+        tokens = torch.einsum("tfp,np->ntf", self.A, theta) + self.sigma * torch.randn(
+            n, self.n_tokens, 48, generator=g
+        )
         mask = torch.zeros(n, self.n_tokens, dtype=torch.bool)
         if self.drop:  # drop the last k tokens of each row (kept ones stay at the front)
             k = torch.randint(0, self.n_tokens // 2, (n,), generator=g)
             mask = torch.arange(self.n_tokens)[None, :] >= (self.n_tokens - k)[:, None]
         edges = torch.linspace(20, 256, self.n_tokens + 1)
-        return {"tokens": tokens, "detector_index": (torch.arange(self.n_tokens) % 2).expand(n, -1).clone(),
-                "token_frequency": torch.stack([edges[:-1], edges[1:]], -1).expand(n, -1, -1).clone(),
-                "padding_mask": mask, "parameters": {"a": theta[:, 0], "b": theta[:, 1]}}
+        return {
+            "tokens": tokens,
+            "detector_index": (torch.arange(self.n_tokens) % 2).expand(n, -1).clone(),
+            "token_frequency": torch.stack([edges[:-1], edges[1:]], -1).expand(n, -1, -1).clone(),
+            "padding_mask": mask,
+            "parameters": {"a": theta[:, 0], "b": theta[:, 1]},
+        }
 
     def epoch_batches(self, epoch, steps, batch_size, rank):
         for step in range(steps):
             if self.kill_at == (epoch, step):
                 os.kill(os.getpid(), signal.SIGKILL)
-            yield self._make(batch_size, torch.Generator().manual_seed(derive_seed(self.seed, epoch, step, rank)))
+            yield self._make(
+                batch_size,
+                torch.Generator().manual_seed(derive_seed(self.seed, epoch, step, rank)),
+            )
 
     def validation_batches(self, batch_size, rank, world_size):
         n = len(self.validation["tokens"])
         idx = torch.arange(rank, n, world_size)
         for start in range(0, len(idx), batch_size):
-            i = idx[start:start + batch_size]
-            yield {k: ({p: t[i] for p, t in v.items()} if isinstance(v, dict) else v[i])
-                   for k, v in self.validation.items()}
+            i = idx[start : start + batch_size]
+            yield {
+                k: ({p: t[i] for p, t in v.items()} if isinstance(v, dict) else v[i])
+                for k, v in self.validation.items()
+            }
 
     def optimal_nll(self):
         a = self.A.reshape(-1, 2).double()
@@ -94,16 +117,27 @@ def _states_equal(a, b):
 def test_loss_falls_towards_the_analytic_optimum(tmp_path):
     torch.set_num_threads(1)
     source = LinearGaussianSource(drop=False)
-    settings = {**SETTINGS, "epochs": 8, "steps-per-epoch": 15, "model": {**TINY, "transformer": {**TINY["transformer"], "dropout": 0.0}}}
-    result = fit(settings, source, state_path=None, device=torch.device("cpu"), log=lambda *_: None)
+    settings = {
+        **SETTINGS,
+        "epochs": 8,
+        "steps-per-epoch": 15,
+        "model": {**TINY, "transformer": {**TINY["transformer"], "dropout": 0.0}},
+    }
+    result = fit(
+        settings, source, state_path=None, device=torch.device("cpu"), log=lambda *_: None
+    )
     val = [r["val_loss"] for r in result.history]
     prior_nll = np.log(2 * np.pi * np.e)  # entropy of N(0, I_2): a model that ignores the data
     assert val[0] < prior_nll
     assert val[-1] < val[0] - 0.3
     # Never below the analytic optimum (minus Monte Carlo scatter over 64 validation draws).
     assert min(val) > source.optimal_nll() - 0.35
-    write_training_outputs(result, model_path=tmp_path / "m.pt", metrics_path=tmp_path / "m.csv",
-                           plot_path=tmp_path / "loss.png")
+    write_training_outputs(
+        result,
+        model_path=tmp_path / "m.pt",
+        metrics_path=tmp_path / "m.csv",
+        plot_path=tmp_path / "loss.png",
+    )
     model = load_posterior_model(tmp_path / "m.pt")
     batch = next(source.validation_batches(64, 0, 1))
     with torch.no_grad():
@@ -113,14 +147,25 @@ def test_loss_falls_towards_the_analytic_optimum(tmp_path):
 
 def _killed_run(state_path):
     torch.set_num_threads(1)
-    fit(SETTINGS, LinearGaussianSource(kill_at=(1, 2)), state_path=state_path, device=torch.device("cpu"),
-        log=lambda *_: None)
+    fit(
+        SETTINGS,
+        LinearGaussianSource(kill_at=(1, 2)),
+        state_path=state_path,
+        device=torch.device("cpu"),
+        log=lambda *_: None,
+    )
 
 
 def test_sigkill_then_resume_ends_equal_to_an_uninterrupted_run(tmp_path):
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
-    reference = fit(SETTINGS, LinearGaussianSource(), state_path=tmp_path / "ref.pt", device=cpu, log=lambda *_: None)
+    reference = fit(
+        SETTINGS,
+        LinearGaussianSource(),
+        state_path=tmp_path / "ref.pt",
+        device=cpu,
+        log=lambda *_: None,
+    )
     # Deterministic: a second uninterrupted run gives the same weights.
     again = fit(SETTINGS, LinearGaussianSource(), state_path=None, device=cpu, log=lambda *_: None)
     assert _states_equal(reference.model.state_dict(), again.model.state_dict())
@@ -134,32 +179,63 @@ def test_sigkill_then_resume_ends_equal_to_an_uninterrupted_run(tmp_path):
     assert saved["epoch"] == 0  # epoch 0 finished, the kill came during epoch 1
 
     messages = []
-    resumed = fit(SETTINGS, LinearGaussianSource(), state_path=state, device=cpu, log=messages.append)
+    resumed = fit(
+        SETTINGS, LinearGaussianSource(), state_path=state, device=cpu, log=messages.append
+    )
     assert resumed.resumed_from_epoch == 1 and any("resuming after epoch 1" in m for m in messages)
     assert _states_equal(resumed.model.state_dict(), reference.model.state_dict())
     final = load_checkpoint(state, kind=STATE_KIND)
     ref_final = load_checkpoint(tmp_path / "ref.pt", kind=STATE_KIND)
     assert _states_equal(final["model"], ref_final["model"])
-    assert [r["val_loss"] for r in final["history"]] == [r["val_loss"] for r in ref_final["history"]]
+    assert [r["val_loss"] for r in final["history"]] == [
+        r["val_loss"] for r in ref_final["history"]
+    ]
 
 
 def test_changed_settings_do_not_resume_a_stale_state(tmp_path):
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     short = {**SETTINGS, "epochs": 1, "steps-per-epoch": 2}
-    fit(short, LinearGaussianSource(), state_path=tmp_path / "s.pt", device=cpu, log=lambda *_: None)
+    fit(
+        short,
+        LinearGaussianSource(),
+        state_path=tmp_path / "s.pt",
+        device=cpu,
+        log=lambda *_: None,
+    )
     messages = []
     other = {**short, "learning-rate": 1e-3}
-    result = fit(other, LinearGaussianSource(), state_path=tmp_path / "s.pt", device=cpu, log=messages.append)
+    result = fit(
+        other,
+        LinearGaussianSource(),
+        state_path=tmp_path / "s.pt",
+        device=cpu,
+        log=messages.append,
+    )
     assert result.resumed_from_epoch == 0 and any("other settings" in m for m in messages)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     messages = []
-    fit(short, LinearGaussianSource(), state_path=tmp_path / "bad.pt", device=cpu, log=messages.append)
+    fit(
+        short,
+        LinearGaussianSource(),
+        state_path=tmp_path / "bad.pt",
+        device=cpu,
+        log=messages.append,
+    )
     assert any("not resuming" in m for m in messages)
 
 
-@pytest.mark.parametrize("key, value", [("batch-size", 1), ("scheduler", "step"), ("learning-rate", -1),
-                                        ("amp", "yes"), ("parameters", []), ("epochs", 0)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("batch-size", 1),
+        ("scheduler", "step"),
+        ("learning-rate", -1),
+        ("amp", "yes"),
+        ("parameters", []),
+        ("epochs", 0),
+    ],
+)
 def test_bad_train_settings_raise_config_error_naming_the_key(key, value):
     settings = copy.deepcopy(SETTINGS)
     settings[key] = value

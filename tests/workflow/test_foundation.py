@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.conftest import REPO, TEST_CONFIG, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -50,21 +48,28 @@ def test_lint_passes(tmp_path):
 
 def test_snakefmt_check_passes():
     files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
-    result = subprocess.run([str(BIN / "snakefmt"), "--check", *map(str, files)], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", *map(str, files)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
     "override, fragments",
     [
-        ({"gw": {"psd": {"n-stretches": "many"}}}, ["n-stretches", "'many' is not of type 'integer'"]),
+        (
+            {"gw": {"psd": {"n-stretches": "many"}}},
+            ["n-stretches", "'many' is not of type 'integer'"],
+        ),
         ({"gw": {"detectors": ["H1", "X1"]}}, ["detectors", "'X1'"]),
         ({"gw": {"psd": {"window": "hanning"}}}, ["window", "'hanning'"]),
     ],
 )
 def test_bad_config_is_rejected_before_any_job(tmp_path, override, fragments):
     bad = write_yaml(tmp_path / "bad.yaml", override)
-    result = snakemake(tmp_path, "gw_psd", "--cores", "1", configfiles=[TEST_CONFIG, bad], check=False)
+    result = snakemake(
+        tmp_path, "gw_psd", "--cores", "1", configfiles=[TEST_CONFIG, bad], check=False
+    )
     assert result.returncode != 0
     for fragment in fragments:
         assert fragment in result.stderr + result.stdout
@@ -88,13 +93,22 @@ def dry_run_jobs(workdir: Path, override: Path, target: str = "all") -> list[dic
         head = re.match(r"(?:local)?rule (\w+):", block)
         if head:
             fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-            jobs.append({"rule": head.group(1), "wildcards": fields.get("wildcards", ""),
-                         "reason": fields.get("reason", "")})
+            jobs.append(
+                {
+                    "rule": head.group(1),
+                    "wildcards": fields.get("wildcards", ""),
+                    "reason": fields.get("reason", ""),
+                }
+            )
     return jobs
 
 
 def rerun_by_params(jobs: list[dict]) -> list[str]:
-    return sorted(f"{j['rule']}[{j['wildcards']}]" for j in jobs if j["reason"].startswith("Params have changed"))
+    return sorted(
+        f"{j['rule']}[{j['wildcards']}]"
+        for j in jobs
+        if j["reason"].startswith("Params have changed")
+    )
 
 
 def test_editing_a_psd_value_reruns_exactly_the_psd_jobs(psd_run, tmp_path):
@@ -103,8 +117,9 @@ def test_editing_a_psd_value_reruns_exactly_the_psd_jobs(psd_run, tmp_path):
     assert rerun_by_params(jobs) == ["gw_psd_bank[detector=H1]", "gw_psd_bank[detector=L1]"]
     # everything else that runs either was never run here or depends on the PSD banks
     for job in jobs:
-        assert job["reason"].startswith(("Params have changed", "Missing output files",
-                                         "Input files updated by another job")), job
+        assert job["reason"].startswith(
+            ("Params have changed", "Missing output files", "Input files updated by another job")
+        ), job
     dry = snakemake(psd_run, "gw_psd", "-n", configfiles=[TEST_CONFIG, override])
     assert jobs_in_dry_run(dry.stdout) == ["gw_psd", "gw_psd_bank"]
     assert re.search(r"gw_psd_bank\s+2\b", dry.stdout)
@@ -112,7 +127,9 @@ def test_editing_a_psd_value_reruns_exactly_the_psd_jobs(psd_run, tmp_path):
 
 def test_editing_one_detectors_curve_reruns_only_that_detector(psd_run, tmp_path):
     curves = {"H1": "aLIGO-O3-low", "L1": "AdV-O3-low", "V1": "AdV-O3-low"}
-    override = write_yaml(tmp_path / "override.yaml", {"gw": {"psd": {"simulation": {"curves": curves}}}})
+    override = write_yaml(
+        tmp_path / "override.yaml", {"gw": {"psd": {"simulation": {"curves": curves}}}}
+    )
     assert rerun_by_params(dry_run_jobs(psd_run, override)) == ["gw_psd_bank[detector=L1]"]
 
 
@@ -121,12 +138,23 @@ def other_sections() -> list[tuple[str, ...]]:
     config = yaml.safe_load(TEST_CONFIG.read_text())
     paths = [("gw", "minimum-frequency")]  # an analysis key the PSD stage does not use
     for top, section in config.items():
-        subsections = [(top, k) for k in section if k != "psd" and isinstance(section[k], dict)] if top == "gw" else [(top,)]
+        subsections = (
+            [(top, k) for k in section if k != "psd" and isinstance(section[k], dict)]
+            if top == "gw"
+            else [(top,)]
+        )
         for path in subsections:
             node = config
             for part in path:
                 node = node[part]
-            leaf = next((k for k, v in node.items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+            leaf = next(
+                (
+                    k
+                    for k, v in node.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                ),
+                None,
+            )
             if leaf is not None:
                 paths.append((*path, leaf))
     return paths
@@ -149,15 +177,20 @@ def test_editing_another_section_reruns_no_psd_job(psd_run, tmp_path, path):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
-@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name
+)
 def test_report_captions_are_valid_restructuredtext(caption):
     """A caption with an RST error (e.g. |x| read as a substitution) renders as an error box."""
     import docutils.core
     import docutils.utils
 
     try:
-        docutils.core.publish_string(caption.read_text(), writer="html",
-                                     settings_overrides={"report_level": 2, "halt_level": 2})
+        docutils.core.publish_string(
+            caption.read_text(),
+            writer="html",
+            settings_overrides={"report_level": 2, "halt_level": 2},
+        )
     except docutils.utils.SystemMessage as err:
         pytest.fail(f"{caption.name}: {err}")
 
@@ -176,12 +209,35 @@ def test_slurm_profile_submits_what_the_rules_request(tmp_path):
     for d in (bindir, state, workdir):
         d.mkdir()
     mock = REPO / "tests" / "workflow" / "mock_slurm" / "mock_slurm.py"
-    for name in ("sbatch", "sacct", "squeue", "srun", "sinfo", "sacctmgr", "sshare", "scontrol", "scancel"):
+    for name in (
+        "sbatch",
+        "sacct",
+        "squeue",
+        "srun",
+        "sinfo",
+        "sacctmgr",
+        "sshare",
+        "scontrol",
+        "scancel",
+    ):
         (bindir / name).symlink_to(mock)
-    env = {"PATH": f"{bindir}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", "MOCK_SLURM_DIR": str(state)}
-    snakemake(workdir, "gw_psd", "--profile", str(REPO / "profiles" / "slurm"),
-              "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-              "--latency-wait", "5", env=env)
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MOCK_SLURM_DIR": str(state),
+    }
+    snakemake(
+        workdir,
+        "gw_psd",
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        env=env,
+    )
 
     calls = [json.loads(line) for line in (state / "sbatch_calls.jsonl").read_text().splitlines()]
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
@@ -197,5 +253,10 @@ def test_slurm_profile_submits_what_the_rules_request(tmp_path):
     assert "cpus_per_task" not in profile.get("default-resources", {})
     assert (workdir / "results" / "gw" / "psd" / "H1.h5").is_file()
     # training rules get a GPU through the profile
-    for rule in ("gw_train", "glitch_train_translation", "glitch_train_vae", "anomaly_train_sigma"):
+    for rule in (
+        "gw_train",
+        "glitch_train_translation",
+        "glitch_train_vae",
+        "anomaly_train_sigma",
+    ):
         assert profile["set-resources"][rule]["gpu"] >= 1

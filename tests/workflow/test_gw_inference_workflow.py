@@ -25,33 +25,72 @@ pytestmark = pytest.mark.workflow
 def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
     # the real events of ../shared/data run when the folder is there (as tests/conftest.py's SHARED_DATA)
     folder = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gw" / "strain"
-    catalogue = json.loads((folder / "events.json").read_text()) if (folder / "events.json").is_file() else {}
-    events = {name: {"trigger-time": e["tevent"], "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")}}
-              for name, e in catalogue.items()}
+    catalogue = (
+        json.loads((folder / "events.json").read_text())
+        if (folder / "events.json").is_file()
+        else {}
+    )
+    events = {
+        name: {
+            "trigger-time": e["tevent"],
+            "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")},
+        }
+        for name, e in catalogue.items()
+    }
     test_config = yaml.safe_load((repo / "config" / "test.yaml").read_text())
-    sweep = test_config["gw"]["inference"]["sweep"]["settings"] + [{"label": "fmin-100Hz", "minimum-frequency": 100}]
+    sweep = test_config["gw"]["inference"]["sweep"]["settings"] + [
+        {"label": "fmin-100Hz", "minimum-frequency": 100}
+    ]
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"gw": {
-        "dataset": {"prior": {"luminosity_distance": {"distribution": "Uniform", "minimum": 3000, "maximum": 6000}}},
-        "inference": {"events": events, "sweep": {"event": "injection-0", "settings": sweep}},
-    }}))
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "gw": {
+                    "dataset": {
+                        "prior": {
+                            "luminosity_distance": {
+                                "distribution": "Uniform",
+                                "minimum": 3000,
+                                "maximum": 6000,
+                            }
+                        }
+                    },
+                    "inference": {
+                        "events": events,
+                        "sweep": {"event": "injection-0", "settings": sweep},
+                    },
+                }
+            }
+        )
+    )
     configfiles = [repo / "config" / "test.yaml", override]
     run_snakemake(tmp_path, "--cores", "2", "gw_inference", configfiles=configfiles)
 
     out = tmp_path / "results" / "gw" / "inference"
     collected = json.loads((out / "summary.json").read_text())
     n_injections = test_config["gw"]["inference"]["injections"]["n"]
-    assert set(collected["events"]) == {f"injection-{i}" for i in range(n_injections)} | set(events)
+    assert set(collected["events"]) == {f"injection-{i}" for i in range(n_injections)} | set(
+        events
+    )
     injections = collected["injections"]
     assert injections["n"] == n_injections
-    efficiencies = [collected["events"][f"injection-{i}"]["sampling_efficiency"] for i in range(n_injections)]
+    efficiencies = [
+        collected["events"][f"injection-{i}"]["sampling_efficiency"] for i in range(n_injections)
+    ]
     assert injections["median_sampling_efficiency"] == pytest.approx(np.median(efficiencies))
 
     # coverage: the truth's posterior quantile lies in the central 90 % at roughly that rate
-    quantiles = np.array([q for i in range(n_injections)
-                          for q in collected["events"][f"injection-{i}"]["truth_quantile"].values()])
+    quantiles = np.array(
+        [
+            q
+            for i in range(n_injections)
+            for q in collected["events"][f"injection-{i}"]["truth_quantile"].values()
+        ]
+    )
     inside = np.mean((quantiles > 0.05) & (quantiles < 0.95))
-    assert inside >= 0.6, f"only {inside:.0%} of true values inside the 90 % intervals: {quantiles}"
+    assert inside >= 0.6, (
+        f"only {inside:.0%} of true values inside the 90 % intervals: {quantiles}"
+    )
     assert injections["pp_combined_pvalue"] > 1e-3
 
     bilby = pytest.importorskip("bilby")
@@ -64,8 +103,12 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         with h5py.File(folder_e / "posterior.h5", "r") as f:
             assert len(f["weights"]) == test_config["gw"]["inference"]["n-samples"]
             assert np.isclose(f["weights"][:].sum(), 1.0)
-        assert (folder_e / "corner.png").stat().st_size > 0 and (folder_e / "asd.png").stat().st_size > 0
-    for name in events:  # real strain runs end to end; the tiny model's result is flagged, not passed off
+        assert (folder_e / "corner.png").stat().st_size > 0 and (
+            folder_e / "asd.png"
+        ).stat().st_size > 0
+    for (
+        name
+    ) in events:  # real strain runs end to end; the tiny model's result is flagged, not passed off
         summary = collected["events"][name]
         assert summary["metadata"]["psd-source"]["H1"].startswith("welch:")
         assert summary["reliable"] is False and summary["warnings"]
@@ -73,10 +116,14 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
     sweep_summary = json.loads((out / "sweep" / "summary.json").read_text())
     assert list(sweep_summary["results"]) == [s["label"] for s in sweep]
     assert sweep_summary["results"]["H1-only"]["detectors"] == ["H1"]
-    assert any("minimum-frequency = 100 Hz was never seen in training" in w
-               for w in sweep_summary["results"]["fmin-100Hz"]["warnings"])
+    assert any(
+        "minimum-frequency = 100 Hz was never seen in training" in w
+        for w in sweep_summary["results"]["fmin-100Hz"]["warnings"]
+    )
     assert not any("never seen" in w for w in sweep_summary["results"]["all"]["warnings"])
     assert (out / "sweep" / "corner.png").stat().st_size > 0
 
-    run_snakemake(tmp_path, "--report", str(tmp_path / "report.zip"), "gw_inference", configfiles=configfiles)
+    run_snakemake(
+        tmp_path, "--report", str(tmp_path / "report.zip"), "gw_inference", configfiles=configfiles
+    )
     assert (tmp_path / "report.zip").stat().st_size > 0

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.conftest import planned_rules
 
 from twinflow.gw.model import load_posterior_model
 from twinflow.gw.settings import train_settings_for
-
-from tests.conftest import planned_rules
 
 pytestmark = pytest.mark.workflow
 
@@ -28,9 +27,26 @@ pytestmark = pytest.mark.workflow
 def train_cli(workdir: Path, settings: dict, out: Path) -> list[str]:
     twinflow = str(Path(sys.executable).parent / "twinflow")
     res = workdir / "results" / "gw"
-    return [twinflow, "gw", "train", "--settings", json.dumps(settings), "--index", str(res / "dataset" / "index.json"),
-            "--psd", str(res / "psd" / "H1.h5"), str(res / "psd" / "L1.h5"), "--model", str(out / "model.pt"),
-            "--metrics", str(out / "metrics.csv"), "--plot", str(out / "loss.png"), "--state", str(out / "state.pt")]
+    return [
+        twinflow,
+        "gw",
+        "train",
+        "--settings",
+        json.dumps(settings),
+        "--index",
+        str(res / "dataset" / "index.json"),
+        "--psd",
+        str(res / "psd" / "H1.h5"),
+        str(res / "psd" / "L1.h5"),
+        "--model",
+        str(out / "model.pt"),
+        "--metrics",
+        str(out / "metrics.csv"),
+        "--plot",
+        str(out / "loss.png"),
+        "--state",
+        str(out / "state.pt"),
+    ]
 
 
 def test_gw_train_workflow(tmp_path, run_snakemake, repo):
@@ -56,14 +72,23 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
     # Editing the training section reruns training only; editing the masks too, not the dataset.
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"gw": {"train": {**gw["train"], "learning-rate": 0.002}}}))
-    edited = run_snakemake(tmp_path, "--cores", "2", "-n", "gw_train", configfiles=[repo / "config" / "test.yaml", override])
+    edited = run_snakemake(
+        tmp_path,
+        "--cores",
+        "2",
+        "-n",
+        "gw_train",
+        configfiles=[repo / "config" / "test.yaml", override],
+    )
     assert planned_rules(edited) == {"gw_train"}
 
     # Bad settings stop the stage with one line naming the key, before any output.
     settings = train_settings_for(gw)
     for key, value in (("parameters", ["chirp_mass", "ra"]), ("batch-size", 1)):
         bad = {**settings, "train": {**settings["train"], key: value}}
-        result = subprocess.run(train_cli(tmp_path, bad, tmp_path / "bad"), capture_output=True, text=True)
+        result = subprocess.run(
+            train_cli(tmp_path, bad, tmp_path / "bad"), capture_output=True, text=True
+        )
         assert result.returncode == 2 and f"{key} = " in result.stderr, result.stderr
         assert not (tmp_path / "bad").exists()
 
@@ -73,10 +98,16 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
     settings["train"] = {**settings["train"], "epochs": 4, "steps-per-epoch": 8}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(train_cli(tmp_path, settings, reference), check=True, env=env, capture_output=True)
+    subprocess.run(
+        train_cli(tmp_path, settings, reference), check=True, env=env, capture_output=True
+    )
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cli(tmp_path, settings, killed), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cli(tmp_path, settings, killed),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (killed / "state.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -84,8 +115,9 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "model.pt").exists()
-    resumed = subprocess.run(train_cli(tmp_path, settings, killed), check=True, env=env, capture_output=True,
-                             text=True)
+    resumed = subprocess.run(
+        train_cli(tmp_path, settings, killed), check=True, env=env, capture_output=True, text=True
+    )
     assert "resuming after epoch" in resumed.stdout + resumed.stderr
     a = torch.load(reference / "model.pt", weights_only=True)["model"]
     b = torch.load(killed / "model.pt", weights_only=True)["model"]

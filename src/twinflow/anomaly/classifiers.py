@@ -32,9 +32,19 @@ CLASSIFIERS = ("hgb", "mlp")
 class ClassifierEnsemble:
     """An ensemble of binary classifiers: ``fit(x0, x1)`` then ``predict(x)`` -> P(class 1 | x)."""
 
-    def __init__(self, *, kind: str = "hgb", n_models: int = 5, max_iter: int = 200, learning_rate: float = 0.1,
-                 max_leaf_nodes: int = 31, validation_fraction: float = 0.5, hidden: tuple[int, ...] = (64, 64),
-                 seed: int = 0, name: str = "classifier"):
+    def __init__(
+        self,
+        *,
+        kind: str = "hgb",
+        n_models: int = 5,
+        max_iter: int = 200,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        validation_fraction: float = 0.5,
+        hidden: tuple[int, ...] = (64, 64),
+        seed: int = 0,
+        name: str = "classifier",
+    ):
         self.kind, self.n_models, self.max_iter = kind, n_models, max_iter
         self.learning_rate, self.max_leaf_nodes = learning_rate, max_leaf_nodes
         self.validation_fraction, self.hidden = validation_fraction, tuple(hidden)
@@ -46,12 +56,28 @@ class ClassifierEnsemble:
         seed = derive_seed(self.seed, self.name, i) % 2**32
         if self.kind == "hgb":
             return HistGradientBoostingClassifier(
-                max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-                early_stopping=True, validation_fraction=self.validation_fraction, n_iter_no_change=10,
-                class_weight="balanced", random_state=seed)
-        return make_pipeline(StandardScaler(), MLPClassifier(
-            hidden_layer_sizes=self.hidden, learning_rate_init=1e-3, max_iter=self.max_iter, early_stopping=True,
-            validation_fraction=self.validation_fraction, n_iter_no_change=10, batch_size=512, random_state=seed))
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                max_leaf_nodes=self.max_leaf_nodes,
+                early_stopping=True,
+                validation_fraction=self.validation_fraction,
+                n_iter_no_change=10,
+                class_weight="balanced",
+                random_state=seed,
+            )
+        return make_pipeline(
+            StandardScaler(),
+            MLPClassifier(
+                hidden_layer_sizes=self.hidden,
+                learning_rate_init=1e-3,
+                max_iter=self.max_iter,
+                early_stopping=True,
+                validation_fraction=self.validation_fraction,
+                n_iter_no_change=10,
+                batch_size=512,
+                random_state=seed,
+            ),
+        )
 
     def fit(self, x0: np.ndarray, x1: np.ndarray) -> ClassifierEnsemble:
         """Train to tell ``x1`` (label 1) from ``x0`` (label 0)."""
@@ -61,10 +87,14 @@ class ClassifierEnsemble:
         self.models = []
         for i in progress(range(self.n_models), desc=f"train {self.name}", unit="model"):
             xi, yi = x, y
-            if self.kind == "mlp":  # MLPClassifier has no class weights: resample the smaller class
+            if (
+                self.kind == "mlp"
+            ):  # MLPClassifier has no class weights: resample the smaller class
                 rng = numpy_rng(self.seed, self.name, "balance", i)
                 small, large = (0, 1) if len(x0) < len(x1) else (1, 0)
-                extra = rng.choice(np.flatnonzero(y == small), abs(len(x1) - len(x0)), replace=True)
+                extra = rng.choice(
+                    np.flatnonzero(y == small), abs(len(x1) - len(x0)), replace=True
+                )
                 xi, yi = np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
                 assert (yi == large).sum() == (yi == small).sum()
             self.models.append(self._model(i).fit(xi, yi))
@@ -78,7 +108,14 @@ class ClassifierEnsemble:
 
 def classifier_from_settings(settings: Mapping, *, seed: int, name: str) -> ClassifierEnsemble:
     """Build a :class:`ClassifierEnsemble` from an ``anomaly.classifier`` settings section."""
-    return ClassifierEnsemble(kind=settings["kind"], n_models=settings["n-models"], max_iter=settings["max-iter"],
-                              learning_rate=settings["learning-rate"], max_leaf_nodes=settings["max-leaf-nodes"],
-                              validation_fraction=settings["validation-fraction"], hidden=tuple(settings["hidden"]),
-                              seed=seed, name=name)
+    return ClassifierEnsemble(
+        kind=settings["kind"],
+        n_models=settings["n-models"],
+        max_iter=settings["max-iter"],
+        learning_rate=settings["learning-rate"],
+        max_leaf_nodes=settings["max-leaf-nodes"],
+        validation_fraction=settings["validation-fraction"],
+        hidden=tuple(settings["hidden"]),
+        seed=seed,
+        name=name,
+    )

@@ -55,7 +55,13 @@ def _method(args):
     settings, whole = _section(args)
     if whole:
         settings = method_settings(_complete(settings), region_index(args.region), args.method)
-    run_method(settings, args.events, args.out, sideband_flow=args.sideband_flow, sigma_model=args.sigma_model)
+    run_method(
+        settings,
+        args.events,
+        args.out,
+        sideband_flow=args.sideband_flow,
+        sigma_model=args.sigma_model,
+    )
 
 
 def _gather(args):
@@ -64,8 +70,13 @@ def _gather(args):
     settings, whole = _section(args)
     if whole:
         settings = gather_settings(_complete(settings))
-    plots = {"sic": args.sic_plot, "roc": args.roc_plot, "w": args.w_plot, "timing": args.timing_plot,
-             "significance": args.significance_plot}
+    plots = {
+        "sic": args.sic_plot,
+        "roc": args.roc_plot,
+        "w": args.w_plot,
+        "timing": args.timing_plot,
+        "significance": args.significance_plot,
+    }
     gather(settings, args.results, args.out, plots=plots, sigma_model=args.sigma_model)
 
 
@@ -77,7 +88,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output events file (HDF5)")
     p.set_defaults(func=_events)
 
-    p = stages.add_parser("sideband-flow", help="train the conditional background flow outside one signal region")
+    p = stages.add_parser(
+        "sideband-flow", help="train the conditional background flow outside one signal region"
+    )
     add_settings_arguments(p, SECTION)
     p.add_argument("--region", help="signal region, sr0, sr1, ... (needed with --config)")
     p.add_argument("--events", required=True, help="events file (HDF5)")
@@ -90,7 +103,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output model checkpoint")
     p.set_defaults(func=_train_sigma)
 
-    p = stages.add_parser("method", help="fit one method in one signal region and score the test events")
+    p = stages.add_parser(
+        "method", help="fit one method in one signal region and score the test events"
+    )
     add_settings_arguments(p, SECTION)
     p.add_argument("--region", help="signal region, sr0, sr1, ... (needed with --config)")
     p.add_argument("--method", help="method (needed with --config)")
@@ -100,7 +115,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output scores (HDF5)")
     p.set_defaults(func=_method)
 
-    p = stages.add_parser("gather", help="summary.json and the report plots over all regions and methods")
+    p = stages.add_parser(
+        "gather", help="summary.json and the report plots over all regions and methods"
+    )
     add_settings_arguments(p, SECTION)
     p.add_argument("--results", nargs="+", required=True, help="the method outputs (HDF5)")
     p.add_argument("--sigma-model", help="the SIGMA model (for its one-off training time)")

@@ -32,12 +32,38 @@ from scipy import special, stats
 from twinflow.core.io import atomic_path, read_settings, write_provenance
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import ConfigError, require, require_choice, require_file, require_positive
+from twinflow.core.settings import (
+    ConfigError,
+    require,
+    require_choice,
+    require_file,
+    require_positive,
+)
 
-LHCO_COLUMNS = ("pxj1", "pyj1", "pzj1", "mj1", "tau1j1", "tau2j1", "tau3j1",
-                "pxj2", "pyj2", "pzj2", "mj2", "tau1j2", "tau2j2", "tau3j2", "label")
+LHCO_COLUMNS = (
+    "pxj1",
+    "pyj1",
+    "pzj1",
+    "mj1",
+    "tau1j1",
+    "tau2j1",
+    "tau3j1",
+    "pxj2",
+    "pyj2",
+    "pzj2",
+    "mj2",
+    "tau1j2",
+    "tau2j2",
+    "tau3j2",
+    "label",
+)
 FEATURE_NAMES = ("m_J1", "delta_m_J", "tau21_J1", "tau21_J2")
-FEATURE_LABELS = (r"$m_{J_1}$ [TeV]", r"$\Delta m_J$ [TeV]", r"$\tau_{21}^{J_1}$", r"$\tau_{21}^{J_2}$")
+FEATURE_LABELS = (
+    r"$m_{J_1}$ [TeV]",
+    r"$\Delta m_J$ [TeV]",
+    r"$\tau_{21}^{J_1}$",
+    r"$\tau_{21}^{J_2}$",
+)
 SAMPLES = ("data", "extra_background", "signal_train", "test")
 SOURCES = ("simulated", "files")
 TAU_EPSILON = 1e-5  # tau21 = tau2 / (tau1 + 1e-5), as in the LHCO R&D papers
@@ -59,8 +85,11 @@ class Events:
 
     @staticmethod
     def concatenate(parts: list[Events]) -> Events:
-        return Events(np.concatenate([p.m for p in parts]), np.concatenate([p.x for p in parts]),
-                      np.concatenate([p.label for p in parts]))
+        return Events(
+            np.concatenate([p.m for p in parts]),
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.label for p in parts]),
+        )
 
     def shuffled(self, rng: np.random.Generator) -> Events:
         return self.select(rng.permutation(len(self)))
@@ -69,6 +98,7 @@ class Events:
 # ---------------------------------------------------------------------------------------------
 # LHCO R&D files
 # ---------------------------------------------------------------------------------------------
+
 
 def _read_pandas_fixed(path: Path, key: str) -> dict[str, np.ndarray]:
     """Columns of a pandas ``to_hdf`` frame in 'fixed' format, read with h5py (no pytables)."""
@@ -83,7 +113,10 @@ def _read_pandas_fixed(path: Path, key: str) -> dict[str, np.ndarray]:
             return {str(c): frame[c].to_numpy() for c in frame.columns}
         columns: dict[str, np.ndarray] = {}
         for block in range(int(group.attrs.get("nblocks", 0))):
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in group[f"block{block}_items"][:]]
+            names = [
+                n.decode() if isinstance(n, bytes) else str(n)
+                for n in group[f"block{block}_items"][:]
+            ]
             values = group[f"block{block}_values"][:]  # [N, n_columns_in_block]
             for i, name in enumerate(names):
                 columns[name] = values[:, i]
@@ -100,7 +133,9 @@ def read_lhco(path: str | Path, key: str = "df") -> Events:
     columns = _read_pandas_fixed(path, key)
     missing = [c for c in LHCO_COLUMNS if c not in columns]
     if missing:
-        raise ConfigError(f"LHCO file {str(path)!r} lacks the column(s) {missing}; expected {list(LHCO_COLUMNS)}")
+        raise ConfigError(
+            f"LHCO file {str(path)!r} lacks the column(s) {missing}; expected {list(LHCO_COLUMNS)}"
+        )
     c = {name: np.asarray(columns[name], dtype=np.float64) for name in LHCO_COLUMNS}
     p1 = np.stack([c["pxj1"], c["pyj1"], c["pzj1"]], axis=1)
     p2 = np.stack([c["pxj2"], c["pyj2"], c["pzj2"]], axis=1)
@@ -121,6 +156,7 @@ def read_lhco(path: str | Path, key: str = "df") -> Events:
 # ---------------------------------------------------------------------------------------------
 # LHCO-like generator
 # ---------------------------------------------------------------------------------------------
+
 
 def _gamma_quantile(u: np.ndarray, mean: float, sd: float) -> np.ndarray:
     shape, scale = (mean / sd) ** 2, sd**2 / mean
@@ -157,26 +193,35 @@ class LHCOLikeGenerator:
 
     def background_mjj(self, n: int, rng: np.random.Generator) -> np.ndarray:
         grid = np.linspace(*self.mass_range, 20001)
-        pdf = grid ** (-self.spectrum_index) * special.expit((grid - self.turn_on) / self.turn_on_width)
+        pdf = grid ** (-self.spectrum_index) * special.expit(
+            (grid - self.turn_on) / self.turn_on_width
+        )
         cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
         return np.interp(rng.random(n), cdf / cdf[-1], grid)
 
     def background(self, n: int, rng: np.random.Generator) -> Events:
         m = self.background_mjj(n, rng)
         # Gaussian copula: z1 (m_J1) - z3 (tau21_J1) and z2 (Delta m) - z4 (tau21_J2) anticorrelated
-        corr = np.array([[1.0, 0.15, -0.33, -0.05],
-                         [0.15, 1.0, -0.05, -0.44],
-                         [-0.33, -0.05, 1.0, 0.15],
-                         [-0.05, -0.44, 0.15, 1.0]])
+        corr = np.array(
+            [
+                [1.0, 0.15, -0.33, -0.05],
+                [0.15, 1.0, -0.05, -0.44],
+                [-0.33, -0.05, 1.0, 0.15],
+                [-0.05, -0.44, 0.15, 1.0],
+            ]
+        )
         z = rng.standard_normal((n, 4)) @ np.linalg.cholesky(corr).T
         u = np.clip(special.ndtr(z), 1e-9, 1 - 1e-9)
         mass_scale = (m / 3.5) ** 0.3
-        x = np.stack([
-            _gamma_quantile(u[:, 0], 0.14, 0.10) * mass_scale,
-            _gamma_quantile(u[:, 1], 0.17, 0.15) * mass_scale,
-            _beta_quantile(u[:, 2], 0.58, 0.18),
-            _beta_quantile(u[:, 3], 0.48, 0.19),
-        ], axis=1)
+        x = np.stack(
+            [
+                _gamma_quantile(u[:, 0], 0.14, 0.10) * mass_scale,
+                _gamma_quantile(u[:, 1], 0.17, 0.15) * mass_scale,
+                _beta_quantile(u[:, 2], 0.58, 0.18),
+                _beta_quantile(u[:, 3], 0.48, 0.19),
+            ],
+            axis=1,
+        )
         return Events(m, x, np.zeros(n, dtype=np.int8))
 
     def signal(self, n: int, rng: np.random.Generator) -> Events:
@@ -204,33 +249,60 @@ class LHCOLikeGenerator:
 # The stage
 # ---------------------------------------------------------------------------------------------
 
+
 def check_data_settings(settings: Mapping) -> None:
     """Raise :class:`ConfigError` for invalid ``anomaly.data`` settings."""
     require_choice("anomaly.data.source", settings["source"], SOURCES)
-    for key in ("n-background", "n-extra-background", "n-test-background", "n-test-signal", "n-train-signal"):
+    for key in (
+        "n-background",
+        "n-extra-background",
+        "n-test-background",
+        "n-test-signal",
+        "n-train-signal",
+    ):
         value = settings[key]
-        require(isinstance(value, int) and value > 0, f"anomaly.data.{key}", value, "expected an integer > 0")
+        require(
+            isinstance(value, int) and value > 0,
+            f"anomaly.data.{key}",
+            value,
+            "expected an integer > 0",
+        )
     n_sig = settings["n-signal"]
-    require(isinstance(n_sig, int) and n_sig >= 0, "anomaly.data.n-signal", n_sig, "expected an integer >= 0")
+    require(
+        isinstance(n_sig, int) and n_sig >= 0,
+        "anomaly.data.n-signal",
+        n_sig,
+        "expected an integer >= 0",
+    )
     if settings["source"] == "files":
         files = settings["files"]
-        require(bool(files.get("data")), "anomaly.data.files.data", files.get("data"),
-                "give the LHCO R&D file (with a label column) when source is 'files'")
+        require(
+            bool(files.get("data")),
+            "anomaly.data.files.data",
+            files.get("data"),
+            "give the LHCO R&D file (with a label column) when source is 'files'",
+        )
         require_file("anomaly.data.files.data", files["data"])
         if files.get("extra-background"):
             require_file("anomaly.data.files.extra-background", files["extra-background"])
         require_positive("anomaly.data.test-fraction", settings["test-fraction"])
-        require(settings["test-fraction"] < 1, "anomaly.data.test-fraction", settings["test-fraction"],
-                "expected a fraction in (0, 1)")
+        require(
+            settings["test-fraction"] < 1,
+            "anomaly.data.test-fraction",
+            settings["test-fraction"],
+            "expected a fraction in (0, 1)",
+        )
 
 
 def _simulate(settings: Mapping, seed: int) -> dict[str, Events]:
     gen = LHCOLikeGenerator()
     samples = {}
-    plan = [("data", settings["n-background"], settings["n-signal"]),
-            ("extra_background", settings["n-extra-background"], 0),
-            ("signal_train", 0, settings["n-train-signal"]),
-            ("test", settings["n-test-background"], settings["n-test-signal"])]
+    plan = [
+        ("data", settings["n-background"], settings["n-signal"]),
+        ("extra_background", settings["n-extra-background"], 0),
+        ("signal_train", 0, settings["n-train-signal"]),
+        ("test", settings["n-test-background"], settings["n-test-signal"]),
+    ]
     for name, n_bkg, n_sig in progress(plan, desc="generate events", unit="sample"):
         rng = numpy_rng(seed, "anomaly-data", name)
         parts = [gen.background(n_bkg, rng), gen.signal(n_sig, rng)]
@@ -245,15 +317,21 @@ def _from_files(settings: Mapping, seed: int) -> dict[str, Events]:
     bkg, sig = events.select(events.label == 0), events.select(events.label == 1)
     n_test_bkg = int(round(settings["test-fraction"] * len(bkg)))
     n_sig = settings["n-signal"]
-    require(n_sig <= len(sig) // 2, "anomaly.data.n-signal", n_sig,
-            f"the file holds {len(sig)} signal events; inject at most half of them")
+    require(
+        n_sig <= len(sig) // 2,
+        "anomaly.data.n-signal",
+        n_sig,
+        f"the file holds {len(sig)} signal events; inject at most half of them",
+    )
     rest = sig.select(np.arange(n_sig, len(sig)))
     n_test_sig = min(settings["n-test-signal"], len(rest) // 2)
     samples = {
-        "data": Events.concatenate([bkg.select(np.arange(n_test_bkg, len(bkg))),
-                                    sig.select(np.arange(n_sig))]).shuffled(rng),
-        "test": Events.concatenate([bkg.select(np.arange(n_test_bkg)),
-                                    rest.select(np.arange(n_test_sig))]).shuffled(rng),
+        "data": Events.concatenate(
+            [bkg.select(np.arange(n_test_bkg, len(bkg))), sig.select(np.arange(n_sig))]
+        ).shuffled(rng),
+        "test": Events.concatenate(
+            [bkg.select(np.arange(n_test_bkg)), rest.select(np.arange(n_test_sig))]
+        ).shuffled(rng),
         "signal_train": rest.select(np.arange(n_test_sig, len(rest))),
     }
     extra = settings["files"].get("extra-background")
@@ -264,8 +342,9 @@ def _from_files(settings: Mapping, seed: int) -> dict[str, Events]:
         half = n_test_bkg // 2
         test_bkg = bkg.select(np.arange(n_test_bkg))
         samples["extra_background"] = test_bkg.select(np.arange(half))
-        samples["test"] = Events.concatenate([test_bkg.select(np.arange(half, n_test_bkg)),
-                                              rest.select(np.arange(n_test_sig))]).shuffled(rng)
+        samples["test"] = Events.concatenate(
+            [test_bkg.select(np.arange(half, n_test_bkg)), rest.select(np.arange(n_test_sig))]
+        ).shuffled(rng)
     return samples
 
 
@@ -277,7 +356,11 @@ def prepare_events(settings: Mapping, out: str | Path) -> dict[str, Events]:
     data_settings = settings["data"]
     check_data_settings(data_settings)
     seed = settings["seed"]
-    samples = _simulate(data_settings, seed) if data_settings["source"] == "simulated" else _from_files(data_settings, seed)
+    samples = (
+        _simulate(data_settings, seed)
+        if data_settings["source"] == "simulated"
+        else _from_files(data_settings, seed)
+    )
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         write_provenance(f, settings, feature_names=list(FEATURE_NAMES))
         for name, ev in samples.items():
@@ -297,14 +380,19 @@ def load_events(path: str | Path) -> tuple[dict[str, Events], dict]:
         missing = [s for s in SAMPLES if s not in f]
         if missing:
             raise ConfigError(f"anomaly events file {str(path)!r} lacks the sample(s) {missing}")
-        samples = {s: Events(f[s]["m"][:].astype(np.float64), f[s]["x"][:].astype(np.float64),
-                             f[s]["label"][:]) for s in SAMPLES}
+        samples = {
+            s: Events(
+                f[s]["m"][:].astype(np.float64), f[s]["x"][:].astype(np.float64), f[s]["label"][:]
+            )
+            for s in SAMPLES
+        }
         return samples, read_settings(f)
 
 
 # ---------------------------------------------------------------------------------------------
 # Signal regions
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class SignalRegion:
@@ -336,12 +424,17 @@ class SignalRegion:
 
     def neighbouring_sidebands(self, m: np.ndarray) -> np.ndarray:
         return ((m >= self.low - self.sideband_width) & (m < self.low)) | (
-            (m >= self.high) & (m < self.high + self.sideband_width))
+            (m >= self.high) & (m < self.high + self.sideband_width)
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping) -> SignalRegion:
-        return cls(int(settings["index"]), float(settings["low"]), float(settings["high"]),
-                   float(settings["sideband-width"]))
+        return cls(
+            int(settings["index"]),
+            float(settings["low"]),
+            float(settings["high"]),
+            float(settings["sideband-width"]),
+        )
 
 
 def check_region(region: SignalRegion, data: Events, min_sideband_events: int) -> None:
@@ -351,7 +444,8 @@ def check_region(region: SignalRegion, data: Events, min_sideband_events: int) -
         raise ConfigError(
             f"anomaly.scan.centres: signal region {region.name} [{region.low:g}, {region.high:g}) TeV with "
             f"{region.sideband_width:g} TeV sidebands lies outside the data's m_JJ range [{lo:.3g}, {hi:.3g}] TeV; "
-            "choose centres whose window and sidebands fit inside it")
+            "choose centres whose window and sidebands fit inside it"
+        )
     below = int(((data.m >= region.low - region.sideband_width) & (data.m < region.low)).sum())
     above = int(((data.m >= region.high) & (data.m < region.high + region.sideband_width)).sum())
     if min(below, above) < min_sideband_events:
@@ -359,4 +453,5 @@ def check_region(region: SignalRegion, data: Events, min_sideband_events: int) -
             f"anomaly.scan.min-sideband-events = {min_sideband_events}: signal region {region.name} "
             f"[{region.low:g}, {region.high:g}) TeV has only {below} events in its lower and {above} in its upper "
             f"sideband (width {region.sideband_width:g} TeV); widen anomaly.scan.sideband-width, move the region, "
-            "or lower the minimum")
+            "or lower the minimum"
+        )

@@ -39,7 +39,9 @@ class FrequencyEmbedding(nn.Module):
 
     def __init__(self, n_frequencies: int):
         super().__init__()
-        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(n_frequencies, dtype=torch.float32))
+        self.register_buffer(
+            "frequencies", math.pi * 2.0 ** torch.arange(n_frequencies, dtype=torch.float32)
+        )
 
     @property
     def dim(self) -> int:
@@ -54,7 +56,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, context: int):
         super().__init__()
         self.norm = nn.LayerNorm(width)
-        self.layers = nn.Sequential(nn.Linear(width + context, width), nn.SiLU(), nn.Linear(width, width))
+        self.layers = nn.Sequential(
+            nn.Linear(width + context, width), nn.SiLU(), nn.Linear(width, width)
+        )
 
     def forward(self, h: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         return h + self.layers(torch.cat([self.norm(h), ctx], dim=-1))
@@ -87,14 +91,38 @@ class FlowMatchingModel:
     anchor masses (the SIGMA background template).
     """
 
-    def __init__(self, *, features: int = 4, width: int = 128, blocks: int = 3, frequencies: int = 6,
-                 epochs: int = 20, batch_size: int = 1024, learning_rate: float = 1e-3,
-                 max_events: int = 0, validation_fraction: float = 0.1, ode_steps: int = 20,
-                 solver: str = "midpoint", seed: int = 0, device: str = "auto"):
-        self.settings = dict(features=features, width=width, blocks=blocks, frequencies=frequencies,
-                             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             max_events=max_events, validation_fraction=validation_fraction,
-                             ode_steps=ode_steps, solver=solver, seed=seed, device=device)
+    def __init__(
+        self,
+        *,
+        features: int = 4,
+        width: int = 128,
+        blocks: int = 3,
+        frequencies: int = 6,
+        epochs: int = 20,
+        batch_size: int = 1024,
+        learning_rate: float = 1e-3,
+        max_events: int = 0,
+        validation_fraction: float = 0.1,
+        ode_steps: int = 20,
+        solver: str = "midpoint",
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        self.settings = dict(
+            features=features,
+            width=width,
+            blocks=blocks,
+            frequencies=frequencies,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_events=max_events,
+            validation_fraction=validation_fraction,
+            ode_steps=ode_steps,
+            solver=solver,
+            seed=seed,
+            device=device,
+        )
         self.device = select_device(device)
         torch.manual_seed(seed)
         self.net = VectorField(features, width, blocks, frequencies).to(self.device)
@@ -103,14 +131,21 @@ class FlowMatchingModel:
         self.history: list[dict] = []
         self.fit_seconds = 0.0
 
-    def _loss(self, z1: torch.Tensor, c: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    def _loss(
+        self, z1: torch.Tensor, c: torch.Tensor, gen: torch.Generator | None = None
+    ) -> torch.Tensor:
         z0 = torch.randn(z1.shape, generator=gen, device="cpu").to(z1)
         t = torch.rand((len(z1), 1), generator=gen, device="cpu").to(z1)
         zt = (1 - t) * z0 + t * z1
         return ((self.net(zt, t, c) - (z1 - z0)) ** 2).sum(dim=1).mean()
 
-    def fit(self, x: np.ndarray, m: np.ndarray, x_val: np.ndarray | None = None,
-            m_val: np.ndarray | None = None) -> FlowMatchingModel:
+    def fit(
+        self,
+        x: np.ndarray,
+        m: np.ndarray,
+        x_val: np.ndarray | None = None,
+        m_val: np.ndarray | None = None,
+    ) -> FlowMatchingModel:
         s = self.settings
         start = time.perf_counter()
         x, m, x_val, m_val = fit_subsets(x, m, x_val, m_val, s, numpy_rng(s["seed"], "sigma-fit"))
@@ -132,7 +167,7 @@ class FlowMatchingModel:
             order = torch.randperm(len(z), generator=gen).to(self.device)
             total = 0.0
             for i in range(steps):
-                idx = order[i * s["batch_size"]:(i + 1) * s["batch_size"]]
+                idx = order[i * s["batch_size"] : (i + 1) * s["batch_size"]]
                 loss = self._loss(z[idx], c[idx], gen)
                 opt.zero_grad()
                 loss.backward()
@@ -141,8 +176,12 @@ class FlowMatchingModel:
                 total += loss.item() * len(idx)
             self.net.eval()
             with torch.no_grad():  # fixed noise for the validation loss, so epochs compare
-                val_loss = float(self._loss(z_val, c_val, torch.Generator().manual_seed(val_gen_seed)))
-            self.history.append({"epoch": epoch, "train_loss": total / len(z), "val_loss": val_loss})
+                val_loss = float(
+                    self._loss(z_val, c_val, torch.Generator().manual_seed(val_gen_seed))
+                )
+            self.history.append(
+                {"epoch": epoch, "train_loss": total / len(z), "val_loss": val_loss}
+            )
             bar.set_postfix(train=f"{total / len(z):.3f}", val=f"{val_loss:.3f}")
             if val_loss < best_loss:
                 best, best_loss = copy.deepcopy(self.net.state_dict()), val_loss
@@ -170,18 +209,23 @@ class FlowMatchingModel:
         return z
 
     @torch.no_grad()
-    def sample_interpolated(self, m: np.ndarray, m_left: float, m_right: float, seed: int = 0,
-                            chunk: int = 65536) -> np.ndarray:
+    def sample_interpolated(
+        self, m: np.ndarray, m_left: float, m_right: float, seed: int = 0, chunk: int = 65536
+    ) -> np.ndarray:
         """Return one sample of x per mass in ``m`` from the field interpolated between anchors."""
         self.net.eval()
         m = np.asarray(m, dtype=np.float64)
-        alpha_all = torch.as_tensor((m - m_left) / (m_right - m_left), dtype=torch.float32).reshape(-1, 1)
+        alpha_all = torch.as_tensor(
+            (m - m_left) / (m_right - m_left), dtype=torch.float32
+        ).reshape(-1, 1)
         gen = torch.Generator().manual_seed(seed)
         parts = []
         for i in range(0, len(m), chunk):
-            alpha = alpha_all[i:i + chunk].to(self.device)
+            alpha = alpha_all[i : i + chunk].to(self.device)
             n = len(alpha)
-            c = torch.cat([self.mass(np.full(n, m_left)), self.mass(np.full(n, m_right))]).to(self.device)
+            c = torch.cat([self.mass(np.full(n, m_left)), self.mass(np.full(n, m_right))]).to(
+                self.device
+            )
 
             def field(z, t, alpha=alpha, c=c, n=n):
                 v = self.net(torch.cat([z, z]), torch.cat([t, t]), c)  # both anchors in one batch
@@ -192,22 +236,36 @@ class FlowMatchingModel:
         return torch.cat(parts).numpy()
 
     @torch.no_grad()
-    def sample(self, n: int, m: np.ndarray | float, seed: int = 0, chunk: int = 65536) -> np.ndarray:
+    def sample(
+        self, n: int, m: np.ndarray | float, seed: int = 0, chunk: int = 65536
+    ) -> np.ndarray:
         """Return n samples of x [n, D] conditioned on m (no interpolation)."""
         self.net.eval()
         m = np.broadcast_to(np.asarray(m, dtype=np.float64), (n,))
         gen = torch.Generator().manual_seed(seed)
         parts = []
         for i in range(0, n, chunk):
-            c = self.mass(m[i:i + chunk]).to(self.device)
+            c = self.mass(m[i : i + chunk]).to(self.device)
             z0 = torch.randn((len(c), self.settings["features"]), generator=gen).to(self.device)
-            parts.append(self.scaler.inverse(self._integrate(lambda z, t, c=c: self.net(z, t, c), z0).double().cpu()))
+            parts.append(
+                self.scaler.inverse(
+                    self._integrate(lambda z, t, c=c: self.net(z, t, c), z0).double().cpu()
+                )
+            )
         return torch.cat(parts).numpy()
 
     def save(self, path, **extra) -> None:
-        save_checkpoint(path, kind=SIGMA_KIND, settings=self.settings, model=self.net.state_dict(),
-                        scaler=self.scaler.state_dict(), mass=self.mass.state_dict(),
-                        fit_seconds=self.fit_seconds, history=self.history, **extra)
+        save_checkpoint(
+            path,
+            kind=SIGMA_KIND,
+            settings=self.settings,
+            model=self.net.state_dict(),
+            scaler=self.scaler.state_dict(),
+            mass=self.mass.state_dict(),
+            fit_seconds=self.fit_seconds,
+            history=self.history,
+            **extra,
+        )
 
     @classmethod
     def load(cls, path, device: str = "auto") -> tuple[FlowMatchingModel, dict]:
@@ -222,10 +280,21 @@ class FlowMatchingModel:
         return model, ckpt
 
 
-def sigma_from_settings(settings: Mapping, *, seed: int, device: str = "auto") -> FlowMatchingModel:
+def sigma_from_settings(
+    settings: Mapping, *, seed: int, device: str = "auto"
+) -> FlowMatchingModel:
     """Build a :class:`FlowMatchingModel` from an ``anomaly.sigma`` settings section."""
-    return FlowMatchingModel(width=settings["width"], blocks=settings["blocks"], frequencies=settings["frequencies"],
-                             epochs=settings["epochs"], batch_size=settings["batch-size"],
-                             learning_rate=settings["learning-rate"], max_events=settings["max-events"],
-                             validation_fraction=settings["validation-fraction"],
-                             ode_steps=settings["ode-steps"], solver=settings["solver"], seed=seed, device=device)
+    return FlowMatchingModel(
+        width=settings["width"],
+        blocks=settings["blocks"],
+        frequencies=settings["frequencies"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch-size"],
+        learning_rate=settings["learning-rate"],
+        max_events=settings["max-events"],
+        validation_fraction=settings["validation-fraction"],
+        ode_steps=settings["ode-steps"],
+        solver=settings["solver"],
+        seed=seed,
+        device=device,
+    )

@@ -42,7 +42,9 @@ USES_SIDEBAND_FLOW = ("anode", "cathode", "ranode")
 USES_SIGMA = ("sigma",)
 
 
-def sample_masses(m_region: np.ndarray, n: int, region: SignalRegion, rng: np.random.Generator) -> np.ndarray:
+def sample_masses(
+    m_region: np.ndarray, n: int, region: SignalRegion, rng: np.random.Generator
+) -> np.ndarray:
     """Draw n masses from a Gaussian KDE of the SR masses, kept inside the SR (rejection)."""
     kde = stats.gaussian_kde(m_region)
     out = np.empty(0)
@@ -89,11 +91,16 @@ class ClassifierDetector(Detector):
         reference = self.reference(samples)
         positives = self.positives(samples)
         self.info["generate_seconds"] = self.info.get("generate_seconds", 0.0)
-        self.classifier = classifier_from_settings(self.settings["classifier"], seed=self.seed, name=self.name)
+        self.classifier = classifier_from_settings(
+            self.settings["classifier"], seed=self.seed, name=self.name
+        )
         self.classifier.fit(reference, positives)
-        self.info.update(n_reference=len(reference), n_positive=len(positives),
-                         classifier_seconds=self.classifier.fit_seconds,
-                         train_seconds=time.perf_counter() - start)
+        self.info.update(
+            n_reference=len(reference),
+            n_positive=len(positives),
+            classifier_seconds=self.classifier.fit_seconds,
+            train_seconds=time.perf_counter() - start,
+        )
         return self
 
     def score(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -160,10 +167,16 @@ class Sigma(ClassifierDetector):
         m_sr = self.region_data(samples).m
         n = int(s["oversampling"] * len(m_sr))
         masses = sample_masses(m_sr, n, self.region, numpy_rng(self.seed, "masses"))
-        m_left, m_right = self.region.low - s["anchor-margin"], self.region.high + s["anchor-margin"]
+        m_left, m_right = (
+            self.region.low - s["anchor-margin"],
+            self.region.high + s["anchor-margin"],
+        )
         template = self.model.sample_interpolated(masses, m_left, m_right, seed=self.seed)
-        self.info.update(generate_seconds=time.perf_counter() - start, anchors=[m_left, m_right],
-                         sigma_training_seconds=self.model.fit_seconds)
+        self.info.update(
+            generate_seconds=time.perf_counter() - start,
+            anchors=[m_left, m_right],
+            sigma_training_seconds=self.model.fit_seconds,
+        )
         return template
 
 
@@ -177,11 +190,19 @@ class Anode(Detector):
     def fit(self, samples):
         start = time.perf_counter()
         sr = self.region_data(samples)
-        self.data_flow = flow_from_settings(self.settings["flow"], seed=self.seed, name="anode-sr", device=self.device,
-                                            features=sr.x.shape[1])
+        self.data_flow = flow_from_settings(
+            self.settings["flow"],
+            seed=self.seed,
+            name="anode-sr",
+            device=self.device,
+            features=sr.x.shape[1],
+        )
         self.data_flow.fit(sr.x, sr.m)
-        self.info.update(train_seconds=time.perf_counter() - start, sideband_flow_seconds=self.background.fit_seconds,
-                         n_region=len(sr))
+        self.info.update(
+            train_seconds=time.perf_counter() - start,
+            sideband_flow_seconds=self.background.fit_seconds,
+            n_region=len(sr),
+        )
         return self
 
     def score(self, x, m):
@@ -206,15 +227,25 @@ class RAnode(Detector):
         rng = numpy_rng(self.seed, "ranode")
         train, val = train_validation_split(len(sr), s["validation-fraction"], rng)
         log_pb = torch.as_tensor(self.background.log_prob(sr.x, sr.m), dtype=torch.float32)
-        self.signal_flow = ConditionalFlow(features=sr.x.shape[1], conditional=False, transforms=s["transforms"], hidden=s["hidden"],
-                                           bins=s["bins"], seed=self.seed, device=self.device, name="ranode-signal")
+        self.signal_flow = ConditionalFlow(
+            features=sr.x.shape[1],
+            conditional=False,
+            transforms=s["transforms"],
+            hidden=s["hidden"],
+            bins=s["bins"],
+            seed=self.seed,
+            device=self.device,
+            name="ranode-signal",
+        )
         flow = self.signal_flow
         flow.scaler.fit(sr.x)
         z, _, log_det = flow.preprocess(sr.x, None)
         log_pb = log_pb.to(flow.device)
         ideal = bool(s["ideal-w"])
         init = true_w if ideal else float(s["w-init"])
-        theta = torch.tensor(float(np.log(init / (1 - init))), device=flow.device, requires_grad=not ideal)
+        theta = torch.tensor(
+            float(np.log(init / (1 - init))), device=flow.device, requires_grad=not ideal
+        )
         params = [{"params": flow.net.parameters(), "lr": s["learning-rate"]}]
         if not ideal:
             params.append({"params": [theta], "lr": s["w-learning-rate"]})
@@ -237,14 +268,16 @@ class RAnode(Detector):
             flow.net.train()
             order = train_t[torch.randperm(len(train_t), generator=gen).to(flow.device)]
             for i in range(0, len(order), batch):
-                loss = nll(order[i:i + batch])
+                loss = nll(order[i : i + batch])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             flow.net.eval()
             with torch.no_grad():
                 val_loss = float(nll(val_t))
-            history.append({"epoch": epoch, "val_loss": val_loss, "w": torch.sigmoid(theta).item()})
+            history.append(
+                {"epoch": epoch, "val_loss": val_loss, "w": torch.sigmoid(theta).item()}
+            )
             stop = stopper.step(val_loss)
             if stopper.improved:
                 best = ({k: v.clone() for k, v in flow.net.state_dict().items()}, theta.item())
@@ -254,9 +287,16 @@ class RAnode(Detector):
             flow.net.load_state_dict(best[0])
         flow.net.eval()
         learned_w = float(1 / (1 + np.exp(-best[1])))
-        self.info.update(train_seconds=time.perf_counter() - start, sideband_flow_seconds=self.background.fit_seconds,
-                         learned_w=learned_w, true_w=true_w, ideal_w=ideal, n_region=len(sr),
-                         epochs_run=len(history), w_history=[h["w"] for h in history])
+        self.info.update(
+            train_seconds=time.perf_counter() - start,
+            sideband_flow_seconds=self.background.fit_seconds,
+            learned_w=learned_w,
+            true_w=true_w,
+            ideal_w=ideal,
+            n_region=len(sr),
+            epochs_run=len(history),
+            w_history=[h["w"] for h in history],
+        )
         return self
 
     def score(self, x, m):
@@ -264,13 +304,20 @@ class RAnode(Detector):
         return self.signal_flow.log_prob(x, None) - self.background.log_prob(x, m)
 
 
-def build_detector(settings: Mapping, region: SignalRegion, *, sideband_flow: ConditionalFlow | None = None,
-                   sigma_model: FlowMatchingModel | None = None) -> Detector:
+def build_detector(
+    settings: Mapping,
+    region: SignalRegion,
+    *,
+    sideband_flow: ConditionalFlow | None = None,
+    sigma_model: FlowMatchingModel | None = None,
+) -> Detector:
     """Return the detector ``settings['method']`` for ``region`` (with the models it needs)."""
     method = settings["method"]
     require_choice("anomaly.methods", method, METHODS)
     if method in USES_SIDEBAND_FLOW and sideband_flow is None:
-        raise ConfigError(f"method {method!r} needs the sideband flow of {region.name} (--sideband-flow)")
+        raise ConfigError(
+            f"method {method!r} needs the sideband flow of {region.name} (--sideband-flow)"
+        )
     if method in USES_SIGMA and sigma_model is None:
         raise ConfigError("method 'sigma' needs the trained SIGMA model (--sigma-model)")
     simple = {"supervised": Supervised, "iad": IAD, "cwola": CWoLa}
@@ -278,4 +325,6 @@ def build_detector(settings: Mapping, region: SignalRegion, *, sideband_flow: Co
         return simple[method](settings, region)
     if method == "sigma":
         return Sigma(settings, region, sigma_model)
-    return {"anode": Anode, "cathode": Cathode, "ranode": RAnode}[method](settings, region, sideband_flow)
+    return {"anode": Anode, "cathode": Cathode, "ranode": RAnode}[method](
+        settings, region, sideband_flow
+    )

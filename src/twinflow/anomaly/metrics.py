@@ -47,14 +47,18 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def efficiency_at(label: np.ndarray, score: np.ndarray, background_efficiency: float) -> tuple[float, float]:
+def efficiency_at(
+    label: np.ndarray, score: np.ndarray, background_efficiency: float
+) -> tuple[float, float]:
     """Return (signal efficiency, background efficiency) of the loosest cut with FPR <= the target."""
     fpr, tpr, _ = roc_curve(label, score)
     i = np.searchsorted(fpr, background_efficiency, side="right") - 1
     return float(tpr[i]), float(fpr[i])
 
 
-def expected_significance(n_signal: float, n_background: float, eps_s: float = 1.0, eps_b: float = 1.0) -> float:
+def expected_significance(
+    n_signal: float, n_background: float, eps_s: float = 1.0, eps_b: float = 1.0
+) -> float:
     """Return Z = eps_s S / sqrt(eps_b B), the bump-hunt significance after a cut (S << B)."""
     if n_background <= 0 or eps_b <= 0:
         return float("nan")

@@ -25,7 +25,9 @@ class LogitScaler:
 
     def __init__(self, margin: float = 0.01, out_of_range: str = "clip"):
         if out_of_range not in OUT_OF_RANGE:
-            raise ConfigError(f"out_of_range = {out_of_range!r} is invalid: choose one of {list(OUT_OF_RANGE)}")
+            raise ConfigError(
+                f"out_of_range = {out_of_range!r} is invalid: choose one of {list(OUT_OF_RANGE)}"
+            )
         self.margin = margin
         self.out_of_range = out_of_range
         self.n_clipped = 0
@@ -54,15 +56,20 @@ class LogitScaler:
         n_out = int((~inside).sum())
         if n_out:
             if self.out_of_range == "raise":
-                raise ConfigError(f"{n_out} event(s) lie outside the fitted feature range "
-                                  f"[{self.lo.tolist()}, {self.hi.tolist()}]")
+                raise ConfigError(
+                    f"{n_out} event(s) lie outside the fitted feature range "
+                    f"[{self.lo.tolist()}, {self.hi.tolist()}]"
+                )
             self.n_clipped += n_out
         u = self._unit(x)
         eps = 1e-6
         u = torch.clamp(u, eps, 1 - eps) if n_out else u
         z = (torch.logit(u) - self.mean.to(x)) / self.std.to(x)
         # dz/dx = 1 / ((hi - lo) * u (1 - u) * std), diagonal
-        log_det = -(torch.log(u) + torch.log1p(-u)).sum(dim=1) - torch.log((self.hi - self.lo) * self.std).to(x).sum()
+        log_det = (
+            -(torch.log(u) + torch.log1p(-u)).sum(dim=1)
+            - torch.log((self.hi - self.lo) * self.std).to(x).sum()
+        )
         return z, log_det
 
     def inverse(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -72,10 +79,18 @@ class LogitScaler:
         return self.lo.to(z) + u * (self.hi - self.lo).to(z)
 
     def state_dict(self) -> dict:
-        return {"lo": self.lo, "hi": self.hi, "mean": self.mean, "std": self.std, "margin": self.margin}
+        return {
+            "lo": self.lo,
+            "hi": self.hi,
+            "mean": self.mean,
+            "std": self.std,
+            "margin": self.margin,
+        }
 
     def load_state_dict(self, state: dict) -> LogitScaler:
-        self.lo, self.hi, self.mean, self.std = (state[k].to(torch.float64) for k in ("lo", "hi", "mean", "std"))
+        self.lo, self.hi, self.mean, self.std = (
+            state[k].to(torch.float64) for k in ("lo", "hi", "mean", "std")
+        )
         self.margin = float(state["margin"])
         return self
 

@@ -28,7 +28,7 @@ class CheckpointError(ConfigError):
 
 def capture_rng_state() -> dict[str, Any]:
     """Return the RNG states of Python, numpy and torch (CPU and CUDA) as plain data."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 - the global stream is part of the RNG state
     state = {
         "python": list(random.getstate()[1]),
         "python_gauss": random.getstate()[2],
@@ -46,8 +46,14 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Restore RNG states captured by :func:`capture_rng_state`."""
     random.setstate((3, tuple(state["python"]), state["python_gauss"]))
     has_gauss, cached = state["numpy_gauss"]
-    np.random.set_state(
-        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, cached)
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            has_gauss,
+            cached,
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -61,13 +67,20 @@ def save_checkpoint(path: str | Path, *, kind: str, settings: Mapping, **state: 
     recognised on load; ``settings`` are what rebuild the model; ``state`` holds state dicts,
     counters and anything else made of tensors and plain Python values.
     """
-    payload = {"format": "twinflow-checkpoint", "kind": kind, "version": twinflow.__version__,
-               "settings": dict(settings), **state}
+    payload = {
+        "format": "twinflow-checkpoint",
+        "kind": kind,
+        "version": twinflow.__version__,
+        "settings": dict(settings),
+        **state,
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path, *, kind: str, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | Path, *, kind: str, map_location: str | torch.device = "cpu"
+) -> dict:
     """Return the checkpoint at ``path``, checking that it is intact and of ``kind``.
 
     Raises :class:`CheckpointError` naming the file for a missing, truncated or foreign file.

@@ -60,7 +60,9 @@ def write_provenance(h5obj, settings: Mapping, **attrs: Any) -> None:
     h5obj.attrs["settings"] = dumps_settings(settings)
     h5obj.attrs["twinflow_version"] = twinflow.__version__
     for key, value in attrs.items():
-        h5obj.attrs[key] = value if not isinstance(value, (Mapping, list)) else dumps_settings(value)
+        h5obj.attrs[key] = (
+            value if not isinstance(value, (Mapping, list)) else dumps_settings(value)
+        )
 
 
 def read_settings(h5obj) -> dict:

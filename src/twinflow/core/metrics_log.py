@@ -18,7 +18,9 @@ def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:
             writer.writerows(rows)
 
 
-def plot_loss_curve(path: str | Path, rows: list[dict], *, title: str, ylabel: str = "loss") -> None:
+def plot_loss_curve(
+    path: str | Path, rows: list[dict], *, title: str, ylabel: str = "loss"
+) -> None:
     """Plot ``train_loss`` and ``val_loss`` against ``epoch`` from metric rows."""
     fig, ax = figure(figsize=(5.5, 3.5))
     epochs = [r["epoch"] for r in rows]

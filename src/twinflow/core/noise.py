@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def coloured_noise(psd: np.ndarray, n_samples: int, sampling_frequency: float, rng: np.random.Generator) -> np.ndarray:
+def coloured_noise(
+    psd: np.ndarray, n_samples: int, sampling_frequency: float, rng: np.random.Generator
+) -> np.ndarray:
     """Return ``n_samples`` of real Gaussian noise whose one-sided PSD is ``psd``.
 
     ``psd`` is given on the rfft grid of the output, ``f_k = k * fs / n`` for
@@ -23,7 +25,9 @@ def coloured_noise(psd: np.ndarray, n_samples: int, sampling_frequency: float, r
     psd = np.asarray(psd, dtype=float)
     n_freq = n_samples // 2 + 1
     if psd.shape[-1] != n_freq:
-        raise ValueError(f"psd has {psd.shape[-1]} frequency bins, expected {n_freq} for {n_samples} samples")
+        raise ValueError(
+            f"psd has {psd.shape[-1]} frequency bins, expected {n_freq} for {n_samples} samples"
+        )
     scale = np.sqrt(n_samples * sampling_frequency * psd / 2)
     shape = psd.shape
     spectrum = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2) * scale

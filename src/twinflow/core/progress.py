@@ -8,7 +8,14 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 
-def progress(iterable: Iterable | None = None, *, desc: str, total: int | None = None, unit: str = "it", **kwargs) -> tqdm:
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    **kwargs,
+) -> tqdm:
     """Return a tqdm bar; in log files (no terminal) it updates at most every 10 s."""
     interactive = sys.stderr.isatty()
     kwargs.setdefault("mininterval", 0.1 if interactive else 10.0)

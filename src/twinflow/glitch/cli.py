@@ -32,39 +32,65 @@ def _images(args: argparse.Namespace) -> None:
 def _train_translation(args: argparse.Namespace) -> None:
     from twinflow.glitch.train import train_translation
 
-    train_translation(_settings(args, "train-translation"), args.images, args.out, args.metrics, args.plot,
-                      state=args.state)
+    train_translation(
+        _settings(args, "train-translation"),
+        args.images,
+        args.out,
+        args.metrics,
+        args.plot,
+        state=args.state,
+    )
 
 
 def _subtract(args: argparse.Namespace) -> None:
     from twinflow.glitch.subtraction import run_subtraction
 
-    run_subtraction(_settings(args, "subtract"), args.images, args.model, args.metrics, args.gallery)
+    run_subtraction(
+        _settings(args, "subtract"), args.images, args.model, args.metrics, args.gallery
+    )
 
 
 def _train_vae(args: argparse.Namespace) -> None:
     from twinflow.glitch.vae import train_vae
 
-    train_vae(_settings(args, "train-vae"), args.images, args.out, args.metrics, args.plot, state=args.state)
+    train_vae(
+        _settings(args, "train-vae"),
+        args.images,
+        args.out,
+        args.metrics,
+        args.plot,
+        state=args.state,
+    )
 
 
 def _score_vae(args: argparse.Namespace) -> None:
     from twinflow.glitch.vae import score_vae
 
-    score_vae(_settings(args, "score-vae"), args.images, args.model, args.metrics, args.roc, args.reconstructions,
-              args.latent)
+    score_vae(
+        _settings(args, "score-vae"),
+        args.images,
+        args.model,
+        args.metrics,
+        args.roc,
+        args.reconstructions,
+        args.latent,
+    )
 
 
 def register(stages: argparse._SubParsersAction) -> None:
     from twinflow.cli import add_settings_arguments
 
-    p = stages.add_parser("simulate", help="simulate one shard of the synthetic strain + auxiliary dataset")
+    p = stages.add_parser(
+        "simulate", help="simulate one shard of the synthetic strain + auxiliary dataset"
+    )
     add_settings_arguments(p, "glitch")
     p.add_argument("--shard", type=int, required=True, help="shard index (0 .. n-shards - 1)")
     p.add_argument("--out", required=True, help="output shard (HDF5)")
     p.set_defaults(func=_simulate)
 
-    p = stages.add_parser("images", help="Q-transform images, seeded split and training-split normalisation")
+    p = stages.add_parser(
+        "images", help="Q-transform images, seeded split and training-split normalisation"
+    )
     add_settings_arguments(p, "glitch")
     p.add_argument("--shards", nargs="+", required=True, help="all dataset shards, in order")
     p.add_argument("--out", required=True, help="output images file (HDF5)")
@@ -79,7 +105,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--state", help="resumable training state (default: beside --out)")
     p.set_defaults(func=_train_translation)
 
-    p = stages.add_parser("subtract", help="generate strain Q-plots of the test split, subtract, score")
+    p = stages.add_parser(
+        "subtract", help="generate strain Q-plots of the test split, subtract, score"
+    )
     add_settings_arguments(p, "glitch")
     p.add_argument("--images", required=True)
     p.add_argument("--model", required=True)
@@ -96,7 +124,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--state", help="resumable training state (default: beside --out)")
     p.set_defaults(func=_train_vae)
 
-    p = stages.add_parser("score-vae", help="score the test split with the VAE: ROC, reconstructions, latent plot")
+    p = stages.add_parser(
+        "score-vae", help="score the test split with the VAE: ROC, reconstructions, latent plot"
+    )
     add_settings_arguments(p, "glitch")
     p.add_argument("--images", required=True)
     p.add_argument("--model", required=True)

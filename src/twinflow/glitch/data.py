@@ -36,7 +36,14 @@ from twinflow.core.io import atomic_path, read_settings, write_provenance
 from twinflow.core.noise import coloured_noise
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import ConfigError, require, require_choice, require_file, require_nyquist, require_positive
+from twinflow.core.settings import (
+    ConfigError,
+    require,
+    require_choice,
+    require_file,
+    require_nyquist,
+    require_positive,
+)
 
 GLITCH_TYPES = ("sine-gaussian", "blip", "scattered-light")
 NOISE_CURVES = ("aLIGO-O3-low", "AdV-O3-low")
@@ -55,8 +62,11 @@ def aux_channel_names(n_auxiliary: int) -> list[str]:
 
 
 def _require_range(key: str, value, low: float = 0.0, allow_equal: bool = True) -> None:
-    ok = (isinstance(value, (list, tuple)) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
     ok = ok and value[0] > low and (value[0] <= value[1] if allow_equal else value[0] < value[1])
     require(ok, key, value, f"a pair [low, high] with {low} < low <= high")
 
@@ -70,20 +80,43 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     for key in ("sampling-frequency", "duration", "witness-snr-ratio", "low-frequency-cutoff"):
         require_positive(key, settings[key])
     for key in ("n-shards", "samples-per-shard"):
-        require(isinstance(settings[key], int) and settings[key] >= 1, key, settings[key], "an integer >= 1")
+        require(
+            isinstance(settings[key], int) and settings[key] >= 1,
+            key,
+            settings[key],
+            "an integer >= 1",
+        )
     k = settings["n-auxiliary"]
-    require(isinstance(k, int) and k >= 1, "n-auxiliary", k, "an integer >= 1 (the witness channels to translate from)")
+    require(
+        isinstance(k, int) and k >= 1,
+        "n-auxiliary",
+        k,
+        "an integer >= 1 (the witness channels to translate from)",
+    )
     fs, duration = settings["sampling-frequency"], settings["duration"]
-    require(float(fs * duration).is_integer(), "duration", duration,
-            f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)")
+    require(
+        float(fs * duration).is_integer(),
+        "duration",
+        duration,
+        f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)",
+    )
     clean = settings["clean-fraction"]
-    require(isinstance(clean, (int, float)) and 0 <= clean <= 1, "clean-fraction", clean, "a fraction in [0, 1]")
+    require(
+        isinstance(clean, (int, float)) and 0 <= clean <= 1,
+        "clean-fraction",
+        clean,
+        "a fraction in [0, 1]",
+    )
     require_choice("noise-curve", settings["noise-curve"], NOISE_CURVES)
 
     glitch = settings["glitch"]
     weights = glitch["types"]
-    require(isinstance(weights, Mapping) and len(weights) > 0, "glitch.types", weights,
-            f"a mapping from glitch type ({list(GLITCH_TYPES)}) to a weight")
+    require(
+        isinstance(weights, Mapping) and len(weights) > 0,
+        "glitch.types",
+        weights,
+        f"a mapping from glitch type ({list(GLITCH_TYPES)}) to a weight",
+    )
     for name, weight in weights.items():
         require_choice("glitch.types", name, GLITCH_TYPES)
         require_positive(f"glitch.types.{name}", weight, allow_zero=True)
@@ -91,50 +124,89 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     for key in ("snr", "frequency", "q", "blip-width", "arch-frequency", "arch-duration"):
         _require_range(f"glitch.{key}", glitch[key])
     require_positive("glitch.time-jitter", glitch["time-jitter"], allow_zero=True)
-    require(glitch["time-jitter"] < duration / 4, "glitch.time-jitter", glitch["time-jitter"],
-            f"less than a quarter of the sample duration ({duration / 4:g} s)")
+    require(
+        glitch["time-jitter"] < duration / 4,
+        "glitch.time-jitter",
+        glitch["time-jitter"],
+        f"less than a quarter of the sample duration ({duration / 4:g} s)",
+    )
     nyquist_limit = fs / 2
     require_nyquist("glitch.frequency", glitch["frequency"][1], fs)
     require_nyquist("glitch.arch-frequency", glitch["arch-frequency"][1], fs)
-    require(1 / (2 * np.pi * glitch["blip-width"][0]) < nyquist_limit, "glitch.blip-width", glitch["blip-width"],
-            f"widths whose peak frequency 1/(2 pi width) stays below the Nyquist frequency {nyquist_limit:g} Hz")
+    require(
+        1 / (2 * np.pi * glitch["blip-width"][0]) < nyquist_limit,
+        "glitch.blip-width",
+        glitch["blip-width"],
+        f"widths whose peak frequency 1/(2 pi width) stays below the Nyquist frequency {nyquist_limit:g} Hz",
+    )
     if image_band is not None:
         q_minimum_frequency = image_band[0]
         for key in ("frequency", "arch-frequency"):
-            require(glitch[key][0] >= q_minimum_frequency, f"glitch.{key}", glitch[key],
-                    f"frequencies >= the Q-transform's lower frequency {q_minimum_frequency:g} Hz "
-                    "(glitches must fall inside the images)")
+            require(
+                glitch[key][0] >= q_minimum_frequency,
+                f"glitch.{key}",
+                glitch[key],
+                f"frequencies >= the Q-transform's lower frequency {q_minimum_frequency:g} Hz "
+                "(glitches must fall inside the images)",
+            )
         blip_peak = 1 / (2 * np.pi * glitch["blip-width"][1])
-        require(blip_peak >= q_minimum_frequency, "glitch.blip-width", glitch["blip-width"],
-                f"widths whose peak frequency 1/(2 pi width) is >= the Q-transform's lower frequency "
-                f"{q_minimum_frequency:g} Hz (the widest here peaks at {blip_peak:.1f} Hz)")
+        require(
+            blip_peak >= q_minimum_frequency,
+            "glitch.blip-width",
+            glitch["blip-width"],
+            f"widths whose peak frequency 1/(2 pi width) is >= the Q-transform's lower frequency "
+            f"{q_minimum_frequency:g} Hz (the widest here peaks at {blip_peak:.1f} Hz)",
+        )
 
     coupling = settings["coupling"]
     for key in ("gain", "delay", "lowpass", "quadratic"):
         values = coupling[key]
-        require(isinstance(values, list) and len(values) == k, f"coupling.{key}", values,
-                f"a list with one entry per auxiliary channel (n-auxiliary = {k})")
+        require(
+            isinstance(values, list) and len(values) == k,
+            f"coupling.{key}",
+            values,
+            f"a list with one entry per auxiliary channel (n-auxiliary = {k})",
+        )
     for i in range(k):
         require_positive(f"coupling.gain[{i}]", coupling["gain"][i])
         delay = coupling["delay"][i]
-        require(isinstance(delay, (int, float)) and abs(delay) < duration / 4, f"coupling.delay[{i}]", delay,
-                f"a delay in seconds with |delay| < duration / 4 = {duration / 4:g} s")
+        require(
+            isinstance(delay, (int, float)) and abs(delay) < duration / 4,
+            f"coupling.delay[{i}]",
+            delay,
+            f"a delay in seconds with |delay| < duration / 4 = {duration / 4:g} s",
+        )
         cutoff = coupling["lowpass"][i]
         if cutoff is not None:
             require_positive(f"coupling.lowpass[{i}]", cutoff)
-            require(cutoff < fs / 2, f"coupling.lowpass[{i}]", cutoff,
-                    f"a cutoff below the Nyquist frequency {fs / 2:g} Hz, or null for no filter")
+            require(
+                cutoff < fs / 2,
+                f"coupling.lowpass[{i}]",
+                cutoff,
+                f"a cutoff below the Nyquist frequency {fs / 2:g} Hz, or null for no filter",
+            )
         q = coupling["quadratic"][i]
-        require(isinstance(q, (int, float)) and q >= 0, f"coupling.quadratic[{i}]", q, "a number >= 0")
+        require(
+            isinstance(q, (int, float)) and q >= 0, f"coupling.quadratic[{i}]", q, "a number >= 0"
+        )
 
     chirps = settings["chirps"]
     frac = chirps["fraction"]
-    require(isinstance(frac, (int, float)) and 0 <= frac <= 1, "chirps.fraction", frac, "a fraction in [0, 1]")
+    require(
+        isinstance(frac, (int, float)) and 0 <= frac <= 1,
+        "chirps.fraction",
+        frac,
+        "a fraction in [0, 1]",
+    )
     _require_range("chirps.snr", chirps["snr"])
     _require_range("chirps.chirp-mass", chirps["chirp-mass"])
     require_positive("chirps.time-jitter", chirps["time-jitter"], allow_zero=True)
-    require(chirps["time-jitter"] < duration / 4, "chirps.time-jitter", chirps["time-jitter"],
-            f"less than a quarter of the sample duration ({duration / 4:g} s)")
+    require(
+        chirps["time-jitter"] < duration / 4,
+        "chirps.time-jitter",
+        chirps["time-jitter"],
+        f"less than a quarter of the sample duration ({duration / 4:g} s)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,7 +226,9 @@ def blip(t: np.ndarray, width: float) -> np.ndarray:
     return -x * np.exp(0.5 - 0.5 * x**2)
 
 
-def scattered_light_arch(t: np.ndarray, peak_frequency: float, arch_duration: float, low_frequency: float) -> np.ndarray:
+def scattered_light_arch(
+    t: np.ndarray, peak_frequency: float, arch_duration: float, low_frequency: float
+) -> np.ndarray:
     """Return one scattered-light arch centred on t = 0.
 
     The scatterer moves as x(t) = x0 sin(2 pi f_m t) with f_m = 1 / (2 * arch_duration), so the
@@ -163,7 +237,9 @@ def scattered_light_arch(t: np.ndarray, peak_frequency: float, arch_duration: fl
     """
     f_mod = 1.0 / (2.0 * arch_duration)
     phase = peak_frequency / (2 * np.pi * f_mod) * np.sin(2 * np.pi * f_mod * t)  # [cycles]
-    half = np.arccos(min(low_frequency / peak_frequency, 1.0)) / (2 * np.pi * f_mod)  # |t| where f = f_low
+    half = np.arccos(min(low_frequency / peak_frequency, 1.0)) / (
+        2 * np.pi * f_mod
+    )  # |t| where f = f_low
     inside = (np.abs(t) < half) & (np.abs(t) < arch_duration / 2)
     envelope = np.where(inside, np.cos(0.5 * np.pi * t / max(half, 1e-9)) ** 2, 0.0)
     return envelope * np.sin(2 * np.pi * phase)
@@ -199,15 +275,21 @@ def strain_psd(settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
 
     fs, n = settings["sampling-frequency"], n_samples(settings)
     frequencies = np.fft.rfftfreq(n, 1 / fs)
-    return frequencies, source_psd(settings["noise-curve"], frequencies, settings["low-frequency-cutoff"])
+    return frequencies, source_psd(
+        settings["noise-curve"], frequencies, settings["low-frequency-cutoff"]
+    )
 
 
 def n_samples(settings: Mapping) -> int:
     return int(round(settings["sampling-frequency"] * settings["duration"]))
 
 
-def optimal_snr(h: np.ndarray, psd: np.ndarray, sampling_frequency: float,
-                band: tuple[float, float] | None = None) -> np.ndarray:
+def optimal_snr(
+    h: np.ndarray,
+    psd: np.ndarray,
+    sampling_frequency: float,
+    band: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Return the optimal matched-filter SNR sqrt(4 sum |h~(f)|^2 / S(f) df) over f > 0, or
     over ``band`` = (f_low, f_high) [Hz] only.
 
@@ -252,7 +334,9 @@ def _draw_log_uniform(rng: np.random.Generator, bounds) -> float:
     return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
 
-def simulate_shard(settings: Mapping, shard: int, image_band: tuple[float, float]) -> dict[str, np.ndarray]:
+def simulate_shard(
+    settings: Mapping, shard: int, image_band: tuple[float, float]
+) -> dict[str, np.ndarray]:
     """Return the arrays of one shard (see module docstring); reproducible from (seed, shard).
 
     SNRs are optimal SNRs inside ``image_band`` (the Q-transform's frequency range), so a
@@ -277,10 +361,22 @@ def simulate_shard(settings: Mapping, shard: int, image_band: tuple[float, float
 
     glitch_strain = np.zeros((n_per, n))
     chirp_strain = np.zeros((n_per, n))
-    labels = {name: np.zeros(n_per, dtype=dtype) for name, dtype in (
-        ("has_glitch", bool), ("glitch_type", np.int8), ("glitch_channel", np.int8), ("glitch_time", float),
-        ("glitch_snr", float), ("glitch_frequency", float), ("glitch_q", float), ("has_chirp", bool),
-        ("chirp_time", float), ("chirp_snr", float), ("chirp_mass", float))}
+    labels = {
+        name: np.zeros(n_per, dtype=dtype)
+        for name, dtype in (
+            ("has_glitch", bool),
+            ("glitch_type", np.int8),
+            ("glitch_channel", np.int8),
+            ("glitch_time", float),
+            ("glitch_snr", float),
+            ("glitch_frequency", float),
+            ("glitch_q", float),
+            ("has_chirp", bool),
+            ("chirp_time", float),
+            ("chirp_snr", float),
+            ("chirp_mass", float),
+        )
+    }
     labels["glitch_type"][:] = -1
     labels["glitch_channel"][:] = -1
     for i in progress(range(n_per), desc=f"glitch shard {shard}", unit="sample"):
@@ -324,18 +420,27 @@ def simulate_shard(settings: Mapping, shard: int, image_band: tuple[float, float
             labels["chirp_snr"][i] = snr
             labels["chirp_mass"][i] = mc
     strain = strain_noise + glitch_strain + chirp_strain
-    return {"strain": strain.astype(np.float32), "aux": aux.astype(np.float32),
-            "glitch_strain": glitch_strain.astype(np.float32), "chirp_strain": chirp_strain.astype(np.float32),
-            **labels}
+    return {
+        "strain": strain.astype(np.float32),
+        "aux": aux.astype(np.float32),
+        "glitch_strain": glitch_strain.astype(np.float32),
+        "chirp_strain": chirp_strain.astype(np.float32),
+        **labels,
+    }
 
 
-def simulate_dataset_shard(settings: Mapping, shard: int, out: str | Path, image_band: tuple[float, float],
-                           log=print) -> None:
+def simulate_dataset_shard(
+    settings: Mapping, shard: int, out: str | Path, image_band: tuple[float, float], log=print
+) -> None:
     """Simulate shard ``shard`` and write it to ``out`` (HDF5, with the settings); ``image_band``
     is the Q-transform's frequency range [Hz]."""
     check_data_settings(settings, image_band)
-    require(isinstance(shard, int) and 0 <= shard < settings["n-shards"], "shard", shard,
-            f"an index in [0, n-shards = {settings['n-shards']})")
+    require(
+        isinstance(shard, int) and 0 <= shard < settings["n-shards"],
+        "shard",
+        shard,
+        f"an index in [0, n-shards = {settings['n-shards']})",
+    )
     arrays = simulate_shard(settings, shard, tuple(image_band))
     frequencies, psd = strain_psd(settings)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
@@ -344,14 +449,22 @@ def simulate_dataset_shard(settings: Mapping, shard: int, out: str | Path, image
             f.create_dataset(name, data=value, **compress)
         f.create_dataset("psd_frequencies", data=frequencies)
         f.create_dataset("strain_psd", data=psd)
-        write_provenance(f, settings, shard=shard, sampling_frequency=settings["sampling-frequency"],
-                         duration=settings["duration"], strain_channel=STRAIN_CHANNEL,
-                         aux_channels=aux_channel_names(settings["n-auxiliary"]),
-                         gps_start=GPS_START + shard * settings["samples-per-shard"] * settings["duration"],
-                         image_band=list(image_band))
+        write_provenance(
+            f,
+            settings,
+            shard=shard,
+            sampling_frequency=settings["sampling-frequency"],
+            duration=settings["duration"],
+            strain_channel=STRAIN_CHANNEL,
+            aux_channels=aux_channel_names(settings["n-auxiliary"]),
+            gps_start=GPS_START + shard * settings["samples-per-shard"] * settings["duration"],
+            image_band=list(image_band),
+        )
     n_glitch = int(arrays["has_glitch"].sum())
-    log(f"shard {shard}: wrote {len(arrays['strain'])} samples ({n_glitch} with a glitch, "
-        f"{int(arrays['has_chirp'].sum())} with a chirp) to {out}")
+    log(
+        f"shard {shard}: wrote {len(arrays['strain'])} samples ({n_glitch} with a glitch, "
+        f"{int(arrays['has_chirp'].sum())} with a chirp) to {out}"
+    )
 
 
 def read_shard(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -376,7 +489,9 @@ def sample_timeseries(path: str | Path, index: int):
         data = [f["strain"][index], *f["aux"][index]]
     out = TimeSeriesDict()
     for name, values in zip(names, data):
-        out[name] = TimeSeries(values.astype(float), t0=t0, sample_rate=fs, name=name, channel=name)
+        out[name] = TimeSeries(
+            values.astype(float), t0=t0, sample_rate=fs, name=name, channel=name
+        )
     return out
 
 

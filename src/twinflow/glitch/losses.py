@@ -31,26 +31,38 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
     return (g[:, None] * g[None, :])[None, None]  # [1, 1, size, size]
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """Return the mean SSIM of images ``x``, ``y`` [B, C, H, W] (valid-pixel average)."""
     c = x.shape[1]
-    w = _gaussian_window(min(window, x.shape[-1], x.shape[-2]), sigma, x.device, x.dtype).expand(c, 1, -1, -1)
+    w = _gaussian_window(min(window, x.shape[-1], x.shape[-2]), sigma, x.device, x.dtype).expand(
+        c, 1, -1, -1
+    )
     mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
     sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
     syy = F.conv2d(y * y, w, groups=c) - mu_y**2
     sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+    )
     return value.mean()
 
 
 def check_loss_settings(name: str, ssim_weight: float) -> None:
     require_choice("loss", name, LOSSES)
-    require(isinstance(ssim_weight, (int, float)) and 0 <= ssim_weight <= 1, "ssim-weight", ssim_weight,
-            "a weight in [0, 1]")
+    require(
+        isinstance(ssim_weight, (int, float)) and 0 <= ssim_weight <= 1,
+        "ssim-weight",
+        ssim_weight,
+        "a weight in [0, 1]",
+    )
 
 
-def make_loss(name: str, ssim_weight: float = 0.5) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def make_loss(
+    name: str, ssim_weight: float = 0.5
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Return the loss function ``loss(prediction, target)`` named ``name``."""
     check_loss_settings(name, ssim_weight)
     if name == "l1":
@@ -61,6 +73,8 @@ def make_loss(name: str, ssim_weight: float = 0.5) -> Callable[[torch.Tensor, to
         return log_cosh
 
     def ssim_mix(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return ssim_weight * (1 - ssim(prediction, target)) + (1 - ssim_weight) * F.l1_loss(prediction, target)
+        return ssim_weight * (1 - ssim(prediction, target)) + (1 - ssim_weight) * F.l1_loss(
+            prediction, target
+        )
 
     return ssim_mix

@@ -29,13 +29,18 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and module.weight is not None:
+    elif (
+        isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d))
+        and module.weight is not None
+    ):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)
+    )
 
 
 class Decoder(nn.Module):
@@ -59,12 +64,21 @@ class EncoderDecoder(nn.Module):
         widths = [width * 2**i for i in range(depth + 1)]
         self.stem = _block(in_channels, widths[0])
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1), nn.BatchNorm2d(widths[i + 1]),
-                          nn.LeakyReLU(0.2), _block(widths[i + 1], widths[i + 1]))
-            for i in range(depth))
+            nn.Sequential(
+                nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1),
+                nn.BatchNorm2d(widths[i + 1]),
+                nn.LeakyReLU(0.2),
+                _block(widths[i + 1], widths[i + 1]),
+            )
+            for i in range(depth)
+        )
         self.up = nn.ModuleList(
-            nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1) for i in reversed(range(depth)))
-        self.merge = nn.ModuleList(_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1)
+            for i in reversed(range(depth))
+        )
+        self.merge = nn.ModuleList(
+            _block(2 * widths[i], widths[i]) for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(widths[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, K, S, S] -> [B, 1, S, S]
@@ -79,12 +93,21 @@ class EncoderDecoder(nn.Module):
 
 def check_model_settings(settings: Mapping, image_size: int) -> None:
     require_choice("model", settings["model"], ARCHITECTURES)
-    require(isinstance(settings["width"], int) and settings["width"] >= 1, "width", settings["width"], "an integer >= 1")
+    require(
+        isinstance(settings["width"], int) and settings["width"] >= 1,
+        "width",
+        settings["width"],
+        "an integer >= 1",
+    )
     depth = settings["depth"]
     require(isinstance(depth, int) and depth >= 1, "depth", depth, "an integer >= 1")
     if settings["model"] == "unet":
-        require(image_size % 2**depth == 0, "depth", depth,
-                f"a depth whose 2**depth divides image-size {image_size}")
+        require(
+            image_size % 2**depth == 0,
+            "depth",
+            depth,
+            f"a depth whose 2**depth divides image-size {image_size}",
+        )
 
 
 def build_translation_model(settings: Mapping, in_channels: int) -> nn.Module:

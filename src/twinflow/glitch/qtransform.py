@@ -36,14 +36,31 @@ from scipy.interpolate import make_interp_spline
 from twinflow.core.io import atomic_path, read_settings, write_provenance
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import ConfigError, require, require_choice, require_file, require_positive
+from twinflow.core.settings import (
+    ConfigError,
+    require,
+    require_choice,
+    require_file,
+    require_positive,
+)
 
 NORMS = ("median", "mean", "psd")
 SCALINGS = ("linear", "log")
 SPLITS = ("train", "validation", "test")
 #: Per-sample truth carried from the shards into the images file.
-LABELS = ("has_glitch", "glitch_type", "glitch_channel", "glitch_time", "glitch_snr", "glitch_frequency",
-          "glitch_q", "has_chirp", "chirp_time", "chirp_snr", "chirp_mass")
+LABELS = (
+    "has_glitch",
+    "glitch_type",
+    "glitch_channel",
+    "glitch_time",
+    "glitch_snr",
+    "glitch_frequency",
+    "glitch_q",
+    "has_chirp",
+    "chirp_time",
+    "chirp_snr",
+    "chirp_mass",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,39 +73,70 @@ def q_maximum_frequency(sampling_frequency: float, q_min: float) -> float:
     return sampling_frequency / 2 / (1 + np.sqrt(11) / q_min)
 
 
-def check_qtransform_settings(settings: Mapping, sampling_frequency: float, duration: float) -> None:
+def check_qtransform_settings(
+    settings: Mapping, sampling_frequency: float, duration: float
+) -> None:
     """Raise :class:`ConfigError` for the first invalid Q-transform setting."""
     size = settings["image-size"]
-    require(isinstance(size, int) and size >= 8, "image-size", size, "an integer >= 8 (pixels per side)")
+    require(
+        isinstance(size, int) and size >= 8,
+        "image-size",
+        size,
+        "an integer >= 8 (pixels per side)",
+    )
     qrange, frange = settings["qrange"], settings["frange"]
     for key, value in (("qrange", qrange), ("frange", frange)):
         ok = isinstance(value, (list, tuple)) and len(value) == 2 and 0 < value[0] < value[1]
         require(ok, key, value, "a pair [low, high] with 0 < low < high")
-    require(qrange[0] >= np.sqrt(11), "qrange", qrange, f"Q >= sqrt(11) = {np.sqrt(11):.3f} (gwpy's tiles need it)")
+    require(
+        qrange[0] >= np.sqrt(11),
+        "qrange",
+        qrange,
+        f"Q >= sqrt(11) = {np.sqrt(11):.3f} (gwpy's tiles need it)",
+    )
     nyquist = sampling_frequency / 2
     if frange[1] > nyquist:
-        raise ConfigError(f"frange = {frange!r} Hz: the upper frequency exceeds the Nyquist frequency "
-                          f"{nyquist:g} Hz of {sampling_frequency:g} Hz data")
+        raise ConfigError(
+            f"frange = {frange!r} Hz: the upper frequency exceeds the Nyquist frequency "
+            f"{nyquist:g} Hz of {sampling_frequency:g} Hz data"
+        )
     fmax = q_maximum_frequency(sampling_frequency, qrange[0])
     if frange[1] > fmax:
         raise ConfigError(
             f"frange = {frange!r} Hz: the upper frequency is above {fmax:.1f} Hz, the highest a Q-transform "
             f"with Q >= {qrange[0]:g} can reach below the Nyquist frequency {nyquist:g} Hz "
-            "(fs/2 / (1 + sqrt(11)/Q_min)): lower frange or raise sampling-frequency")
+            "(fs/2 / (1 + sqrt(11)/Q_min)): lower frange or raise sampling-frequency"
+        )
     window = settings["window"]
     require_positive("window", window)
-    require(window <= duration / 2, "window", window,
-            f"an image window of at most half the sample duration ({duration / 2:g} s)")
-    require(isinstance(settings["mismatch"], (int, float)) and 0 < settings["mismatch"] < 1, "mismatch",
-            settings["mismatch"], "a number in (0, 1)")
+    require(
+        window <= duration / 2,
+        "window",
+        window,
+        f"an image window of at most half the sample duration ({duration / 2:g} s)",
+    )
+    require(
+        isinstance(settings["mismatch"], (int, float)) and 0 < settings["mismatch"] < 1,
+        "mismatch",
+        settings["mismatch"],
+        "a number in (0, 1)",
+    )
     require_choice("norm", settings["norm"], NORMS)
     require_choice("scaling", settings["scaling"], SCALINGS)
     split = settings["split"]
-    ok = (isinstance(split, (list, tuple)) and len(split) == 3 and all(isinstance(v, (int, float)) and v > 0 for v in split)
-          and abs(sum(split) - 1) < 1e-6)
+    ok = (
+        isinstance(split, (list, tuple))
+        and len(split) == 3
+        and all(isinstance(v, (int, float)) and v > 0 for v in split)
+        and abs(sum(split) - 1) < 1e-6
+    )
     require(ok, "split", split, "three fractions > 0 (train, validation, test) that sum to 1")
-    require(isinstance(settings["batch-size"], int) and settings["batch-size"] >= 1, "batch-size",
-            settings["batch-size"], "an integer >= 1")
+    require(
+        isinstance(settings["batch-size"], int) and settings["batch-size"] >= 1,
+        "batch-size",
+        settings["batch-size"],
+        "an integer >= 1",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,21 +169,49 @@ class QTransform:
     by its loudest tile inside ``outseg`` (gwpy's ``gps``/``search``).
     """
 
-    def __init__(self, duration: float, sampling_frequency: float, *, image_size: int, qrange: Sequence[float],
-                 frange: Sequence[float], outseg: tuple[float, float], mismatch: float = 0.2, norm: str = "median"):
+    def __init__(
+        self,
+        duration: float,
+        sampling_frequency: float,
+        *,
+        image_size: int,
+        qrange: Sequence[float],
+        frange: Sequence[float],
+        outseg: tuple[float, float],
+        mismatch: float = 0.2,
+        norm: str = "median",
+    ):
         from gwpy.signal.qtransform import QTiling
 
-        self.duration, self.fs, self.size = float(duration), float(sampling_frequency), int(image_size)
+        self.duration, self.fs, self.size = (
+            float(duration),
+            float(sampling_frequency),
+            int(image_size),
+        )
         self.n = int(round(duration * sampling_frequency))
         self.norm, self.outseg = norm, (float(outseg[0]), float(outseg[1]))
-        tiling = QTiling(self.duration, self.fs, qrange=tuple(qrange), frange=tuple(frange), mismatch=mismatch)
+        tiling = QTiling(
+            self.duration, self.fs, qrange=tuple(qrange), frange=tuple(frange), mismatch=mismatch
+        )
         self.planes = []
         for plane in tiling:
-            rows = [_Row(row.frequency, row.get_data_indices(), row.get_window(), row.padding, row.ntiles)
-                    for row in plane]
-            self.planes.append(_Plane(plane.q, np.asarray(plane.frequencies), tuple(plane.frange), rows))
+            rows = [
+                _Row(
+                    row.frequency,
+                    row.get_data_indices(),
+                    row.get_window(),
+                    row.padding,
+                    row.ntiles,
+                )
+                for row in plane
+            ]
+            self.planes.append(
+                _Plane(plane.q, np.asarray(plane.frequencies), tuple(plane.frange), rows)
+            )
         tres = (self.outseg[1] - self.outseg[0]) / self.size
-        self.times = self.outseg[0] + tres * np.arange(self.size)  # as gwpy's arange(start, stop, tres)
+        self.times = self.outseg[0] + tres * np.arange(
+            self.size
+        )  # as gwpy's arange(start, stop, tres)
         self.frequencies = np.geomspace(tiling.frange[0], tiling.frange[1], num=self.size)
         self._time_matrices: dict[int, np.ndarray] = {}
         for plane in self.planes:
@@ -174,7 +250,9 @@ class QTransform:
         output times; interpolation is linear in the data, so one matrix serves every image."""
         if ntiles not in self._time_matrices:
             x = np.arange(ntiles) * (self.duration / ntiles)
-            self._time_matrices[ntiles] = make_interp_spline(x, np.eye(ntiles), k=3, axis=0)(self.times)
+            self._time_matrices[ntiles] = make_interp_spline(x, np.eye(ntiles), k=3, axis=0)(
+                self.times
+            )
         return self._time_matrices[ntiles]
 
     def _frequency_matrix(self, plane: _Plane) -> np.ndarray:
@@ -188,16 +266,25 @@ class QTransform:
         for j in range(n_rows):
             unit = np.zeros((4, n_rows))
             unit[:, j] = 1.0
-            rows[:, j] = RectBivariateSpline(x, plane.frequencies, unit)(x[:1], self.frequencies)[0]
+            rows[:, j] = RectBivariateSpline(x, plane.frequencies, unit)(x[:1], self.frequencies)[
+                0
+            ]
         return rows
 
     def _interpolate(self, plane: _Plane, rows: list[np.ndarray]) -> np.ndarray:
         """Interpolate each row onto the output times, then each column onto the output
         frequencies, as gwpy's ``QGram.interpolate`` does; returns [B, S_f, S_t]."""
-        on_times = np.stack([energy @ self._time_matrix(energy.shape[-1]).T for energy in rows], axis=1)
+        on_times = np.stack(
+            [energy @ self._time_matrix(energy.shape[-1]).T for energy in rows], axis=1
+        )
         return np.einsum("fr,brt->bft", plane.frequency_matrix, on_times)
 
-    def __call__(self, data: np.ndarray, asd: np.ndarray | None = None, components: Sequence[np.ndarray] = ()):
+    def __call__(
+        self,
+        data: np.ndarray,
+        asd: np.ndarray | None = None,
+        components: Sequence[np.ndarray] = (),
+    ):
         """Return the images [B, S, S] of ``data`` [B, n] (float32), and of each component.
 
         ``asd`` (the noise ASD on the rfft grid; None: data already white) whitens the data.
@@ -232,15 +319,19 @@ class QTransform:
             normalised.append(rows)
             scales.append(row_scales)
         images = np.empty((batch, self.size, self.size), dtype=np.float32)
-        comp_images = [np.zeros((batch, self.size, self.size), dtype=np.float32) for _ in components]
+        comp_images = [
+            np.zeros((batch, self.size, self.size), dtype=np.float32) for _ in components
+        ]
         for p, plane in enumerate(self.planes):
             pick = np.flatnonzero(best_plane == p)
             if not len(pick):
                 continue
             images[pick] = self._interpolate(plane, [rows[pick] for rows in normalised[p]])
             for series, out in zip(comp_series, comp_images):
-                rows = [np.abs(self._row_series(series[pick], row)) ** 2 / scale[pick]
-                        for row, scale in zip(plane.rows, scales[p])]
+                rows = [
+                    np.abs(self._row_series(series[pick], row)) ** 2 / scale[pick]
+                    for row, scale in zip(plane.rows, scales[p])
+                ]
                 out[pick] = self._interpolate(plane, rows)
         if components:
             return images, comp_images
@@ -251,9 +342,16 @@ def transform_for(settings: Mapping, sampling_frequency: float, duration: float)
     """Return the :class:`QTransform` of the ``qtransform`` settings for samples of ``duration``
     centred on the glitch window (the image window is centred on the sample)."""
     half = settings["window"] / 2
-    return QTransform(duration, sampling_frequency, image_size=settings["image-size"], qrange=settings["qrange"],
-                      frange=settings["frange"], outseg=(duration / 2 - half, duration / 2 + half),
-                      mismatch=settings["mismatch"], norm=settings["norm"])
+    return QTransform(
+        duration,
+        sampling_frequency,
+        image_size=settings["image-size"],
+        qrange=settings["qrange"],
+        frange=settings["frange"],
+        outseg=(duration / 2 - half, duration / 2 + half),
+        mismatch=settings["mismatch"],
+        norm=settings["norm"],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,8 +365,8 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
     n_val = max(1, int(round(fractions[1] * n))) if n >= 3 else 0
     n_test = max(1, int(round(fractions[2] * n))) if n >= 3 else 0
     labels = np.zeros(n, dtype=np.int8)
-    labels[order[n - n_val - n_test:n - n_test]] = 1
-    labels[order[n - n_test:]] = 2
+    labels[order[n - n_val - n_test : n - n_test]] = 1
+    labels[order[n - n_test :]] = 2
     return labels
 
 
@@ -286,7 +384,11 @@ class MinMax:
     def fit(cls, images: np.ndarray, log: bool = False) -> MinMax:
         """Fit on training images [N, C, S, S] (tile energies)."""
         values = np.log1p(np.maximum(images, 0)) if log else images
-        return cls(values.min(axis=(0, 2, 3)).astype(np.float64), values.max(axis=(0, 2, 3)).astype(np.float64), log)
+        return cls(
+            values.min(axis=(0, 2, 3)).astype(np.float64),
+            values.max(axis=(0, 2, 3)).astype(np.float64),
+            log,
+        )
 
     def _shape(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
         return values.reshape((1, -1) + (1,) * (x.ndim - 2))
@@ -297,7 +399,9 @@ class MinMax:
     def transform(self, images: np.ndarray) -> np.ndarray:
         """Return energies [N, C, ...] scaled to the training split's [0, 1]."""
         values = np.log1p(np.maximum(images, 0)) if self.log else images
-        return ((values - self._shape(values, self.minimum)) / self._shape(values, self._span())).astype(np.float32)
+        return (
+            (values - self._shape(values, self.minimum)) / self._shape(values, self._span())
+        ).astype(np.float32)
 
     def inverse(self, images: np.ndarray) -> np.ndarray:
         """Return scaled images [N, C, ...] as tile energies."""
@@ -309,16 +413,25 @@ class MinMax:
 # The images stage
 
 
-def build_images(data_settings: Mapping, settings: Mapping, shards: Sequence[str | Path], out: str | Path,
-                 log=print) -> None:
+def build_images(
+    data_settings: Mapping,
+    settings: Mapping,
+    shards: Sequence[str | Path],
+    out: str | Path,
+    log=print,
+) -> None:
     """Q-transform every sample of ``shards`` and write the normalised, split images to ``out``."""
     from twinflow.glitch.data import check_data_settings, read_shard, strain_psd
 
     check_data_settings(data_settings, settings["frange"])
     fs, duration = data_settings["sampling-frequency"], data_settings["duration"]
     check_qtransform_settings(settings, fs, duration)
-    require(len(shards) == data_settings["n-shards"], "shards", len(shards),
-            f"one file per shard (n-shards = {data_settings['n-shards']})")
+    require(
+        len(shards) == data_settings["n-shards"],
+        "shards",
+        len(shards),
+        f"one file per shard (n-shards = {data_settings['n-shards']})",
+    )
     for path in shards:
         require_file("glitch shard", path)
     qt = transform_for(settings, fs, duration)
@@ -336,11 +449,18 @@ def build_images(data_settings: Mapping, settings: Mapping, shards: Sequence[str
         arrays, _ = read_shard(path)
         for start in range(0, len(arrays["strain"]), batch_size):
             sl = slice(start, start + batch_size)
-            strain, (glitch_only, chirp_only) = qt(arrays["strain"][sl], asd,
-                                                   components=(arrays["glitch_strain"][sl], arrays["chirp_strain"][sl]))
+            strain, (glitch_only, chirp_only) = qt(
+                arrays["strain"][sl],
+                asd,
+                components=(arrays["glitch_strain"][sl], arrays["chirp_strain"][sl]),
+            )
             aux = np.stack([qt(arrays["aux"][sl, c], aux_asd[c]) for c in range(k)], axis=1)
-            for name, value in (("strain", strain), ("aux", aux), ("glitch_energy", glitch_only),
-                                ("chirp_energy", chirp_only)):
+            for name, value in (
+                ("strain", strain),
+                ("aux", aux),
+                ("glitch_energy", glitch_only),
+                ("chirp_energy", chirp_only),
+            ):
                 parts.setdefault(name, []).append(value)
             bar.update(len(strain))
         for name in LABELS:
@@ -365,11 +485,18 @@ def build_images(data_settings: Mapping, settings: Mapping, shards: Sequence[str
         for name, scale in (("aux", aux_scale), ("strain", strain_scale)):
             f.create_dataset(f"{name}_min", data=scale.minimum)
             f.create_dataset(f"{name}_max", data=scale.maximum)
-        write_provenance(f, settings, data_settings=dict(data_settings), noise_energy_mean=noise_energy_mean(settings["norm"]),
-                         log_scaling=log_scale)
+        write_provenance(
+            f,
+            settings,
+            data_settings=dict(data_settings),
+            noise_energy_mean=noise_energy_mean(settings["norm"]),
+            log_scaling=log_scale,
+        )
     counts = np.bincount(split, minlength=3)
-    log(f"wrote {len(split)} image sets ({', '.join(f'{c} {s}' for c, s in zip(counts, SPLITS))}) of size "
-        f"{qt.size}x{qt.size} to {out}")
+    log(
+        f"wrote {len(split)} image sets ({', '.join(f'{c} {s}' for c, s in zip(counts, SPLITS))}) of size "
+        f"{qt.size}x{qt.size} to {out}"
+    )
 
 
 def noise_energy_mean(norm: str) -> float:
@@ -405,7 +532,14 @@ def load_images(path: str | Path, split: str | None = None) -> ImageSet:
         which = slice(None) if split is None else f["split"][()] == SPLITS.index(split)
         labels = {name: f[name][()][which] for name in (*LABELS, "glitch_energy", "chirp_energy")}
         return ImageSet(
-            aux=f["aux"][()][which], strain=f["strain"][()][which], labels=labels,
+            aux=f["aux"][()][which],
+            strain=f["strain"][()][which],
+            labels=labels,
             aux_scale=MinMax(f["aux_min"][()], f["aux_max"][()], bool(f.attrs["log_scaling"])),
-            strain_scale=MinMax(f["strain_min"][()], f["strain_max"][()], bool(f.attrs["log_scaling"])),
-            frequencies=f["frequencies"][()], times=f["times"][()], settings=read_settings(f))
+            strain_scale=MinMax(
+                f["strain_min"][()], f["strain_max"][()], bool(f.attrs["log_scaling"])
+            ),
+            frequencies=f["frequencies"][()],
+            times=f["times"][()],
+            settings=read_settings(f),
+        )

@@ -11,8 +11,21 @@ from collections.abc import Mapping
 
 from twinflow.core.settings import require_choice
 
-VAE_TRAIN_KEYS = ("latent-dim", "dropout", "loss", "output-activation", "beta", "fft-weight", "epochs",
-                  "batch-size", "learning-rate", "weight-decay", "patience", "seed", "device")
+VAE_TRAIN_KEYS = (
+    "latent-dim",
+    "dropout",
+    "loss",
+    "output-activation",
+    "beta",
+    "fft-weight",
+    "epochs",
+    "batch-size",
+    "learning-rate",
+    "weight-decay",
+    "patience",
+    "seed",
+    "device",
+)
 VAE_SCORE_KEYS = ("score", "snr-threshold", "device")
 STAGES = ("simulate", "images", "train-translation", "subtract", "train-vae", "score-vae")
 
@@ -37,19 +50,26 @@ def check_config(glitch: Mapping) -> None:
 
     Each stage checks its own settings again when it runs (by hand, too).
     """
+    from twinflow.core.settings import ConfigError
     from twinflow.glitch.data import check_data_settings
     from twinflow.glitch.qtransform import check_qtransform_settings
     from twinflow.glitch.subtraction import check_subtraction_settings
     from twinflow.glitch.train import check_translation_settings
     from twinflow.glitch.vae import check_score_settings, check_vae_settings
 
-    from twinflow.core.settings import ConfigError
-
     data, qtransform = glitch["data"], glitch["qtransform"]
     checks = (
         ("data", lambda: check_data_settings(data, qtransform["frange"])),
-        ("qtransform", lambda: check_qtransform_settings(qtransform, data["sampling-frequency"], data["duration"])),
-        ("translation", lambda: check_translation_settings(glitch["translation"], qtransform["image-size"])),
+        (
+            "qtransform",
+            lambda: check_qtransform_settings(
+                qtransform, data["sampling-frequency"], data["duration"]
+            ),
+        ),
+        (
+            "translation",
+            lambda: check_translation_settings(glitch["translation"], qtransform["image-size"]),
+        ),
         ("subtraction", lambda: check_subtraction_settings(glitch["subtraction"])),
         ("vae", lambda: check_vae_settings(glitch["vae"], qtransform["image-size"])),
         ("vae", lambda: check_score_settings(glitch["vae"])),

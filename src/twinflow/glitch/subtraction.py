@@ -44,8 +44,12 @@ EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 def check_subtraction_settings(settings: Mapping) -> None:
     require_positive("cluster-threshold", settings["cluster-threshold"])
     require_positive("mask-energy", settings["mask-energy"])
-    require(isinstance(settings["gallery-size"], int) and settings["gallery-size"] >= 1, "gallery-size",
-            settings["gallery-size"], "an integer >= 1")
+    require(
+        isinstance(settings["gallery-size"], int) and settings["gallery-size"] >= 1,
+        "gallery-size",
+        settings["gallery-size"],
+        "an integer >= 1",
+    )
 
 
 def has_cluster(image: np.ndarray, threshold: float, exclude: np.ndarray | None = None) -> bool:
@@ -58,9 +62,17 @@ def has_cluster(image: np.ndarray, threshold: float, exclude: np.ndarray | None 
     return count > 0
 
 
-def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy: np.ndarray,
-                        chirp_energy: np.ndarray, has_glitch: np.ndarray, has_chirp: np.ndarray,
-                        glitch_snr: np.ndarray, settings: Mapping, background: float) -> dict:
+def subtraction_metrics(
+    target: np.ndarray,
+    generated: np.ndarray,
+    glitch_energy: np.ndarray,
+    chirp_energy: np.ndarray,
+    has_glitch: np.ndarray,
+    has_chirp: np.ndarray,
+    glitch_snr: np.ndarray,
+    settings: Mapping,
+    background: float,
+) -> dict:
     """Return the metrics of the module docstring for test images [N, S, S] in energy units."""
     threshold, mask_level = settings["cluster-threshold"], settings["mask-energy"]
     residual = target - generated
@@ -73,7 +85,9 @@ def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy
         return np.array([not has_cluster(residuals[i], level, chirp_mask[i]) for i in range(n)])
 
     clean_residual = left_clean(residual, threshold)
-    target_cluster = np.array([has_cluster(np.where(glitch_mask[i], target[i], 0), threshold) for i in range(n)])
+    target_cluster = np.array(
+        [has_cluster(np.where(glitch_mask[i], target[i], 0), threshold) for i in range(n)]
+    )
     generated_cluster = np.array([has_cluster(generated[i], threshold) for i in range(n)])
     g = has_glitch.astype(bool)
     removed_num = np.sum(np.where(glitch_mask, generated - background, 0)[g])
@@ -102,8 +116,12 @@ def subtraction_metrics(target: np.ndarray, generated: np.ndarray, glitch_energy
         "clean_samples_left_clean": float(clean_residual[~g].mean()) if (~g).any() else None,
         "denoising_accuracy_perfect_model": float(oracle_clean[g].mean()) if g.any() else None,
         "denoising_accuracy_amplitude": float(amp_clean[g].mean()) if g.any() else None,
-        "denoising_accuracy_amplitude_snr_ge_10": float(amp_clean[loud].mean()) if loud.any() else None,
-        "denoising_accuracy_amplitude_perfect_model": float(amp_oracle_clean[g].mean()) if g.any() else None,
+        "denoising_accuracy_amplitude_snr_ge_10": float(amp_clean[loud].mean())
+        if loud.any()
+        else None,
+        "denoising_accuracy_amplitude_perfect_model": float(amp_oracle_clean[g].mean())
+        if g.any()
+        else None,
         "veto_accuracy": float(np.mean(target_cluster == generated_cluster)),
         "chirp_power_retained": float(chirp_num / chirp_den) if chirp_den > 0 else None,
         "mean_abs_residual": float(np.mean(np.abs(residual))),
@@ -116,12 +134,21 @@ def baseline_errors(aux: np.ndarray, target: np.ndarray, generated: np.ndarray) 
     """Return the mean absolute error (normalised image units) of the model and of the trivial
     baselines: zero output and the auxiliary Q-plot (the brightest witness) copied to strain."""
     copied = aux.max(axis=1)
-    return {"model": float(np.mean(np.abs(generated - target))), "zero": float(np.mean(np.abs(target))),
-            "aux-copy": float(np.mean(np.abs(copied - target)))}
+    return {
+        "model": float(np.mean(np.abs(generated - target))),
+        "zero": float(np.mean(np.abs(target))),
+        "aux-copy": float(np.mean(np.abs(copied - target))),
+    }
 
 
-def run_subtraction(settings: Mapping, images: str | Path, model_path: str | Path, metrics_out: str | Path,
-                    gallery_out: str | Path, log=print) -> dict:
+def run_subtraction(
+    settings: Mapping,
+    images: str | Path,
+    model_path: str | Path,
+    metrics_out: str | Path,
+    gallery_out: str | Path,
+    log=print,
+) -> dict:
     """Generate, subtract and score the test split; write metrics.json and the gallery plot."""
     from twinflow.core.device import configure_cpu_threads, select_device
     from twinflow.glitch.qtransform import load_images, noise_energy_mean
@@ -137,8 +164,17 @@ def run_subtraction(settings: Mapping, images: str | Path, model_path: str | Pat
     generated = test.strain_energy(generated_norm)
     background = noise_energy_mean(test.settings["norm"])
     labels = test.labels
-    metrics = subtraction_metrics(target, generated, labels["glitch_energy"], labels["chirp_energy"],
-                                  labels["has_glitch"], labels["has_chirp"], labels["glitch_snr"], settings, background)
+    metrics = subtraction_metrics(
+        target,
+        generated,
+        labels["glitch_energy"],
+        labels["chirp_energy"],
+        labels["has_glitch"],
+        labels["has_chirp"],
+        labels["glitch_snr"],
+        settings,
+        background,
+    )
     metrics["mean_abs_error_normalised"] = baseline_errors(test.aux, test.strain, generated_norm)
     metrics["settings"] = dict(settings)
     write_json(metrics_out, metrics)
@@ -147,13 +183,19 @@ def run_subtraction(settings: Mapping, images: str | Path, model_path: str | Pat
     return metrics
 
 
-def plot_gallery(path: str | Path, test, target: np.ndarray, generated: np.ndarray, rows: int) -> None:
+def plot_gallery(
+    path: str | Path, test, target: np.ndarray, generated: np.ndarray, rows: int
+) -> None:
     """Plot aux | target | generated | residual for the loudest-glitch, a median and a clean/chirp
     test sample, up to ``rows`` rows."""
     labels = test.labels
     glitchy = np.flatnonzero(labels["has_glitch"])
     order = glitchy[np.argsort(-labels["glitch_snr"][glitchy])]
-    picks = list(order[np.linspace(0, len(order) - 1, min(rows - 1, len(order))).astype(int)]) if len(order) else []
+    picks = (
+        list(order[np.linspace(0, len(order) - 1, min(rows - 1, len(order))).astype(int)])
+        if len(order)
+        else []
+    )
     chirps = np.flatnonzero(labels["has_chirp"] & ~labels["has_glitch"])
     if len(chirps) and len(picks) < rows:
         picks.append(int(chirps[0]))
@@ -168,17 +210,36 @@ def plot_gallery(path: str | Path, test, target: np.ndarray, generated: np.ndarr
         for c, (image, name) in enumerate(zip(panels, names)):
             ax = axes[r, c]
             if c == 3:
-                im = ax.imshow(image, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-25, vmax=25)
+                im = ax.imshow(
+                    image,
+                    origin="lower",
+                    aspect="auto",
+                    extent=extent,
+                    cmap="RdBu_r",
+                    vmin=-25,
+                    vmax=25,
+                )
             else:
-                im = ax.imshow(image, origin="lower", aspect="auto", extent=extent, cmap="viridis", vmin=0,
-                               vmax=vmax if c else None)
+                im = ax.imshow(
+                    image,
+                    origin="lower",
+                    aspect="auto",
+                    extent=extent,
+                    cmap="viridis",
+                    vmin=0,
+                    vmax=vmax if c else None,
+                )
             ax.grid(False)
             ticks = np.linspace(0, len(test.frequencies) - 1, 4).astype(int)
             ax.set_yticks(ticks, [f"{test.frequencies[t]:.0f}" for t in ticks] if c == 0 else [])
             if r == 0:
                 ax.set_title(name, fontsize=9)
             if c == 0:
-                kind = f"glitch SNR {labels['glitch_snr'][i]:.1f}" if labels["has_glitch"][i] else "no glitch"
+                kind = (
+                    f"glitch SNR {labels['glitch_snr'][i]:.1f}"
+                    if labels["has_glitch"][i]
+                    else "no glitch"
+                )
                 kind += ", chirp" if labels["has_chirp"][i] else ""
                 ax.set_ylabel(f"{kind}\nfrequency [Hz]", fontsize=8)
             if r == len(picks) - 1:

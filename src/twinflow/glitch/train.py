@@ -37,7 +37,12 @@ TRANSLATION_KIND = "glitch-translation-model"
 
 def check_optimiser_settings(settings: Mapping) -> None:
     for key in ("epochs", "batch-size", "patience"):
-        require(isinstance(settings[key], int) and settings[key] >= 1, key, settings[key], "an integer >= 1")
+        require(
+            isinstance(settings[key], int) and settings[key] >= 1,
+            key,
+            settings[key],
+            "an integer >= 1",
+        )
     require_positive("learning-rate", settings["learning-rate"])
     require_positive("weight-decay", settings["weight-decay"], allow_zero=True)
     require(isinstance(settings["seed"], int), "seed", settings["seed"], "an integer")
@@ -63,9 +68,19 @@ def training_identity(settings: Mapping, *arrays: np.ndarray) -> str:
     return dumps_settings({"settings": kept, "data": fingerprint(*arrays)})
 
 
-def train_loop(model: torch.nn.Module, batch_loss: Callable, train: tuple[torch.Tensor, ...],
-               validation: tuple[torch.Tensor, ...], settings: Mapping, *, state_path: str | Path, kind: str,
-               identity: str, desc: str, log=print) -> tuple[dict, list[dict], torch.device]:
+def train_loop(
+    model: torch.nn.Module,
+    batch_loss: Callable,
+    train: tuple[torch.Tensor, ...],
+    validation: tuple[torch.Tensor, ...],
+    settings: Mapping,
+    *,
+    state_path: str | Path,
+    kind: str,
+    identity: str,
+    desc: str,
+    log=print,
+) -> tuple[dict, list[dict], torch.device]:
     """Train ``model``; return (best state dict, per-epoch metric rows, device).
 
     ``batch_loss(model, batch)`` returns the mean loss of a batch (a tuple of tensors on the
@@ -76,7 +91,9 @@ def train_loop(model: torch.nn.Module, batch_loss: Callable, train: tuple[torch.
     device = select_device(settings["device"])
     seed_everything(derive_seed(settings["seed"], kind))
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings["learning-rate"], weight_decay=settings["weight-decay"])
+    optimiser = torch.optim.Adam(
+        model.parameters(), lr=settings["learning-rate"], weight_decay=settings["weight-decay"]
+    )
     stopper = EarlyStopping(settings["patience"])
     rows: list[dict] = []
     best_state = copy.deepcopy(model.state_dict())
@@ -99,14 +116,23 @@ def train_loop(model: torch.nn.Module, batch_loss: Callable, train: tuple[torch.
             log(f"{state_path} was written with other settings or data: starting afresh")
     n_train = len(train[0])
     batch_size = min(settings["batch-size"], n_train)
-    finished = bool(rows) and (start >= settings["epochs"] or stopper.bad_epochs >= settings["patience"])
+    finished = bool(rows) and (
+        start >= settings["epochs"] or stopper.bad_epochs >= settings["patience"]
+    )
     for epoch in range(start, 0 if finished else settings["epochs"]):
         model.train()
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(derive_seed(settings["seed"], kind, epoch)))
+        order = torch.randperm(
+            n_train,
+            generator=torch.Generator().manual_seed(derive_seed(settings["seed"], kind, epoch)),
+        )
         total = 0.0
-        bar = progress(range(0, n_train - batch_size + 1, batch_size), desc=f"{desc} epoch {epoch + 1}", unit="batch")
+        bar = progress(
+            range(0, n_train - batch_size + 1, batch_size),
+            desc=f"{desc} epoch {epoch + 1}",
+            unit="batch",
+        )
         for first in bar:
-            batch = to_device(tuple(t[order[first:first + batch_size]] for t in train), device)
+            batch = to_device(tuple(t[order[first : first + batch_size]] for t in train), device)
             loss = batch_loss(model, batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -118,24 +144,44 @@ def train_loop(model: torch.nn.Module, batch_loss: Callable, train: tuple[torch.
         if stopper.improved:
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
-        log(f"epoch {epoch + 1}: train {train_loss:.5g}, validation {val_loss:.5g}" + (" *" if stopper.improved else ""))
-        save_checkpoint(state_path, kind=f"{kind}-state", settings=settings, identity=identity, epoch=epoch + 1,
-                        model=model.state_dict(), optimiser=optimiser.state_dict(),
-                        early_stopping=stopper.state_dict(), rows=rows, best=best_state, rng=capture_rng_state())
+        log(
+            f"epoch {epoch + 1}: train {train_loss:.5g}, validation {val_loss:.5g}"
+            + (" *" if stopper.improved else "")
+        )
+        save_checkpoint(
+            state_path,
+            kind=f"{kind}-state",
+            settings=settings,
+            identity=identity,
+            epoch=epoch + 1,
+            model=model.state_dict(),
+            optimiser=optimiser.state_dict(),
+            early_stopping=stopper.state_dict(),
+            rows=rows,
+            best=best_state,
+            rng=capture_rng_state(),
+        )
         if stop:
-            log(f"early stopping after epoch {epoch + 1} (best validation loss {stopper.best:.5g})")
+            log(
+                f"early stopping after epoch {epoch + 1} (best validation loss {stopper.best:.5g})"
+            )
             break
     return best_state, rows, device
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batch_loss: Callable, data: tuple[torch.Tensor, ...], batch_size: int,
-             device: torch.device) -> float:
+def evaluate(
+    model: torch.nn.Module,
+    batch_loss: Callable,
+    data: tuple[torch.Tensor, ...],
+    batch_size: int,
+    device: torch.device,
+) -> float:
     """Return the sample-weighted mean of ``batch_loss`` over ``data`` in eval mode."""
     model.eval()
     total, count = 0.0, 0
     for first in range(0, len(data[0]), batch_size):
-        batch = to_device(tuple(t[first:first + batch_size] for t in data), device)
+        batch = to_device(tuple(t[first : first + batch_size] for t in data), device)
         n = len(batch[0])
         total += float(batch_loss(model, batch)) * n
         count += n
@@ -143,10 +189,17 @@ def evaluate(model: torch.nn.Module, batch_loss: Callable, data: tuple[torch.Ten
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+def predict(
+    model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
     """Return model(inputs) on the CPU, batched, in eval mode."""
     model.eval().to(device)
-    return torch.cat([model(to_device(inputs[i:i + batch_size], device)).cpu() for i in range(0, len(inputs), batch_size)])
+    return torch.cat(
+        [
+            model(to_device(inputs[i : i + batch_size], device)).cpu()
+            for i in range(0, len(inputs), batch_size)
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,8 +215,15 @@ def check_translation_settings(settings: Mapping, image_size: int) -> None:
     check_optimiser_settings(settings)
 
 
-def train_translation(settings: Mapping, images: str | Path, out: str | Path, metrics: str | Path,
-                      plot: str | Path, state: str | Path | None = None, log=print) -> None:
+def train_translation(
+    settings: Mapping,
+    images: str | Path,
+    out: str | Path,
+    metrics: str | Path,
+    plot: str | Path,
+    state: str | Path | None = None,
+    log=print,
+) -> None:
     """Train the aux -> strain translation model on the training split of ``images``.
 
     Writes the best model (``out``, a checkpoint that rebuilds itself), the per-epoch metrics
@@ -178,8 +238,11 @@ def train_translation(settings: Mapping, images: str | Path, out: str | Path, me
     size = train_set.strain.shape[-1]
     check_translation_settings(settings, size)
     in_channels = train_set.aux.shape[1]
-    model_settings = {**{k: settings[k] for k in ("model", "width", "depth")}, "in-channels": in_channels,
-                      "image-size": size}
+    model_settings = {
+        **{k: settings[k] for k in ("model", "width", "depth")},
+        "in-channels": in_channels,
+        "image-size": size,
+    }
     seed_everything(derive_seed(settings["seed"], TRANSLATION_KIND, "init"))
     model = build_translation_model(model_settings, in_channels)
     loss_fn = make_loss(settings["loss"], settings["ssim-weight"])
@@ -188,17 +251,43 @@ def train_translation(settings: Mapping, images: str | Path, out: str | Path, me
         aux, strain = batch
         return loss_fn(net(aux), strain)
 
-    tensors = [(torch.from_numpy(s.aux), torch.from_numpy(s.strain)[:, None]) for s in (train_set, val_set)]
+    tensors = [
+        (torch.from_numpy(s.aux), torch.from_numpy(s.strain)[:, None])
+        for s in (train_set, val_set)
+    ]
     identity = training_identity(settings, train_set.aux, train_set.strain)
     state = Path(state) if state is not None else Path(out).with_name(Path(out).stem + "-state.pt")
-    best, rows, device = train_loop(model, batch_loss, tensors[0], tensors[1], settings, state_path=state,
-                                    kind=TRANSLATION_KIND, identity=identity, desc="translation", log=log)
-    save_checkpoint(out, kind=TRANSLATION_KIND, settings=model_settings, model=best, rows=rows,
-                    training=dict(settings), device=str(device))
+    best, rows, device = train_loop(
+        model,
+        batch_loss,
+        tensors[0],
+        tensors[1],
+        settings,
+        state_path=state,
+        kind=TRANSLATION_KIND,
+        identity=identity,
+        desc="translation",
+        log=log,
+    )
+    save_checkpoint(
+        out,
+        kind=TRANSLATION_KIND,
+        settings=model_settings,
+        model=best,
+        rows=rows,
+        training=dict(settings),
+        device=str(device),
+    )
     write_metrics_csv(metrics, rows)
-    plot_loss_curve(plot, rows, title=f"Glitch Flow translation ({settings['model']}, {settings['loss']})",
-                    ylabel=f"{settings['loss']} loss")
-    log(f"wrote {out} (best validation loss {min(r['val_loss'] for r in rows):.5g} after {len(rows)} epochs)")
+    plot_loss_curve(
+        plot,
+        rows,
+        title=f"Glitch Flow translation ({settings['model']}, {settings['loss']})",
+        ylabel=f"{settings['loss']} loss",
+    )
+    log(
+        f"wrote {out} (best validation loss {min(r['val_loss'] for r in rows):.5g} after {len(rows)} epochs)"
+    )
 
 
 def load_translation_model(path: str | Path) -> torch.nn.Module:

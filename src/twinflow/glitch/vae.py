@@ -44,17 +44,34 @@ ACTIVATION_FOR_LOSS = {"bce": "sigmoid", "mse": "none", "spectral": "none"}
 def check_vae_settings(settings: Mapping, image_size: int | None = None) -> None:
     """Raise :class:`ConfigError` for the first invalid VAE setting."""
     size = settings.get("image-size") if image_size is None else image_size
-    require(isinstance(size, int) and size >= 16 and size % 16 == 0, "image-size", size,
-            "a multiple of 16 (the VAE halves the image four times and upsamples by 4 twice)")
-    require(isinstance(settings["latent-dim"], int) and settings["latent-dim"] >= 1, "latent-dim",
-            settings["latent-dim"], "an integer >= 1")
+    require(
+        isinstance(size, int) and size >= 16 and size % 16 == 0,
+        "image-size",
+        size,
+        "a multiple of 16 (the VAE halves the image four times and upsamples by 4 twice)",
+    )
+    require(
+        isinstance(settings["latent-dim"], int) and settings["latent-dim"] >= 1,
+        "latent-dim",
+        settings["latent-dim"],
+        "an integer >= 1",
+    )
     dropout = settings["dropout"]
-    require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "dropout", dropout, "a probability in [0, 1)")
+    require(
+        isinstance(dropout, (int, float)) and 0 <= dropout < 1,
+        "dropout",
+        dropout,
+        "a probability in [0, 1)",
+    )
     require_choice("loss", settings["loss"], RECONSTRUCTION_LOSSES)
     require_choice("output-activation", settings["output-activation"], ACTIVATIONS)
     needed = ACTIVATION_FOR_LOSS[settings["loss"]]
-    require(settings["output-activation"] == needed, "output-activation", settings["output-activation"],
-            f"{needed!r} with loss {settings['loss']!r} (sigmoid for bce; none for mse and spectral)")
+    require(
+        settings["output-activation"] == needed,
+        "output-activation",
+        settings["output-activation"],
+        f"{needed!r} with loss {settings['loss']!r} (sigmoid for bce; none for mse and spectral)",
+    )
     require_positive("beta", settings["beta"], allow_zero=True)
     require_positive("fft-weight", settings["fft-weight"], allow_zero=True)
 
@@ -68,23 +85,37 @@ def check_score_settings(settings: Mapping) -> None:
 class ConvVAE(nn.Module):
     """The convolutional VAE of the module docstring."""
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 16, dropout: float = 0.1,
-                 output_activation: str = "none"):
+    def __init__(
+        self,
+        image_size: int = 64,
+        latent_dim: int = 16,
+        dropout: float = 0.1,
+        output_activation: str = "none",
+    ):
         super().__init__()
         self.image_size, self.latent_dim = image_size, latent_dim
         self.output_activation = output_activation
         s = image_size // 16
         layers = []
         for c_in, c_out in ((1, 32), (32, 64), (64, 128), (128, 256)):
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU(), nn.Dropout2d(dropout)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Dropout2d(dropout),
+            ]
         self.encoder = nn.Sequential(*layers, nn.Flatten())
         self.fc_mu = nn.Linear(256 * s * s, latent_dim)
         self.fc_logvar = nn.Linear(256 * s * s, latent_dim)
         self.fc_decode = nn.Linear(latent_dim, 64 * s * s)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, stride=4), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, stride=4))
+            nn.ConvTranspose2d(64, 32, 4, stride=4),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 4, stride=4),
+        )
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [B, 1, S, S] -> 2 x [B, D]
+    def encode(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # [B, 1, S, S] -> 2 x [B, D]
         h = self.encoder(x)
         return self.fc_mu(h), self.fc_logvar(h)
 
@@ -119,23 +150,35 @@ def fft_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def reconstruction_error(recon: torch.Tensor, x: torch.Tensor, loss: str) -> torch.Tensor:
     """Return the per-image reconstruction term (summed over pixels)."""
     if loss == "bce":
-        return F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x.clamp(0, 1), reduction="none").flatten(1).sum(-1)
+        return (
+            F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x.clamp(0, 1), reduction="none")
+            .flatten(1)
+            .sum(-1)
+        )
     if loss == "mse":
         return (recon - x).pow(2).flatten(1).sum(-1)
     return fft_distance(recon, x)
 
 
-def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, settings: Mapping) -> torch.Tensor:
+def vae_loss(
+    recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, settings: Mapping
+) -> torch.Tensor:
     """Return the per-image loss: reconstruction + beta * KL (+ fft-weight * FFT distance)."""
-    loss = reconstruction_error(recon, x, settings["loss"]) + settings["beta"] * kl_divergence(mu, logvar)
+    loss = reconstruction_error(recon, x, settings["loss"]) + settings["beta"] * kl_divergence(
+        mu, logvar
+    )
     if settings["fft-weight"] > 0 and settings["loss"] != "spectral":
         loss = loss + settings["fft-weight"] * fft_distance(recon, x)
     return loss
 
 
 def build_vae(model_settings: Mapping) -> ConvVAE:
-    return ConvVAE(model_settings["image-size"], model_settings["latent-dim"], model_settings["dropout"],
-                   model_settings["output-activation"])
+    return ConvVAE(
+        model_settings["image-size"],
+        model_settings["latent-dim"],
+        model_settings["dropout"],
+        model_settings["output-activation"],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,8 +190,15 @@ def _clean(images_set) -> np.ndarray:
     return ~labels["has_glitch"] & ~labels["has_chirp"]
 
 
-def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: str | Path, plot: str | Path,
-              state: str | Path | None = None, log=print) -> None:
+def train_vae(
+    settings: Mapping,
+    images: str | Path,
+    out: str | Path,
+    metrics: str | Path,
+    plot: str | Path,
+    state: str | Path | None = None,
+    log=print,
+) -> None:
     """Train the VAE on the clean strain Q-plots of the training split (validated on the clean
     validation images); write the best model, metrics CSV and loss curve."""
     from twinflow.glitch.qtransform import load_images
@@ -160,9 +210,16 @@ def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: s
     check_optimiser_settings(settings)
     x_train = torch.from_numpy(train_set.strain[_clean(train_set)])[:, None]
     x_val = torch.from_numpy(val_set.strain[_clean(val_set)])[:, None]
-    require(len(x_train) >= 2 and len(x_val) >= 1, "clean-fraction", len(x_train),
-            "enough clean samples (no glitch, no chirp) for the VAE: raise clean-fraction or the dataset size")
-    model_settings = {"image-size": size, **{k: settings[k] for k in ("latent-dim", "dropout", "output-activation")}}
+    require(
+        len(x_train) >= 2 and len(x_val) >= 1,
+        "clean-fraction",
+        len(x_train),
+        "enough clean samples (no glitch, no chirp) for the VAE: raise clean-fraction or the dataset size",
+    )
+    model_settings = {
+        "image-size": size,
+        **{k: settings[k] for k in ("latent-dim", "dropout", "output-activation")},
+    }
     seed_everything(derive_seed(settings["seed"], VAE_KIND, "init"))
     model = build_vae(model_settings)
 
@@ -173,13 +230,34 @@ def train_vae(settings: Mapping, images: str | Path, out: str | Path, metrics: s
 
     identity = training_identity(settings, x_train.numpy())
     state = Path(state) if state is not None else Path(out).with_name(Path(out).stem + "-state.pt")
-    best, rows, device = train_loop(model, batch_loss, (x_train,), (x_val,), settings, state_path=state,
-                                    kind=VAE_KIND, identity=identity, desc="VAE", log=log)
-    save_checkpoint(out, kind=VAE_KIND, settings=model_settings, model=best, rows=rows, training=dict(settings),
-                    device=str(device))
+    best, rows, device = train_loop(
+        model,
+        batch_loss,
+        (x_train,),
+        (x_val,),
+        settings,
+        state_path=state,
+        kind=VAE_KIND,
+        identity=identity,
+        desc="VAE",
+        log=log,
+    )
+    save_checkpoint(
+        out,
+        kind=VAE_KIND,
+        settings=model_settings,
+        model=best,
+        rows=rows,
+        training=dict(settings),
+        device=str(device),
+    )
     write_metrics_csv(metrics, rows)
-    plot_loss_curve(plot, rows, title=f"VAE on clean Q-plots ({settings['loss']}, beta {settings['beta']:g})",
-                    ylabel="loss per image")
+    plot_loss_curve(
+        plot,
+        rows,
+        title=f"VAE on clean Q-plots ({settings['loss']}, beta {settings['beta']:g})",
+        ylabel="loss per image",
+    )
     log(f"wrote {out} ({len(x_train)} clean training images, {len(rows)} epochs)")
 
 
@@ -192,7 +270,9 @@ def load_vae(path: str | Path) -> tuple[ConvVAE, dict]:
 
 
 @torch.no_grad()
-def anomaly_scores(model: ConvVAE, x: torch.Tensor, settings: Mapping, device, batch_size: int = 256):
+def anomaly_scores(
+    model: ConvVAE, x: torch.Tensor, settings: Mapping, device, batch_size: int = 256
+):
     """Return (scores, reconstructions, latent means) of images x [N, 1, S, S] (eval mode).
 
     ``reconstruction``: the per-image mean squared error of the reconstruction from the latent
@@ -203,7 +283,7 @@ def anomaly_scores(model: ConvVAE, x: torch.Tensor, settings: Mapping, device, b
     model.eval().to(device)
     scores, recons, mus = [], [], []
     for i in range(0, len(x), batch_size):
-        batch = to_device(x[i:i + batch_size], device)
+        batch = to_device(x[i : i + batch_size], device)
         recon, mu, logvar = model(batch)
         if settings["score"] == "reconstruction":
             score = (recon - batch).pow(2).flatten(1).mean(-1)
@@ -215,8 +295,16 @@ def anomaly_scores(model: ConvVAE, x: torch.Tensor, settings: Mapping, device, b
     return torch.cat(scores).numpy(), torch.cat(recons).numpy(), torch.cat(mus).numpy()
 
 
-def score_vae(settings: Mapping, images: str | Path, model_path: str | Path, metrics_out: str | Path,
-              roc_out: str | Path, recon_out: str | Path, latent_out: str | Path, log=print) -> dict:
+def score_vae(
+    settings: Mapping,
+    images: str | Path,
+    model_path: str | Path,
+    metrics_out: str | Path,
+    roc_out: str | Path,
+    recon_out: str | Path,
+    latent_out: str | Path,
+    log=print,
+) -> dict:
     """Score the test split (glitchy against clean, chirps left out); write ROC AUC and average
     precision (all glitches and those with SNR >= ``snr-threshold``) and the plots."""
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -233,17 +321,28 @@ def score_vae(settings: Mapping, images: str | Path, model_path: str | Path, met
     x = torch.from_numpy(test.strain[use])[:, None]
     y = labels["has_glitch"][use].astype(int)
     snr = labels["glitch_snr"][use]
-    scores, recon, mu = anomaly_scores(model, x, {**training, **settings}, select_device(settings["device"]))
-    require(0 < y.sum() < len(y), "split", int(y.sum()), "a test split with both glitchy and clean images")
+    scores, recon, mu = anomaly_scores(
+        model, x, {**training, **settings}, select_device(settings["device"])
+    )
+    require(
+        0 < y.sum() < len(y),
+        "split",
+        int(y.sum()),
+        "a test split with both glitchy and clean images",
+    )
     loud = (y == 0) | (snr >= settings["snr-threshold"])
     result = {
-        "n_clean": int((y == 0).sum()), "n_glitch": int(y.sum()),
+        "n_clean": int((y == 0).sum()),
+        "n_glitch": int(y.sum()),
         "n_glitch_snr_ge_threshold": int((y[loud] == 1).sum()),
         "roc_auc": float(roc_auc_score(y, scores)),
         "average_precision": float(average_precision_score(y, scores)),
-        "roc_auc_snr_ge_threshold": float(roc_auc_score(y[loud], scores[loud])) if 0 < y[loud].sum() < loud.sum() else None,
-        "average_precision_snr_ge_threshold":
-            float(average_precision_score(y[loud], scores[loud])) if 0 < y[loud].sum() < loud.sum() else None,
+        "roc_auc_snr_ge_threshold": float(roc_auc_score(y[loud], scores[loud]))
+        if 0 < y[loud].sum() < loud.sum()
+        else None,
+        "average_precision_snr_ge_threshold": float(average_precision_score(y[loud], scores[loud]))
+        if 0 < y[loud].sum() < loud.sum()
+        else None,
         "snr_threshold": float(settings["snr-threshold"]),
         "score": settings["score"],
         "settings": dict(settings),
@@ -251,7 +350,10 @@ def score_vae(settings: Mapping, images: str | Path, model_path: str | Path, met
     write_json(metrics_out, result)
 
     fig, ax = figure(figsize=(4.8, 4.2))
-    for mask, label in ((np.ones_like(loud), "all glitches"), (loud, f"glitch SNR >= {settings['snr-threshold']:g}")):
+    for mask, label in (
+        (np.ones_like(loud), "all glitches"),
+        (loud, f"glitch SNR >= {settings['snr-threshold']:g}"),
+    ):
         if 0 < y[mask].sum() < mask.sum():
             fpr, tpr, _ = roc_curve(y[mask], scores[mask])
             ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y[mask], scores[mask]):.3f})")
@@ -262,17 +364,23 @@ def score_vae(settings: Mapping, images: str | Path, model_path: str | Path, met
     ax.legend(loc="lower right", fontsize=8)
     save_figure(fig, roc_out)
 
-    plot_reconstructions(recon_out, x.numpy()[:, 0], recon[:, 0], y, snr, scores, test.strain_energy)
+    plot_reconstructions(
+        recon_out, x.numpy()[:, 0], recon[:, 0], y, snr, scores, test.strain_energy
+    )
     plot_latent(latent_out, mu, y, snr)
-    log(f"VAE: ROC AUC {result['roc_auc']:.4f} (SNR >= {settings['snr-threshold']:g}: "
-        f"{result['roc_auc_snr_ge_threshold']}), average precision {result['average_precision']:.4f}")
+    log(
+        f"VAE: ROC AUC {result['roc_auc']:.4f} (SNR >= {settings['snr-threshold']:g}: "
+        f"{result['roc_auc_snr_ge_threshold']}), average precision {result['average_precision']:.4f}"
+    )
     return result
 
 
 def plot_reconstructions(path, x, recon, y, snr, scores, to_energy, n: int = 3) -> None:
     """Plot input and reconstruction for clean and glitchy test images."""
     clean, glitchy = np.flatnonzero(y == 0)[:n], np.flatnonzero(y == 1)
-    glitchy = glitchy[np.argsort(-snr[glitchy])][np.linspace(0, len(glitchy) - 1, min(n, len(glitchy))).astype(int)]
+    glitchy = glitchy[np.argsort(-snr[glitchy])][
+        np.linspace(0, len(glitchy) - 1, min(n, len(glitchy))).astype(int)
+    ]
     picks = list(clean) + list(glitchy)
     fig, axes = figure(2, len(picks), figsize=(2.1 * len(picks), 4.4), squeeze=False)
     xe, re = to_energy(x[picks]), to_energy(recon[picks])
@@ -303,7 +411,9 @@ def plot_latent(path, mu: np.ndarray, y: np.ndarray, snr: np.ndarray) -> None:
         pcs = np.concatenate([centred, np.zeros_like(centred)], axis=1)
     fig, ax = figure(figsize=(5, 4.2))
     ax.scatter(*pcs[y == 0].T, s=8, c="0.5", label="clean", alpha=0.7)
-    sc = ax.scatter(*pcs[y == 1].T, s=8, c=np.log10(snr[y == 1]), cmap="plasma", label="glitch", alpha=0.8)
+    sc = ax.scatter(
+        *pcs[y == 1].T, s=8, c=np.log10(snr[y == 1]), cmap="plasma", label="glitch", alpha=0.8
+    )
     fig.colorbar(sc, ax=ax, label="log10 glitch SNR")
     ax.set_xlabel("latent PC 1")
     ax.set_ylabel("latent PC 2")

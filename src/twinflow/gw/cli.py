@@ -34,7 +34,9 @@ def _dataset_domain(args: argparse.Namespace) -> None:
 def _dataset_shard(args: argparse.Namespace) -> None:
     from twinflow.gw.dataset import simulate_shard
 
-    simulate_shard(_gw_settings(args, "dataset_shard_settings_for"), args.domain, args.shard, args.out)
+    simulate_shard(
+        _gw_settings(args, "dataset_shard_settings_for"), args.domain, args.shard, args.out
+    )
 
 
 def _dataset_index(args: argparse.Namespace) -> None:
@@ -54,15 +56,24 @@ def _dataset_plots(args: argparse.Namespace) -> None:
         if not path:
             raise ConfigError(f"--psd {item!r}: expected DETECTOR=PATH")
         psd[detector] = path
-    plot_examples(_gw_settings(args, "batch_settings_for"), args.index, psd, args.strain_plot, args.mask_plot)
+    plot_examples(
+        _gw_settings(args, "batch_settings_for"), args.index, psd, args.strain_plot, args.mask_plot
+    )
 
 
 def _train(args: argparse.Namespace) -> None:
     from twinflow.gw.train import train_posterior_model
 
-    train_posterior_model(_gw_settings(args, "train_settings_for"), dataset_index=args.index,
-                          psd_banks=args.psd, model_path=args.model, metrics_path=args.metrics,
-                          plot_path=args.plot, summary_path=args.summary, state_path=args.state)
+    train_posterior_model(
+        _gw_settings(args, "train_settings_for"),
+        dataset_index=args.index,
+        psd_banks=args.psd,
+        model_path=args.model,
+        metrics_path=args.metrics,
+        plot_path=args.plot,
+        summary_path=args.summary,
+        state_path=args.state,
+    )
 
 
 def _psd_map(items) -> dict[str, str]:
@@ -81,21 +92,28 @@ def _psd_map(items) -> dict[str, str]:
 def _inference(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from twinflow.cli import settings_from
+    from twinflow.core.settings import ConfigError
     from twinflow.gw.inference import run_event
     from twinflow.gw.report import plot_event_asd, plot_event_corner
     from twinflow.gw.settings import inference_settings_for
 
-    from twinflow.cli import settings_from
-    from twinflow.core.settings import ConfigError
-
     settings = settings_from(args)
     if args.config is not None:  # a whole config file: resolve this event's settings
         if not args.event:
-            raise ConfigError("--event is needed with --config (injection-<i> or a configured event)")
+            raise ConfigError(
+                "--event is needed with --config (injection-<i> or a configured event)"
+            )
         settings = inference_settings_for(settings, args.event)
-    run_event(settings, args.model, args.out_dir, psd_paths=_psd_map(args.psd), processes=args.processes)
-    plot_event_corner(Path(args.out_dir) / "posterior.h5", args.corner_plot or Path(args.out_dir) / "corner.png")
-    plot_event_asd(Path(args.out_dir) / "posterior.h5", args.asd_plot or Path(args.out_dir) / "asd.png")
+    run_event(
+        settings, args.model, args.out_dir, psd_paths=_psd_map(args.psd), processes=args.processes
+    )
+    plot_event_corner(
+        Path(args.out_dir) / "posterior.h5", args.corner_plot or Path(args.out_dir) / "corner.png"
+    )
+    plot_event_asd(
+        Path(args.out_dir) / "posterior.h5", args.asd_plot or Path(args.out_dir) / "asd.png"
+    )
 
 
 def _inference_sweep(args: argparse.Namespace) -> None:
@@ -104,8 +122,13 @@ def _inference_sweep(args: argparse.Namespace) -> None:
     from twinflow.gw.inference import run_sweep
     from twinflow.gw.report import plot_sweep
 
-    run_sweep(_gw_settings(args, "inference_sweep_settings_for"), args.model, args.out_dir,
-              psd_paths=_psd_map(args.psd), processes=args.processes)
+    run_sweep(
+        _gw_settings(args, "inference_sweep_settings_for"),
+        args.model,
+        args.out_dir,
+        psd_paths=_psd_map(args.psd),
+        processes=args.processes,
+    )
     plot_sweep(args.out_dir, args.plot or Path(args.out_dir) / "corner.png")
 
 
@@ -120,14 +143,18 @@ def _inference_collect(args: argparse.Namespace) -> None:
         plot_efficiency(collected, args.efficiency_plot)
     injections = collected.get("injections")
     if injections:
-        print(f"{injections['n']} injections: median sampling efficiency {injections['median_sampling_efficiency']:.3%}, "
-              f"P-P combined p-value {injections['pp_combined_pvalue']}")
+        print(
+            f"{injections['n']} injections: median sampling efficiency {injections['median_sampling_efficiency']:.3%}, "
+            f"P-P combined p-value {injections['pp_combined_pvalue']}"
+        )
 
 
 def register(stages: argparse._SubParsersAction) -> None:
     from twinflow.cli import add_settings_arguments
 
-    p = stages.add_parser("dataset-domain", help="resolve the multibanded domain (nodes: auto proposes them)")
+    p = stages.add_parser(
+        "dataset-domain", help="resolve the multibanded domain (nodes: auto proposes them)"
+    )
     add_settings_arguments(p, "gw")
     p.add_argument("--out", required=True, help="output domain (JSON)")
     p.set_defaults(func=_dataset_domain)
@@ -144,7 +171,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("shards", nargs="+", help="shard files")
     p.set_defaults(func=_dataset_index)
 
-    p = stages.add_parser("dataset-plots", help="plot an example's whitened strain with token edges, and masks")
+    p = stages.add_parser(
+        "dataset-plots", help="plot an example's whitened strain with token edges, and masks"
+    )
     add_settings_arguments(p, "gw")
     p.add_argument("--index", required=True, help="dataset index (JSON)")
     p.add_argument("--psd", nargs="+", required=True, help="PSD banks as DETECTOR=PATH")
@@ -159,38 +188,68 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", help="output plot of the bank's ASD percentiles")
     p.set_defaults(func=_psd)
 
-    p = stages.add_parser("train", help="train the posterior model (torchrun for data-parallel training)")
+    p = stages.add_parser(
+        "train", help="train the posterior model (torchrun for data-parallel training)"
+    )
     add_settings_arguments(p, "gw")
     p.add_argument("--index", required=True, help="waveform dataset index (JSON)")
     p.add_argument("--psd", nargs="+", required=True, help="PSD banks, one per detector (HDF5)")
-    p.add_argument("--model", required=True, help="output model checkpoint (best validation epoch)")
+    p.add_argument(
+        "--model", required=True, help="output model checkpoint (best validation epoch)"
+    )
     p.add_argument("--metrics", required=True, help="output per-epoch metrics (CSV)")
     p.add_argument("--plot", required=True, help="output loss-curve plot")
     p.add_argument("--summary", help="output training summary (JSON)")
-    p.add_argument("--state", help="per-epoch training state, resumed from if present (default: beside --model)")
+    p.add_argument(
+        "--state",
+        help="per-epoch training state, resumed from if present (default: beside --model)",
+    )
     p.set_defaults(func=_train)
 
-    p = stages.add_parser("inference", help="sample one event with the model and reweight it with the exact likelihood")
+    p = stages.add_parser(
+        "inference",
+        help="sample one event with the model and reweight it with the exact likelihood",
+    )
     add_settings_arguments(p, "gw")
-    p.add_argument("--event", help="event name (needed with --config): injection-<i> or a configured event")
+    p.add_argument(
+        "--event", help="event name (needed with --config): injection-<i> or a configured event"
+    )
     p.add_argument("--model", required=True, help="posterior-model checkpoint")
-    p.add_argument("--psd", nargs="*", help="PSD banks as DETECTOR=PATH (injections draw their noise from them)")
-    p.add_argument("--out-dir", required=True, help="output folder: posterior.h5, result.json, summary.json")
-    p.add_argument("--processes", type=int, help="likelihood worker processes (default: the usable CPUs)")
+    p.add_argument(
+        "--psd",
+        nargs="*",
+        help="PSD banks as DETECTOR=PATH (injections draw their noise from them)",
+    )
+    p.add_argument(
+        "--out-dir", required=True, help="output folder: posterior.h5, result.json, summary.json"
+    )
+    p.add_argument(
+        "--processes", type=int, help="likelihood worker processes (default: the usable CPUs)"
+    )
     p.add_argument("--corner-plot", help="output corner plot (default: OUT_DIR/corner.png)")
     p.add_argument("--asd-plot", help="output ASD and token-mask plot (default: OUT_DIR/asd.png)")
     p.set_defaults(func=_inference)
 
-    p = stages.add_parser("inference-sweep", help="analyse one event under several analysis settings")
+    p = stages.add_parser(
+        "inference-sweep", help="analyse one event under several analysis settings"
+    )
     add_settings_arguments(p, "gw")
     p.add_argument("--model", required=True, help="posterior-model checkpoint")
     p.add_argument("--psd", nargs="*", help="PSD banks as DETECTOR=PATH")
-    p.add_argument("--out-dir", required=True, help="output folder: one subfolder per setting and summary.json")
-    p.add_argument("--processes", type=int, help="likelihood worker processes (default: the usable CPUs)")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        help="output folder: one subfolder per setting and summary.json",
+    )
+    p.add_argument(
+        "--processes", type=int, help="likelihood worker processes (default: the usable CPUs)"
+    )
     p.add_argument("--plot", help="output overlaid corner plot (default: OUT_DIR/corner.png)")
     p.set_defaults(func=_inference_sweep)
 
-    p = stages.add_parser("inference-collect", help="collect per-event summaries; P-P and efficiency plots")
+    p = stages.add_parser(
+        "inference-collect", help="collect per-event summaries; P-P and efficiency plots"
+    )
     p.add_argument("--out", required=True, help="output summary of all events (JSON)")
     p.add_argument("--pp-plot", help="output P-P plot over the injections")
     p.add_argument("--efficiency-plot", help="output histogram of the sampling efficiency")

@@ -28,8 +28,19 @@ import numpy as np
 from twinflow.core.io import atomic_path, read_settings, write_json, write_provenance
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import ConfigError, require, require_file, require_nyquist, require_positive
-from twinflow.gw.domain import MultibandedFrequencyDomain, UniformFrequencyDomain, domain_from_settings, propose_nodes
+from twinflow.core.settings import (
+    ConfigError,
+    require,
+    require_file,
+    require_nyquist,
+    require_positive,
+)
+from twinflow.gw.domain import (
+    MultibandedFrequencyDomain,
+    UniformFrequencyDomain,
+    domain_from_settings,
+    propose_nodes,
+)
 from twinflow.gw.prior import EXTRINSIC, build_prior, sample, sampled_parameters, split_prior
 from twinflow.gw.waveforms import WaveformGenerator, check_approximant
 
@@ -44,9 +55,15 @@ def intrinsic_spec(prior_spec: Mapping) -> dict:
 def _check_analysis(settings: Mapping) -> None:
     for key in ("duration", "sampling-frequency", "minimum-frequency", "maximum-frequency"):
         require_positive(key, settings[key])
-    require_nyquist("maximum-frequency", settings["maximum-frequency"], settings["sampling-frequency"])
-    require(settings["minimum-frequency"] < settings["maximum-frequency"], "minimum-frequency",
-            settings["minimum-frequency"], f"below maximum-frequency = {settings['maximum-frequency']}")
+    require_nyquist(
+        "maximum-frequency", settings["maximum-frequency"], settings["sampling-frequency"]
+    )
+    require(
+        settings["minimum-frequency"] < settings["maximum-frequency"],
+        "minimum-frequency",
+        settings["minimum-frequency"],
+        f"below maximum-frequency = {settings['maximum-frequency']}",
+    )
     UniformFrequencyDomain(settings["duration"], settings["sampling-frequency"])
 
 
@@ -67,19 +84,39 @@ def check_domain_settings(settings: Mapping) -> None:
     nodes = settings["domain"]["nodes"]
     if nodes == "auto":
         tol = settings["domain"]["tolerance"]
-        require(isinstance(tol, (int, float)) and 0 < tol < 1, "dataset.domain.tolerance", tol, "a fraction in (0, 1)")
-        require(isinstance(settings["domain"]["n-waveforms"], int) and settings["domain"]["n-waveforms"] >= 1,
-                "dataset.domain.n-waveforms", settings["domain"]["n-waveforms"], "an integer >= 1")
+        require(
+            isinstance(tol, (int, float)) and 0 < tol < 1,
+            "dataset.domain.tolerance",
+            tol,
+            "a fraction in (0, 1)",
+        )
+        require(
+            isinstance(settings["domain"]["n-waveforms"], int)
+            and settings["domain"]["n-waveforms"] >= 1,
+            "dataset.domain.n-waveforms",
+            settings["domain"]["n-waveforms"],
+            "an integer >= 1",
+        )
         check_approximant(settings["approximant"])
         _check_intrinsic_prior(settings["prior"])
     else:
-        require(isinstance(nodes, list), "dataset.domain.nodes", nodes, "'auto' or a list of frequencies [Hz]")
+        require(
+            isinstance(nodes, list),
+            "dataset.domain.nodes",
+            nodes,
+            "'auto' or a list of frequencies [Hz]",
+        )
         _domain_from_nodes(nodes, settings)
 
 
 def _domain_from_nodes(nodes: Sequence[float], settings: Mapping) -> MultibandedFrequencyDomain:
-    domain = MultibandedFrequencyDomain(nodes, settings["duration"], settings["sampling-frequency"])
-    if domain.f_min != settings["minimum-frequency"] or domain.f_max != settings["maximum-frequency"]:
+    domain = MultibandedFrequencyDomain(
+        nodes, settings["duration"], settings["sampling-frequency"]
+    )
+    if (
+        domain.f_min != settings["minimum-frequency"]
+        or domain.f_max != settings["maximum-frequency"]
+    ):
         raise ConfigError(
             f"dataset.domain.nodes = {list(nodes)!r} is invalid: the first and last nodes must be "
             f"minimum-frequency = {settings['minimum-frequency']} and maximum-frequency = "
@@ -104,18 +141,36 @@ def resolve_domain(settings: Mapping, out: str | Path, log=print) -> Multibanded
                 f"maximum-frequency - minimum-frequency = {f_max - f_min:g} Hz is not a whole number of "
                 f"16-bin tokens at delta_f = 1/duration ({16 / duration:g} Hz): adjust either for nodes: auto"
             )
-        full = MultibandedFrequencyDomain([f_min, f_max], duration, fs, key="minimum-/maximum-frequency")
-        generator = WaveformGenerator(full, settings["approximant"], settings["reference-frequency"])
+        full = MultibandedFrequencyDomain(
+            [f_min, f_max], duration, fs, key="minimum-/maximum-frequency"
+        )
+        generator = WaveformGenerator(
+            full, settings["approximant"], settings["reference-frequency"]
+        )
         intrinsic = _check_intrinsic_prior(settings["prior"])
-        draws = sample(intrinsic, settings["domain"]["n-waveforms"], numpy_rng(settings["seed"], "domain"))
+        draws = sample(
+            intrinsic, settings["domain"]["n-waveforms"], numpy_rng(settings["seed"], "domain")
+        )
         h_plus, h_cross = generator.uniform(draws)
         waveforms = np.zeros((2 * len(h_plus), len(full.base)), dtype=complex)
         waveforms[:, full.uniform_slice] = np.concatenate([h_plus, h_cross])
-        nodes = propose_nodes(waveforms, duration, fs, f_min, f_max, settings["domain"]["tolerance"])
-        proposal = {"tolerance": settings["domain"]["tolerance"], "n-waveforms": settings["domain"]["n-waveforms"]}
+        nodes = propose_nodes(
+            waveforms, duration, fs, f_min, f_max, settings["domain"]["tolerance"]
+        )
+        proposal = {
+            "tolerance": settings["domain"]["tolerance"],
+            "n-waveforms": settings["domain"]["n-waveforms"],
+        }
     domain = _domain_from_nodes(nodes, settings)
-    write_json(out, {"domain": domain.settings, "n-bins": domain.n_bins, "n-tokens": domain.n_tokens,
-                     "proposal": proposal})
+    write_json(
+        out,
+        {
+            "domain": domain.settings,
+            "n-bins": domain.n_bins,
+            "n-tokens": domain.n_tokens,
+            "proposal": proposal,
+        },
+    )
     log(f"domain: {domain}")
     return domain
 
@@ -137,28 +192,46 @@ def check_shard_settings(settings: Mapping) -> None:
     for key in ("reference-frequency", "reference-distance"):
         require_positive(f"dataset.{key}", settings[key])
     for key in ("shard-size", "chunk-size"):
-        require(isinstance(settings[key], int) and settings[key] >= 1, f"dataset.{key}", settings[key],
-                "an integer >= 1")
+        require(
+            isinstance(settings[key], int) and settings[key] >= 1,
+            f"dataset.{key}",
+            settings[key],
+            "an integer >= 1",
+        )
     _check_intrinsic_prior(settings["prior"])
 
 
 def shard_settings_check_index(settings: Mapping, index: int) -> None:
     n = settings.get("n-shards")
-    require(isinstance(index, int) and index >= 0 and (n is None or index < n), "shard", index,
-            "an index >= 0" + (f" and < n-shards = {n}" if n is not None else ""))
+    require(
+        isinstance(index, int) and index >= 0 and (n is None or index < n),
+        "shard",
+        index,
+        "an index >= 0" + (f" and < n-shards = {n}" if n is not None else ""),
+    )
 
 
-def simulate_shard(settings: Mapping, domain_path: str | Path, index: int, out: str | Path, log=print) -> None:
+def simulate_shard(
+    settings: Mapping, domain_path: str | Path, index: int, out: str | Path, log=print
+) -> None:
     """Simulate shard ``index`` and write it to ``out`` (HDF5), streaming chunk by chunk."""
     check_shard_settings(settings)
     shard_settings_check_index(settings, index)
     domain = load_domain(domain_path)
-    require(domain.base.duration == settings["duration"] and domain.base.sampling_frequency
-            == settings["sampling-frequency"], "domain", str(domain_path),
-            f"a domain for duration = {settings['duration']} s and sampling-frequency = "
-            f"{settings['sampling-frequency']} Hz")
-    generator = WaveformGenerator(domain, settings["approximant"], settings["reference-frequency"],
-                                  settings["reference-distance"])
+    require(
+        domain.base.duration == settings["duration"]
+        and domain.base.sampling_frequency == settings["sampling-frequency"],
+        "domain",
+        str(domain_path),
+        f"a domain for duration = {settings['duration']} s and sampling-frequency = "
+        f"{settings['sampling-frequency']} Hz",
+    )
+    generator = WaveformGenerator(
+        domain,
+        settings["approximant"],
+        settings["reference-frequency"],
+        settings["reference-distance"],
+    )
     intrinsic = _check_intrinsic_prior(settings["prior"])
     names = sampled_parameters(intrinsic)
     n, chunk = settings["shard-size"], settings["chunk-size"]
@@ -168,15 +241,30 @@ def simulate_shard(settings: Mapping, domain_path: str | Path, index: int, out: 
         group = f.create_group("parameters")
         for name in names:
             group.create_dataset(name, data=draws[name])
-        kwargs = dict(shape=(n, domain.n_bins), dtype=np.complex64, chunks=(min(chunk, n), domain.n_bins))
-        h_plus, h_cross = f.create_dataset("h_plus", **kwargs), f.create_dataset("h_cross", **kwargs)
-        for start in progress(range(0, n, chunk), desc=f"shard {index}", total=-(-n // chunk), unit="chunk"):
+        kwargs = dict(
+            shape=(n, domain.n_bins), dtype=np.complex64, chunks=(min(chunk, n), domain.n_bins)
+        )
+        h_plus, h_cross = (
+            f.create_dataset("h_plus", **kwargs),
+            f.create_dataset("h_cross", **kwargs),
+        )
+        for start in progress(
+            range(0, n, chunk), desc=f"shard {index}", total=-(-n // chunk), unit="chunk"
+        ):
             stop = min(n, start + chunk)
             hp, hc = generator({k: v[start:stop] for k, v in draws.items()}, dtype=np.complex64)
             h_plus[start:stop] = hp
             h_cross[start:stop] = hc
-        write_provenance(f, settings, shard=index, seed=settings["seed"], n=n, domain=domain.settings,
-                         parameters=names, fixed={k: float(v.peak) for k, v in intrinsic.items() if k not in names})
+        write_provenance(
+            f,
+            settings,
+            shard=index,
+            seed=settings["seed"],
+            n=n,
+            domain=domain.settings,
+            parameters=names,
+            fixed={k: float(v.peak) for k, v in intrinsic.items() if k not in names},
+        )
     log(f"shard {index}: wrote {n} waveforms on {domain.n_bins} bins to {out}")
 
 
@@ -199,13 +287,27 @@ def write_index(shards: Sequence[str | Path], out: str | Path) -> dict:
         if reference is None:
             reference = (settings, domain, parameters, fixed)
         elif (settings, domain) != reference[:2]:
-            raise ConfigError(f"shard {str(path)!r} was made with other settings than {str(shards[0])!r}: "
-                              "rerun the dataset")
-        entries.append({"path": os.path.relpath(Path(path).resolve(), out.resolve().parent),
-                        "shard": int(attrs["shard"]), "n": int(attrs["n"])})
+            raise ConfigError(
+                f"shard {str(path)!r} was made with other settings than {str(shards[0])!r}: "
+                "rerun the dataset"
+            )
+        entries.append(
+            {
+                "path": os.path.relpath(Path(path).resolve(), out.resolve().parent),
+                "shard": int(attrs["shard"]),
+                "n": int(attrs["n"]),
+            }
+        )
     settings, domain, parameters, fixed = reference
-    index = {"kind": "gw-waveform-dataset", "n-total": sum(e["n"] for e in entries), "shards": entries,
-             "domain": domain, "parameters": parameters, "fixed": fixed, "settings": settings}
+    index = {
+        "kind": "gw-waveform-dataset",
+        "n-total": sum(e["n"] for e in entries),
+        "shards": entries,
+        "domain": domain,
+        "parameters": parameters,
+        "fixed": fixed,
+        "settings": settings,
+    }
     write_json(out, index)
     return index
 
@@ -221,8 +323,12 @@ class WaveformDataset:
     def __init__(self, index_path: str | Path):
         index_path = require_file("dataset index", index_path)
         self.index = json.loads(index_path.read_text())
-        require(self.index.get("kind") == "gw-waveform-dataset", "dataset index", str(index_path),
-                "an index.json written by the gw dataset stage")
+        require(
+            self.index.get("kind") == "gw-waveform-dataset",
+            "dataset index",
+            str(index_path),
+            "an index.json written by the gw dataset stage",
+        )
         self.paths = [(index_path.parent / e["path"]).resolve() for e in self.index["shards"]]
         self.counts = np.array([e["n"] for e in self.index["shards"]])
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
@@ -248,21 +354,33 @@ class WaveformDataset:
         blocks = [self.read(i, 0, int(n)) for i, n in enumerate(self.counts)]
         return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
-    def batches(self, batch_size: int, rng: np.random.Generator, block_size: int = 4096,
-                drop_last: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    def batches(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        block_size: int = 4096,
+        drop_last: bool = True,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Yield shuffled batches for one pass over the data, reading ``block_size`` rows at a time.
 
         Blocks (contiguous rows of one shard) are visited in random order, and rows are
         shuffled within a buffer of two blocks, so memory stays at a few blocks whatever the
         dataset size while every row is seen once per pass.
         """
-        blocks = [(i, s, min(int(n), s + block_size)) for i, n in enumerate(self.counts)
-                  for s in range(0, int(n), block_size)]
+        blocks = [
+            (i, s, min(int(n), s + block_size))
+            for i, n in enumerate(self.counts)
+            for s in range(0, int(n), block_size)
+        ]
         order = rng.permutation(len(blocks))
         buffer: dict[str, np.ndarray] | None = None
         for b in order:
             block = self.read(*blocks[b])
-            buffer = block if buffer is None else {k: np.concatenate([buffer[k], block[k]]) for k in block}
+            buffer = (
+                block
+                if buffer is None
+                else {k: np.concatenate([buffer[k], block[k]]) for k in block}
+            )
             perm = rng.permutation(len(buffer["h_plus"]))
             buffer = {k: v[perm] for k, v in buffer.items()}
             while len(buffer["h_plus"]) >= batch_size + block_size:
@@ -277,15 +395,24 @@ class WaveformDataset:
 # Plots
 
 
-def plot_examples(batch_settings: Mapping, index_path: str | Path, psd_paths: Mapping[str, str | Path],
-                  strain_plot: str | Path, mask_plot: str | Path, seed: int = 0, n_masks: int = 24) -> None:
+def plot_examples(
+    batch_settings: Mapping,
+    index_path: str | Path,
+    psd_paths: Mapping[str, str | Path],
+    strain_plot: str | Path,
+    mask_plot: str | Path,
+    seed: int = 0,
+    n_masks: int = 24,
+) -> None:
     """Plot the whitened strain of one example per detector (token edges marked) and a few masks."""
     import torch
 
     from twinflow.core.plotting import figure, save_figure
     from twinflow.gw.tokens import BatchAssembler
 
-    assembler = BatchAssembler.from_files(batch_settings, index_path, psd_paths, device="cpu", seed=seed)
+    assembler = BatchAssembler.from_files(
+        batch_settings, index_path, psd_paths, device="cpu", seed=seed
+    )
     dataset = WaveformDataset(index_path)
     domain = assembler.domain
     example = dataset.read(0, 0, 1)
@@ -297,7 +424,12 @@ def plot_examples(batch_settings: Mapping, index_path: str | Path, psd_paths: Ma
     sigma = torch.stack([s[0] for s in assembler.sigma])  # first PSD of each bank
     clean = (signal / sigma).numpy()
     gen = torch.Generator().manual_seed(seed)
-    noisy = clean + (torch.randn(clean.shape, generator=gen) + 1j * torch.randn(clean.shape, generator=gen)).numpy()
+    noisy = (
+        clean
+        + (
+            torch.randn(clean.shape, generator=gen) + 1j * torch.randn(clean.shape, generator=gen)
+        ).numpy()
+    )
     f = domain.sample_frequencies
     D = len(assembler.detectors)
     fig, axes = figure(D, 1, figsize=(7.5, 2.4 * D), sharex=True, squeeze=False)
@@ -312,7 +444,9 @@ def plot_examples(batch_settings: Mapping, index_path: str | Path, psd_paths: Ma
             ax.axvline(node, color="C3", lw=0.8, alpha=0.7)
         ax.set_ylabel(f"{assembler.detectors[d]} whitened")
         ax.set_xscale("log")
-        ax.set_title(f"{assembler.detectors[d]}: optimal SNR {snr[d]:.1f} (first bank PSD)", fontsize=9)
+        ax.set_title(
+            f"{assembler.detectors[d]}: optimal SNR {snr[d]:.1f} (first bank PSD)", fontsize=9
+        )
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel("frequency [Hz] (grey: token edges, red: band nodes)")
     save_figure(fig, strain_plot)

@@ -38,12 +38,18 @@ class UniformFrequencyDomain:
     def __init__(self, duration: float, sampling_frequency: float):
         require_positive("duration", duration)
         require_positive("sampling-frequency", sampling_frequency)
-        require(float(duration * sampling_frequency).is_integer(), "duration", duration,
-                f"duration x sampling-frequency must be a whole number of samples (fs = {sampling_frequency} Hz)")
+        require(
+            float(duration * sampling_frequency).is_integer(),
+            "duration",
+            duration,
+            f"duration x sampling-frequency must be a whole number of samples (fs = {sampling_frequency} Hz)",
+        )
         self.duration = float(duration)
         self.sampling_frequency = float(sampling_frequency)
         self.delta_f = 1.0 / self.duration
-        self.frequencies = np.arange(int(round(duration * sampling_frequency)) // 2 + 1) * self.delta_f
+        self.frequencies = (
+            np.arange(int(round(duration * sampling_frequency)) // 2 + 1) * self.delta_f
+        )
 
     def __len__(self) -> int:
         return len(self.frequencies)
@@ -52,12 +58,18 @@ class UniformFrequencyDomain:
         """Return the index of ``frequency``, which must lie on the grid."""
         k = frequency * self.duration
         if abs(k - round(k)) > 1e-9 or not 0 <= round(k) < len(self):
-            raise ValueError(f"{frequency} Hz is not on the uniform grid (delta_f = {self.delta_f:g} Hz)")
+            raise ValueError(
+                f"{frequency} Hz is not on the uniform grid (delta_f = {self.delta_f:g} Hz)"
+            )
         return int(round(k))
 
     @property
     def settings(self) -> dict:
-        return {"type": "uniform", "duration": self.duration, "sampling-frequency": self.sampling_frequency}
+        return {
+            "type": "uniform",
+            "duration": self.duration,
+            "sampling-frequency": self.sampling_frequency,
+        }
 
 
 class MultibandedFrequencyDomain:
@@ -71,22 +83,36 @@ class MultibandedFrequencyDomain:
         key: the config key named in errors.
     """
 
-    def __init__(self, nodes: Sequence[float], duration: float, sampling_frequency: float,
-                 bins_per_token: int = BINS_PER_TOKEN, key: str = "dataset.domain.nodes"):
+    def __init__(
+        self,
+        nodes: Sequence[float],
+        duration: float,
+        sampling_frequency: float,
+        bins_per_token: int = BINS_PER_TOKEN,
+        key: str = "dataset.domain.nodes",
+    ):
         self.base = UniformFrequencyDomain(duration, sampling_frequency)
         self.bins_per_token = int(bins_per_token)
         nodes = [float(x) for x in nodes]
         self.nodes = np.array(nodes)
-        require(len(nodes) >= 2 and all(b > a for a, b in zip(nodes, nodes[1:])), key, nodes,
-                "at least two strictly increasing frequencies [Hz]")
+        require(
+            len(nodes) >= 2 and all(b > a for a, b in zip(nodes, nodes[1:])),
+            key,
+            nodes,
+            "at least two strictly increasing frequencies [Hz]",
+        )
         require(nodes[0] > 0, key, nodes, "the first node must be above 0 Hz")
-        require_nyquist(f"{key}[-1] (the domain's maximum frequency)", nodes[-1], self.base.sampling_frequency)
+        require_nyquist(
+            f"{key}[-1] (the domain's maximum frequency)", nodes[-1], self.base.sampling_frequency
+        )
         base_df = self.base.delta_f
         node_index = self.nodes * self.base.duration
         if np.any(np.abs(node_index - np.round(node_index)) > 1e-9):
             fail_at = [x for x, k in zip(nodes, node_index) if abs(k - round(k)) > 1e-9]
-            raise ConfigError(f"{key} = {nodes!r} is invalid: nodes {fail_at} are not on the uniform grid "
-                              f"(multiples of delta_f = 1/duration = {base_df:g} Hz)")
+            raise ConfigError(
+                f"{key} = {nodes!r} is invalid: nodes {fail_at} are not on the uniform grid "
+                f"(multiples of delta_f = 1/duration = {base_df:g} Hz)"
+            )
         self.node_index = np.round(node_index).astype(int)
         self.num_bands = len(nodes) - 1
         self.decimation = 2 ** np.arange(self.num_bands)  # uniform bins per multibanded bin
@@ -109,7 +135,9 @@ class MultibandedFrequencyDomain:
         first = np.concatenate([[0], np.cumsum(self.decimation_of_bin)[:-1]]) + self.node_index[0]
         self.first_uniform_index = first
         self.f_base_lower = first * base_df  # first uniform frequency in the bin
-        self.f_base_upper = self.f_base_lower + self.delta_f - base_df  # last uniform frequency in it
+        self.f_base_upper = (
+            self.f_base_lower + self.delta_f - base_df
+        )  # last uniform frequency in it
         # As Dingo: the bin's frequency is the mean of the uniform frequencies it averages.
         self.sample_frequencies = 0.5 * (self.f_base_lower + self.f_base_upper)
 
@@ -147,12 +175,19 @@ class MultibandedFrequencyDomain:
 
     @property
     def settings(self) -> dict:
-        return {"type": "multibanded", "nodes": [float(x) for x in self.nodes], "duration": self.base.duration,
-                "sampling-frequency": self.base.sampling_frequency, "bins-per-token": self.bins_per_token}
+        return {
+            "type": "multibanded",
+            "nodes": [float(x) for x in self.nodes],
+            "duration": self.base.duration,
+            "sampling-frequency": self.base.sampling_frequency,
+            "bins-per-token": self.bins_per_token,
+        }
 
     def __repr__(self) -> str:
-        return (f"MultibandedFrequencyDomain(nodes={self.nodes.tolist()}, T={self.base.duration:g} s, "
-                f"{self.n_bins} bins, {self.n_tokens} tokens)")
+        return (
+            f"MultibandedFrequencyDomain(nodes={self.nodes.tolist()}, T={self.base.duration:g} s, "
+            f"{self.n_bins} bins, {self.n_tokens} tokens)"
+        )
 
     # ----------------------------------------------------------------------------------------
     def decimate(self, data):
@@ -165,13 +200,18 @@ class MultibandedFrequencyDomain:
         if n == len(self.base):
             data = data[..., self.uniform_slice]
         elif n != self.node_index[-1] - self.node_index[0]:
-            raise ValueError(f"data has {n} bins; expected {len(self.base)} (uniform grid) or "
-                             f"{self.node_index[-1] - self.node_index[0]} (the range [{self.f_min:g}, {self.f_max:g}) Hz)")
+            raise ValueError(
+                f"data has {n} bins; expected {len(self.base)} (uniform grid) or "
+                f"{self.node_index[-1] - self.node_index[0]} (the range [{self.f_min:g}, {self.f_max:g}) Hz)"
+            )
         if isinstance(data, np.ndarray):
             return self._decimate_numpy(data)
         pieces = []
         for j in range(self.num_bands):
-            lo, hi = self.node_index[j] - self.node_index[0], self.node_index[j + 1] - self.node_index[0]
+            lo, hi = (
+                self.node_index[j] - self.node_index[0],
+                self.node_index[j + 1] - self.node_index[0],
+            )
             band = data[..., lo:hi]
             pieces.append(band.reshape(*band.shape[:-1], -1, int(self.decimation[j])).mean(-1))
         import torch
@@ -185,19 +225,25 @@ class MultibandedFrequencyDomain:
         scalar = data.real.dtype.type
         start = 0
         for j in range(self.num_bands):
-            lo, hi = self.node_index[j] - self.node_index[0], self.node_index[j + 1] - self.node_index[0]
+            lo, hi = (
+                self.node_index[j] - self.node_index[0],
+                self.node_index[j + 1] - self.node_index[0],
+            )
             m, n = int(self.decimation[j]), int(self.bins_per_band[j])
-            dst = out[..., start:start + n]
+            dst = out[..., start : start + n]
             if m == 1:
                 dst[...] = data[..., lo:hi]
             elif m <= 4:
-                np.add(data[..., lo:hi:m], data[..., lo + 1:hi:m], out=dst)
+                np.add(data[..., lo:hi:m], data[..., lo + 1 : hi : m], out=dst)
                 for k in range(2, m):
-                    dst += data[..., lo + k:hi:m]
+                    dst += data[..., lo + k : hi : m]
                 dst *= scalar(1.0 / m)
             else:
-                np.multiply(np.add.reduceat(data[..., lo:hi], np.arange(0, hi - lo, m), axis=-1), scalar(1.0 / m),
-                            out=dst)
+                np.multiply(
+                    np.add.reduceat(data[..., lo:hi], np.arange(0, hi - lo, m), axis=-1),
+                    scalar(1.0 / m),
+                    out=dst,
+                )
             start += n
         return out
 
@@ -219,12 +265,20 @@ class MultibandedFrequencyDomain:
 
 def domain_from_settings(settings: Mapping) -> MultibandedFrequencyDomain:
     """Rebuild a multibanded domain from its ``settings`` dict (as stored in shards and checkpoints)."""
-    require(settings.get("type") == "multibanded", "domain.type", settings.get("type"), "'multibanded'")
-    return MultibandedFrequencyDomain(settings["nodes"], settings["duration"], settings["sampling-frequency"],
-                                      settings.get("bins-per-token", BINS_PER_TOKEN))
+    require(
+        settings.get("type") == "multibanded", "domain.type", settings.get("type"), "'multibanded'"
+    )
+    return MultibandedFrequencyDomain(
+        settings["nodes"],
+        settings["duration"],
+        settings["sampling-frequency"],
+        settings.get("bins-per-token", BINS_PER_TOKEN),
+    )
 
 
-def uniform_inner_product(a: np.ndarray, b: np.ndarray, psd: np.ndarray, duration: float) -> np.ndarray:
+def uniform_inner_product(
+    a: np.ndarray, b: np.ndarray, psd: np.ndarray, duration: float
+) -> np.ndarray:
     """Return bilby's noise-weighted inner product 4 Re Σ a* b / S Δf on the uniform grid."""
     return 4.0 / duration * np.real(np.sum(np.conj(a) * b / psd, axis=-1))
 
@@ -247,9 +301,16 @@ def decimation_loss(h: np.ndarray, factor: int) -> np.ndarray:
         return np.where(power > 0, 1.0 - kept / power, 0.0)
 
 
-def propose_nodes(waveforms: np.ndarray, duration: float, sampling_frequency: float, minimum_frequency: float,
-                  maximum_frequency: float, tolerance: float, bins_per_token: int = BINS_PER_TOKEN,
-                  max_time_shift: float = 0.0) -> list[float]:
+def propose_nodes(
+    waveforms: np.ndarray,
+    duration: float,
+    sampling_frequency: float,
+    minimum_frequency: float,
+    maximum_frequency: float,
+    tolerance: float,
+    bins_per_token: int = BINS_PER_TOKEN,
+    max_time_shift: float = 0.0,
+) -> list[float]:
     """Return band nodes for [minimum_frequency, maximum_frequency] from example waveforms.
 
     ``waveforms`` [n, n_uniform] are complex polarisations (h+ and h× of prior draws) on the
@@ -294,12 +355,14 @@ def propose_nodes(waveforms: np.ndarray, duration: float, sampling_frequency: fl
         token = bins_per_token * factor
         # Double once the band holds a token, if the doubled width is good enough here and
         # the rest of the range still tiles with tokens of the doubled width.
-        if (position > band_start and (total - position) % (2 * token) == 0
-                and acceptable(position, 2 * factor)):
+        if (
+            position > band_start
+            and (total - position) % (2 * token) == 0
+            and acceptable(position, 2 * factor)
+        ):
             nodes.append(float(minimum_frequency + position * base.delta_f))
             factor, band_start = 2 * factor, position
             continue
         position += token
     nodes.append(float(maximum_frequency))
     return nodes
-

@@ -32,12 +32,24 @@ from pathlib import Path
 
 import numpy as np
 
-from twinflow.core.settings import ConfigError, require, require_file, require_nyquist, require_positive
+from twinflow.core.settings import (
+    ConfigError,
+    require,
+    require_file,
+    require_nyquist,
+    require_positive,
+)
 
 KNOWN_DETECTORS = ("H1", "L1", "V1", "K1")
 STRAIN_SUFFIXES = (".hdf5", ".h5", ".hdf", ".gwf", ".txt", ".dat", ".csv")
 #: Event keys that may override the gw section's analysis settings.
-ANALYSIS_KEYS = ("detectors", "duration", "sampling-frequency", "minimum-frequency", "maximum-frequency")
+ANALYSIS_KEYS = (
+    "detectors",
+    "duration",
+    "sampling-frequency",
+    "minimum-frequency",
+    "maximum-frequency",
+)
 EVENT_KEYS = ("trigger-time", *ANALYSIS_KEYS, "data-dict", "channel-dict", "psd-dict")
 
 
@@ -76,18 +88,36 @@ class EventData:
         f = self.frequencies
         return (f >= self.minimum_frequency[detector]) & (f <= self.maximum_frequency[detector])
 
-    def with_analysis(self, detectors=None, minimum_frequency=None, maximum_frequency=None, name=None) -> EventData:
+    def with_analysis(
+        self, detectors=None, minimum_frequency=None, maximum_frequency=None, name=None
+    ) -> EventData:
         """Return the same data analysed with other detectors or bands (for settings sweeps)."""
         detectors = tuple(detectors or self.detectors)
         missing = [d for d in detectors if d not in self.strain]
-        require(not missing, "detectors", list(detectors), f"a subset of the event's detectors {list(self.detectors)}")
-        f_min = frequency_map(minimum_frequency, detectors, "minimum-frequency") if minimum_frequency is not None \
+        require(
+            not missing,
+            "detectors",
+            list(detectors),
+            f"a subset of the event's detectors {list(self.detectors)}",
+        )
+        f_min = (
+            frequency_map(minimum_frequency, detectors, "minimum-frequency")
+            if minimum_frequency is not None
             else {d: self.minimum_frequency[d] for d in detectors}
-        f_max = frequency_map(maximum_frequency, detectors, "maximum-frequency") if maximum_frequency is not None \
+        )
+        f_max = (
+            frequency_map(maximum_frequency, detectors, "maximum-frequency")
+            if maximum_frequency is not None
             else {d: self.maximum_frequency[d] for d in detectors}
+        )
         check_band(f_min, f_max, self.sampling_frequency, self.duration)
-        return dataclasses.replace(self, name=name or self.name, detectors=detectors, minimum_frequency=f_min,
-                                   maximum_frequency=f_max)
+        return dataclasses.replace(
+            self,
+            name=name or self.name,
+            detectors=detectors,
+            minimum_frequency=f_min,
+            maximum_frequency=f_max,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +128,12 @@ def frequency_map(value, detectors, key: str) -> dict[str, float]:
     """Return a per-detector frequency from a number or a {detector: number} map."""
     if isinstance(value, Mapping):
         missing = [d for d in detectors if d not in value]
-        require(not missing, key, dict(value), f"a frequency for every detector {list(detectors)} (missing {missing})")
+        require(
+            not missing,
+            key,
+            dict(value),
+            f"a frequency for every detector {list(detectors)} (missing {missing})",
+        )
         out = {d: value[d] for d in detectors}
     else:
         out = {d: value for d in detectors}
@@ -107,35 +142,67 @@ def frequency_map(value, detectors, key: str) -> dict[str, float]:
     return {d: float(f) for d, f in out.items()}
 
 
-def check_band(f_min: Mapping, f_max: Mapping, sampling_frequency: float, duration: float, key: str = "") -> None:
+def check_band(
+    f_min: Mapping, f_max: Mapping, sampling_frequency: float, duration: float, key: str = ""
+) -> None:
     """Check each detector's band: below Nyquist, f_min < f_max, at least one bin wide."""
     prefix = f"{key}." if key else ""
     for d in f_min:
-        require_nyquist(f"{prefix}maximum-frequency" + (f".{d}" if len(set(f_max.values())) > 1 else ""),
-                        f_max[d], sampling_frequency)
+        require_nyquist(
+            f"{prefix}maximum-frequency" + (f".{d}" if len(set(f_max.values())) > 1 else ""),
+            f_max[d],
+            sampling_frequency,
+        )
         if not f_min[d] < f_max[d]:
-            raise ConfigError(f"{prefix}minimum-frequency = {f_min[d]!r} Hz is not below maximum-frequency = "
-                              f"{f_max[d]!r} Hz for {d}")
+            raise ConfigError(
+                f"{prefix}minimum-frequency = {f_min[d]!r} Hz is not below maximum-frequency = "
+                f"{f_max[d]!r} Hz for {d}"
+            )
         if f_max[d] - f_min[d] < 1.0 / duration:
-            raise ConfigError(f"the band {f_min[d]}-{f_max[d]} Hz of {d} holds no frequency bin "
-                              f"(delta_f = {1 / duration:g} Hz)")
+            raise ConfigError(
+                f"the band {f_min[d]}-{f_max[d]} Hz of {d} holds no frequency bin "
+                f"(delta_f = {1 / duration:g} Hz)"
+            )
 
 
 def resolve_analysis(event: Mapping, analysis: Mapping, key: str) -> dict:
     """Return the event's analysis settings: its own keys, else the gw section's."""
     out = {k: event.get(k, analysis[k]) for k in ANALYSIS_KEYS}
     detectors = out["detectors"]
-    require(isinstance(detectors, (list, tuple)) and len(detectors) > 0, f"{key}.detectors", detectors,
-            f"a non-empty list of detectors from {list(KNOWN_DETECTORS)}")
+    require(
+        isinstance(detectors, (list, tuple)) and len(detectors) > 0,
+        f"{key}.detectors",
+        detectors,
+        f"a non-empty list of detectors from {list(KNOWN_DETECTORS)}",
+    )
     for d in detectors:
-        require(d in KNOWN_DETECTORS, f"{key}.detectors", detectors, f"detectors from {list(KNOWN_DETECTORS)}")
+        require(
+            d in KNOWN_DETECTORS,
+            f"{key}.detectors",
+            detectors,
+            f"detectors from {list(KNOWN_DETECTORS)}",
+        )
     require_positive(f"{key}.duration", out["duration"])
     require_positive(f"{key}.sampling-frequency", out["sampling-frequency"])
-    require(float(out["duration"] * out["sampling-frequency"]).is_integer(), f"{key}.duration", out["duration"],
-            "duration x sampling-frequency must be a whole number of samples")
-    out["minimum-frequency"] = frequency_map(out["minimum-frequency"], detectors, f"{key}.minimum-frequency")
-    out["maximum-frequency"] = frequency_map(out["maximum-frequency"], detectors, f"{key}.maximum-frequency")
-    check_band(out["minimum-frequency"], out["maximum-frequency"], out["sampling-frequency"], out["duration"], key)
+    require(
+        float(out["duration"] * out["sampling-frequency"]).is_integer(),
+        f"{key}.duration",
+        out["duration"],
+        "duration x sampling-frequency must be a whole number of samples",
+    )
+    out["minimum-frequency"] = frequency_map(
+        out["minimum-frequency"], detectors, f"{key}.minimum-frequency"
+    )
+    out["maximum-frequency"] = frequency_map(
+        out["maximum-frequency"], detectors, f"{key}.maximum-frequency"
+    )
+    check_band(
+        out["minimum-frequency"],
+        out["maximum-frequency"],
+        out["sampling-frequency"],
+        out["duration"],
+        key,
+    )
     out["detectors"] = list(detectors)
     return out
 
@@ -146,22 +213,41 @@ def check_strain_event(event: Mapping, analysis: Mapping, key: str) -> dict:
     unknown = [k for k in event if k not in EVENT_KEYS]
     require(not unknown, key, sorted(event), f"keys from {list(EVENT_KEYS)} (unknown: {unknown})")
     t = event.get("trigger-time")
-    require(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0, f"{key}.trigger-time", t,
-            "a GPS time in seconds")
+    require(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0,
+        f"{key}.trigger-time",
+        t,
+        "a GPS time in seconds",
+    )
     resolved = resolve_analysis(event, analysis, key)
     data = event.get("data-dict") or {}
     require(isinstance(data, Mapping), f"{key}.data-dict", data, "a map detector -> strain file")
     for d in resolved["detectors"]:
-        require(d in data, f"{key}.data-dict", dict(data),
-                f"a strain file for every analysed detector {resolved['detectors']} (missing {d})")
+        require(
+            d in data,
+            f"{key}.data-dict",
+            dict(data),
+            f"a strain file for every analysed detector {resolved['detectors']} (missing {d})",
+        )
         path = require_file(f"{key}.data-dict.{d}", data[d])
-        require(path.suffix.lower() in STRAIN_SUFFIXES, f"{key}.data-dict.{d}", str(path),
-                f"a strain file with suffix in {list(STRAIN_SUFFIXES)}")
+        require(
+            path.suffix.lower() in STRAIN_SUFFIXES,
+            f"{key}.data-dict.{d}",
+            str(path),
+            f"a strain file with suffix in {list(STRAIN_SUFFIXES)}",
+        )
         if path.suffix.lower() == ".gwf":
             channel = (event.get("channel-dict") or {}).get(d)
-            require(bool(channel), f"{key}.channel-dict.{d}", channel, "a channel name, needed to read GWF files")
+            require(
+                bool(channel),
+                f"{key}.channel-dict.{d}",
+                channel,
+                "a channel name, needed to read GWF files",
+            )
     for d, path in (event.get("psd-dict") or {}).items():
-        require(d in KNOWN_DETECTORS, f"{key}.psd-dict", d, f"detectors from {list(KNOWN_DETECTORS)}")
+        require(
+            d in KNOWN_DETECTORS, f"{key}.psd-dict", d, f"detectors from {list(KNOWN_DETECTORS)}"
+        )
         require_file(f"{key}.psd-dict.{d}", path)
     return resolved
 
@@ -170,7 +256,9 @@ def check_strain_event(event: Mapping, analysis: Mapping, key: str) -> dict:
 # Real strain
 
 
-def frequency_domain_strain(segment: np.ndarray, sampling_frequency: float, roll_off: float) -> tuple[np.ndarray, float]:
+def frequency_domain_strain(
+    segment: np.ndarray, sampling_frequency: float, roll_off: float
+) -> tuple[np.ndarray, float]:
     """Return (rfft(window x segment) / f_s, window factor) with bilby's Tukey window.
 
     The window is ``scipy.signal.windows.tukey(n, alpha = 2 roll_off / duration)`` and the
@@ -183,7 +271,9 @@ def frequency_domain_strain(segment: np.ndarray, sampling_frequency: float, roll
     return np.fft.rfft(segment * window) / sampling_frequency, float(np.mean(window**2))
 
 
-def read_psd_file(path: str | Path, frequencies: np.ndarray, band: tuple[float, float], key: str) -> np.ndarray:
+def read_psd_file(
+    path: str | Path, frequencies: np.ndarray, band: tuple[float, float], key: str
+) -> np.ndarray:
     """Return a PSD from a two-column text file (frequency, PSD), interpolated onto ``frequencies``.
 
     Linear interpolation, as bilby's ``PowerSpectralDensity``; outside the file's range the PSD
@@ -193,17 +283,26 @@ def read_psd_file(path: str | Path, frequencies: np.ndarray, band: tuple[float, 
         table = np.loadtxt(path)
     except ValueError as err:
         raise ConfigError(f"{key} = {str(path)!r}: not a two-column text file ({err})") from err
-    require(table.ndim == 2 and table.shape[1] >= 2, key, str(path), "two columns: frequency [Hz], PSD [1/Hz]")
+    require(
+        table.ndim == 2 and table.shape[1] >= 2,
+        key,
+        str(path),
+        "two columns: frequency [Hz], PSD [1/Hz]",
+    )
     f, psd = table[:, 0], table[:, 1]
     if not (f[0] <= band[0] and f[-1] >= band[1]):
-        raise ConfigError(f"{key} = {str(path)!r} covers {f[0]:g}-{f[-1]:g} Hz, not the analysis band "
-                          f"{band[0]:g}-{band[1]:g} Hz")
+        raise ConfigError(
+            f"{key} = {str(path)!r} covers {f[0]:g}-{f[-1]:g} Hz, not the analysis band "
+            f"{band[0]:g}-{band[1]:g} Hz"
+        )
     if np.any(psd[(f >= band[0]) & (f <= band[1])] <= 0):
         raise ConfigError(f"{key} = {str(path)!r}: the PSD is not positive over the analysis band")
     return np.interp(frequencies, f, psd, left=np.inf, right=np.inf)
 
 
-def welch_off_source(series: np.ndarray, segment: slice, settings: Mapping, key: str) -> tuple[np.ndarray, int]:
+def welch_off_source(
+    series: np.ndarray, segment: slice, settings: Mapping, key: str
+) -> tuple[np.ndarray, int]:
     """Return (PSD, number of Welch segments) from the data before and after ``segment``.
 
     :func:`twinflow.gw.psd.welch_psd` on each side (fftlength = duration); the two estimates
@@ -215,7 +314,7 @@ def welch_off_source(series: np.ndarray, segment: slice, settings: Mapping, key:
     nperseg = int(round(duration * fs))
     step = nperseg - int(round(settings["overlap"] * nperseg))
     estimates, counts = [], []
-    for side in (series[: segment.start], series[segment.stop:]):
+    for side in (series[: segment.start], series[segment.stop :]):
         if len(side) >= nperseg:
             _, psd = welch_psd(side, settings)
             estimates.append(psd)
@@ -223,7 +322,8 @@ def welch_off_source(series: np.ndarray, segment: slice, settings: Mapping, key:
     if not counts:
         raise ConfigError(
             f"{key}: the strain file holds no off-source stretch of at least duration = {duration} s beside "
-            f"the analysis segment, so no Welch PSD can be estimated: give a longer file or a psd-dict entry")
+            f"the analysis segment, so no Welch PSD can be estimated: give a longer file or a psd-dict entry"
+        )
     return np.average(estimates, axis=0, weights=counts), int(sum(counts))
 
 
@@ -253,14 +353,17 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
         rate = float(series.sample_rate.value)
         ratio = rate / fs
         if not (ratio >= 1 and abs(ratio - round(ratio)) < 1e-9):
-            raise ConfigError(f"{key}.data-dict.{d}: {path!r} is sampled at {rate:g} Hz, which cannot give "
-                              f"sampling-frequency = {fs:g} Hz: use {fs:g} Hz data or an integer multiple")
+            raise ConfigError(
+                f"{key}.data-dict.{d}: {path!r} is sampled at {rate:g} Hz, which cannot give "
+                f"sampling-frequency = {fs:g} Hz: use {fs:g} Hz data or an integer multiple"
+            )
         t0, t1 = float(series.t0.value), float(series.t0.value + series.duration.value)
         if not (t0 <= start and start + duration <= t1):
             raise ConfigError(
                 f"{key}.trigger-time = {trigger!r}: the analysis segment [{start:.3f}, {start + duration:.3f}] "
                 f"(duration {duration} s, post-trigger-duration {settings['post-trigger-duration']} s) lies "
-                f"outside {d}'s file {path!r}, which spans [{t0:.3f}, {t1:.3f}]")
+                f"outside {d}'s file {path!r}, which spans [{t0:.3f}, {t1:.3f}]"
+            )
         if ratio > 1:
             series = series.resample(fs)
         values = np.asarray(series.value, dtype=float)
@@ -269,12 +372,18 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
         segment = slice(first, first + n)
         sample_start = t0 + first / fs
         if starts and abs(sample_start - starts[0]) > 1e-9:
-            raise ConfigError(f"{key}: the detectors' files are not sampled on a common time grid "
-                              f"({analysis['detectors'][0]} starts the segment at {starts[0]!r}, {d} at {sample_start!r})")
+            raise ConfigError(
+                f"{key}: the detectors' files are not sampled on a common time grid "
+                f"({analysis['detectors'][0]} starts the segment at {starts[0]!r}, {d} at {sample_start!r})"
+            )
         starts.append(sample_start)
         if not np.all(np.isfinite(values[segment])):
-            raise ConfigError(f"{key}: {d}'s strain holds NaN or inf samples inside the analysis segment")
-        strain[d], window_factor = frequency_domain_strain(values[segment], fs, settings["tukey-roll-off"])
+            raise ConfigError(
+                f"{key}: {d}'s strain holds NaN or inf samples inside the analysis segment"
+            )
+        strain[d], window_factor = frequency_domain_strain(
+            values[segment], fs, settings["tukey-roll-off"]
+        )
         band = (analysis["minimum-frequency"][d], analysis["maximum-frequency"][d])
         psd_file = (event.get("psd-dict") or {}).get(d)
         if psd_file:
@@ -282,8 +391,12 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
             meta["psd-source"][d] = f"file:{psd_file}"
         else:
             finite = np.isfinite(values)
-            require(finite.all(), f"{key}.data-dict.{d}", path,
-                    "strain without NaN samples off source (or give a psd-dict entry)")
+            require(
+                finite.all(),
+                f"{key}.data-dict.{d}",
+                path,
+                "strain without NaN samples off source (or give a psd-dict entry)",
+            )
             welch = {"sampling-frequency": fs, "duration": duration, **settings["psd"]}
             psds[d], count = welch_off_source(values, segment, welch, f"{key}.data-dict.{d}")
             meta["psd-source"][d] = f"welch:{count} segments off source"
@@ -291,19 +404,33 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
     # geocent_time offsets are taken from this trigger time, which the sampled segment fixes
     start = starts[0]
     trigger = start + duration - settings["post-trigger-duration"]
-    log(f"{name}: {analysis['detectors']} segment [{start}, {start + duration}] at {fs:g} Hz; "
-        f"PSD {meta['psd-source']}")
-    return EventData(name=name, detectors=tuple(analysis["detectors"]), trigger_time=trigger, start_time=start,
-                     duration=float(duration), sampling_frequency=float(fs),
-                     minimum_frequency=analysis["minimum-frequency"], maximum_frequency=analysis["maximum-frequency"],
-                     strain=strain, psd=psds, window_factor=window_factor, metadata=meta)
+    log(
+        f"{name}: {analysis['detectors']} segment [{start}, {start + duration}] at {fs:g} Hz; "
+        f"PSD {meta['psd-source']}"
+    )
+    return EventData(
+        name=name,
+        detectors=tuple(analysis["detectors"]),
+        trigger_time=trigger,
+        start_time=start,
+        duration=float(duration),
+        sampling_frequency=float(fs),
+        minimum_frequency=analysis["minimum-frequency"],
+        maximum_frequency=analysis["maximum-frequency"],
+        strain=strain,
+        psd=psds,
+        window_factor=window_factor,
+        metadata=meta,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Injections
 
 
-def frequency_domain_noise(psd: np.ndarray, duration: float, rng: np.random.Generator) -> np.ndarray:
+def frequency_domain_noise(
+    psd: np.ndarray, duration: float, rng: np.random.Generator
+) -> np.ndarray:
     """Return Gaussian noise with one-sided PSD ``psd`` on the uniform grid, bilby's normalisation.
 
     ``E|n(f)|^2 = T S(f) / 2`` (real and imaginary parts each of variance ``T S / 4``); bins
@@ -314,9 +441,16 @@ def frequency_domain_noise(psd: np.ndarray, duration: float, rng: np.random.Gene
     return sigma * (rng.standard_normal(psd.shape) + 1j * rng.standard_normal(psd.shape))
 
 
-def make_injection(name: str, parameters: Mapping[str, float], psds: Mapping[str, np.ndarray], analysis: Mapping,
-                   waveform: Mapping, trigger_time: float, post_trigger_duration: float,
-                   rng: np.random.Generator) -> EventData:
+def make_injection(
+    name: str,
+    parameters: Mapping[str, float],
+    psds: Mapping[str, np.ndarray],
+    analysis: Mapping,
+    waveform: Mapping,
+    trigger_time: float,
+    post_trigger_duration: float,
+    rng: np.random.Generator,
+) -> EventData:
     """Return an injection: the signal of ``parameters`` plus noise from ``psds``, per detector.
 
     ``parameters`` use bilby's names with ``geocent_time`` as an offset from ``trigger_time``.
@@ -328,21 +462,40 @@ def make_injection(name: str, parameters: Mapping[str, float], psds: Mapping[str
     detectors = tuple(analysis["detectors"])
     fs, duration = analysis["sampling-frequency"], analysis["duration"]
     start = trigger_time - (duration - post_trigger_duration)
-    absolute = {**{k: float(v) for k, v in parameters.items()}, "geocent_time": trigger_time + float(parameters["geocent_time"])}
-    empty = EventData(name=name, detectors=detectors, trigger_time=trigger_time, start_time=start,
-                      duration=float(duration), sampling_frequency=float(fs),
-                      minimum_frequency=dict(analysis["minimum-frequency"]),
-                      maximum_frequency=dict(analysis["maximum-frequency"]),
-                      strain={}, psd={d: np.asarray(psds[d], dtype=float) for d in detectors})
-    signals = detector_signals(empty, absolute, waveform["approximant"], waveform["reference-frequency"])
+    absolute = {
+        **{k: float(v) for k, v in parameters.items()},
+        "geocent_time": trigger_time + float(parameters["geocent_time"]),
+    }
+    empty = EventData(
+        name=name,
+        detectors=detectors,
+        trigger_time=trigger_time,
+        start_time=start,
+        duration=float(duration),
+        sampling_frequency=float(fs),
+        minimum_frequency=dict(analysis["minimum-frequency"]),
+        maximum_frequency=dict(analysis["maximum-frequency"]),
+        strain={},
+        psd={d: np.asarray(psds[d], dtype=float) for d in detectors},
+    )
+    signals = detector_signals(
+        empty, absolute, waveform["approximant"], waveform["reference-frequency"]
+    )
     snr = {}
     for d in detectors:
         noise = frequency_domain_noise(empty.psd[d], duration, rng)
         empty.strain[d] = signals[d] + noise
         mask = empty.frequency_mask(d)
-        hh = noise_weighted_inner_product(signals[d][mask], signals[d][mask], empty.psd[d][mask], duration).real
-        dh = noise_weighted_inner_product(signals[d][mask], empty.strain[d][mask], empty.psd[d][mask], duration)
-        snr[d] = {"optimal": float(np.sqrt(hh)), "matched-filter": float(dh.real / np.sqrt(hh)) if hh > 0 else 0.0}
+        hh = noise_weighted_inner_product(
+            signals[d][mask], signals[d][mask], empty.psd[d][mask], duration
+        ).real
+        dh = noise_weighted_inner_product(
+            signals[d][mask], empty.strain[d][mask], empty.psd[d][mask], duration
+        )
+        snr[d] = {
+            "optimal": float(np.sqrt(hh)),
+            "matched-filter": float(dh.real / np.sqrt(hh)) if hh > 0 else 0.0,
+        }
     network = float(np.sqrt(sum(s["optimal"] ** 2 for s in snr.values())))
     empty.injection_parameters = {k: float(v) for k, v in parameters.items()}
     empty.metadata = {"snr": snr, "network-optimal-snr": network}

@@ -21,9 +21,13 @@ import numpy as np
 from scipy.special import logsumexp
 
 
-def log_weights(log_likelihood: np.ndarray, log_prior: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+def log_weights(
+    log_likelihood: np.ndarray, log_prior: np.ndarray, log_q: np.ndarray
+) -> np.ndarray:
     """Return the unnormalised log-weights ``ln L + ln pi - ln q`` (-inf where the prior or L is 0)."""
-    log_likelihood, log_prior, log_q = (np.asarray(x, dtype=float) for x in (log_likelihood, log_prior, log_q))
+    log_likelihood, log_prior, log_q = (
+        np.asarray(x, dtype=float) for x in (log_likelihood, log_prior, log_q)
+    )
     with np.errstate(invalid="ignore"):
         log_w = log_likelihood + log_prior - log_q
     log_w[~np.isfinite(log_prior) | ~np.isfinite(log_likelihood)] = -np.inf
@@ -86,7 +90,9 @@ class ImportanceResult:
         }
 
 
-def importance_sample(log_likelihood: np.ndarray, log_prior: np.ndarray, log_q: np.ndarray) -> ImportanceResult:
+def importance_sample(
+    log_likelihood: np.ndarray, log_prior: np.ndarray, log_q: np.ndarray
+) -> ImportanceResult:
     """Return the importance weights and their statistics for samples drawn from q."""
     log_w = log_weights(log_likelihood, log_prior, log_q)
     weights = normalized_weights(log_w)

@@ -58,11 +58,23 @@ def check_settings(settings: Mapping) -> None:
     """Raise :class:`ConfigError` for invalid sampling settings (before any work)."""
     for key in ("n-samples", "batch-size"):
         value = settings[key]
-        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value, "an integer >= 1")
+        require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            key,
+            value,
+            "an integer >= 1",
+        )
     require(isinstance(settings["seed"], int), "seed", settings["seed"], "an integer")
     require_choice("device", settings["device"], ("auto", "cuda", "mps", "cpu"))
-    require_choice("phase-marginalization", settings["phase-marginalization"], PHASE_MARGINALIZATION)
-    require(settings["tukey-roll-off"] >= 0, "tukey-roll-off", settings["tukey-roll-off"], "a time >= 0 s")
+    require_choice(
+        "phase-marginalization", settings["phase-marginalization"], PHASE_MARGINALIZATION
+    )
+    require(
+        settings["tukey-roll-off"] >= 0,
+        "tukey-roll-off",
+        settings["tukey-roll-off"],
+        "a time >= 0 s",
+    )
 
 
 def model_inputs(model) -> dict:
@@ -74,14 +86,31 @@ def model_inputs(model) -> dict:
     s = model.settings
     out: dict = {}
     for section in (s, *(v for v in s.values() if isinstance(v, Mapping))):
-        for key in ("domain", "detectors", "reference-time", "post-trigger-duration", "minimum-frequency",
-                    "maximum-frequency", "masks", "duration", "sampling-frequency", "prior", "approximant",
-                    "reference-frequency"):
+        for key in (
+            "domain",
+            "detectors",
+            "reference-time",
+            "post-trigger-duration",
+            "minimum-frequency",
+            "maximum-frequency",
+            "masks",
+            "duration",
+            "sampling-frequency",
+            "prior",
+            "approximant",
+            "reference-frequency",
+        ):
             if key in section and key not in out:
                 out[key] = section[key]
-    missing = [k for k in ("domain", "detectors", "reference-time", "post-trigger-duration") if k not in out]
+    missing = [
+        k
+        for k in ("domain", "detectors", "reference-time", "post-trigger-duration")
+        if k not in out
+    ]
     if missing:
-        raise ConfigError(f"the model checkpoint does not record {missing}: retrain it with this version")
+        raise ConfigError(
+            f"the model checkpoint does not record {missing}: retrain it with this version"
+        )
     domain = out["domain"]
     out.setdefault("duration", domain.get("duration"))
     out.setdefault("sampling-frequency", domain.get("sampling-frequency"))
@@ -96,23 +125,31 @@ def check_event_against_model(event: EventData, inputs: Mapping, domain) -> list
     band edge or a detector subset the training masks never produced.
     """
     if not math.isclose(event.duration, float(inputs["duration"])):
-        raise ConfigError(f"duration = {event.duration:g} s of event {event.name} does not match the model "
-                          f"checkpoint's duration = {inputs['duration']:g} s: analyse with the model's duration or "
-                          "train a model for this one")
+        raise ConfigError(
+            f"duration = {event.duration:g} s of event {event.name} does not match the model "
+            f"checkpoint's duration = {inputs['duration']:g} s: analyse with the model's duration or "
+            "train a model for this one"
+        )
     if not math.isclose(event.sampling_frequency, float(inputs["sampling-frequency"])):
-        raise ConfigError(f"sampling-frequency = {event.sampling_frequency:g} Hz of event {event.name} does not "
-                          f"match the model checkpoint's sampling-frequency = {inputs['sampling-frequency']:g} Hz")
+        raise ConfigError(
+            f"sampling-frequency = {event.sampling_frequency:g} Hz of event {event.name} does not "
+            f"match the model checkpoint's sampling-frequency = {inputs['sampling-frequency']:g} Hz"
+        )
     known = list(inputs["detectors"])
     unknown = [d for d in event.detectors if d not in known]
     if unknown:
-        raise ConfigError(f"detectors = {list(event.detectors)} of event {event.name}: the model was trained "
-                          f"for {known} only, not {unknown}")
+        raise ConfigError(
+            f"detectors = {list(event.detectors)} of event {event.name}: the model was trained "
+            f"for {known} only, not {unknown}"
+        )
     warnings = []
     for d in event.detectors:
         lo, hi = event.minimum_frequency[d], event.maximum_frequency[d]
         if lo < domain.f_min - 1e-9 or hi > domain.f_max + 1e-9:
-            raise ConfigError(f"the band {lo:g}-{hi:g} Hz of {d} (event {event.name}) reaches outside the model's "
-                              f"frequency domain [{domain.f_min:g}, {domain.f_max:g}] Hz")
+            raise ConfigError(
+                f"the band {lo:g}-{hi:g} Hz of {d} (event {event.name}) reaches outside the model's "
+                f"frequency domain [{domain.f_min:g}, {domain.f_max:g}] Hz"
+            )
     masks = inputs.get("masks")
     f_min_train = float(inputs.get("minimum-frequency", domain.f_min))
     f_max_train = float(inputs.get("maximum-frequency", domain.f_max))
@@ -124,16 +161,22 @@ def check_event_against_model(event: EventData, inputs: Mapping, domain) -> list
         for d in event.detectors:
             lo, hi = event.minimum_frequency[d], event.maximum_frequency[d]
             if lo > lo_max + token or lo < f_min_train - 1e-9:
-                warnings.append(f"{d}: minimum-frequency = {lo:g} Hz was never seen in training "
-                                f"(trained on f_min in [{f_min_train:g}, {lo_max:g}] Hz)")
+                warnings.append(
+                    f"{d}: minimum-frequency = {lo:g} Hz was never seen in training "
+                    f"(trained on f_min in [{f_min_train:g}, {lo_max:g}] Hz)"
+                )
             if hi < hi_min - token or hi > f_max_train + 1e-9:
-                warnings.append(f"{d}: maximum-frequency = {hi:g} Hz was never seen in training "
-                                f"(trained on f_max in [{hi_min:g}, {f_max_train:g}] Hz)")
+                warnings.append(
+                    f"{d}: maximum-frequency = {hi:g} Hz was never seen in training "
+                    f"(trained on f_max in [{hi_min:g}, {f_max_train:g}] Hz)"
+                )
         dropped = len(known) - len(event.detectors)
         p = list(masks["detector-drop-probabilities"]) + [0.0] * len(known)
         if p[dropped] <= 0:
-            warnings.append(f"detectors = {list(event.detectors)}: the model was never trained with {dropped} of "
-                            f"its detectors {known} dropped")
+            warnings.append(
+                f"detectors = {list(event.detectors)}: the model was never trained with {dropped} of "
+                f"its detectors {known} dropped"
+            )
     return warnings
 
 
@@ -143,18 +186,39 @@ def event_tokens(event: EventData, inputs: Mapping, domain, device) -> dict:
 
     from twinflow.gw.tokens import compact, event_batch, frequency_keep
 
-    psd = {d: event.psd[d] * event.window_factor for d in event.detectors}  # the windowed data's noise
+    psd = {
+        d: event.psd[d] * event.window_factor for d in event.detectors
+    }  # the windowed data's noise
     strain = {d: event.strain[d] for d in event.detectors}
     lo = min(event.minimum_frequency.values())
     hi = max(event.maximum_frequency.values())
-    batch = event_batch(strain, psd, domain, list(inputs["detectors"]), float(inputs["post-trigger-duration"]),
-                        lo, hi, device=device)
+    batch = event_batch(
+        strain,
+        psd,
+        domain,
+        list(inputs["detectors"]),
+        float(inputs["post-trigger-duration"]),
+        lo,
+        hi,
+        device=device,
+    )
     # per-detector bands: drop the tokens of each detector outside its own band
     known = list(inputs["detectors"])
     index = batch["detector_index"]
-    f_min = torch.tensor([event.minimum_frequency.get(d, lo) for d in known], dtype=torch.float64, device=index.device)
-    f_max = torch.tensor([event.maximum_frequency.get(d, hi) for d in known], dtype=torch.float64, device=index.device)
-    keep = frequency_keep(batch["token_frequency"].double(), f_min[index], f_max[index]) & ~batch["padding_mask"]
+    f_min = torch.tensor(
+        [event.minimum_frequency.get(d, lo) for d in known],
+        dtype=torch.float64,
+        device=index.device,
+    )
+    f_max = torch.tensor(
+        [event.maximum_frequency.get(d, hi) for d in known],
+        dtype=torch.float64,
+        device=index.device,
+    )
+    keep = (
+        frequency_keep(batch["token_frequency"].double(), f_min[index], f_max[index])
+        & ~batch["padding_mask"]
+    )
     return compact(batch, keep)
 
 
@@ -168,8 +232,9 @@ def gmst(gps_time: float) -> float:
     return float(greenwich_mean_sidereal_time(float(gps_time)))
 
 
-def draw_samples(model, batch: Mapping, n: int, batch_size: int, seed: int, device,
-                 stream: str = "") -> tuple[dict[str, np.ndarray], np.ndarray]:
+def draw_samples(
+    model, batch: Mapping, n: int, batch_size: int, seed: int, device, stream: str = ""
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Return ``n`` samples (name -> [n] float64) and ln q [n] from the model, in batches.
 
     On the CPU the flow samples with one torch thread: its per-batch work is small, and on a
@@ -193,7 +258,9 @@ def draw_samples(model, batch: Mapping, n: int, batch_size: int, seed: int, devi
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, np.concatenate(log_q)
 
 
-def prior_log_density(prior, samples: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+def prior_log_density(
+    prior, samples: Mapping[str, np.ndarray], names: Sequence[str]
+) -> np.ndarray:
     """Return sum over ``names`` of ln pi(sample) (independent 1-d priors; -inf outside support)."""
     n = len(next(iter(samples.values())))
     total = np.zeros(n)
@@ -212,12 +279,23 @@ def decide_phase_marginalization(prior, model_parameters: Sequence[str], choice:
     inferred = "phase" in model_parameters
     if choice == "off" or not free or inferred:
         if free and not inferred:
-            raise ConfigError("phase-marginalization = 'off' but the model does not infer the phase, which the "
-                              "prior leaves free: use 'auto' (marginalise and reconstruct it)")
+            raise ConfigError(
+                "phase-marginalization = 'off' but the model does not infer the phase, which the "
+                "prior leaves free: use 'auto' (marginalise and reconstruct it)"
+            )
         return False
     p = prior["phase"]
-    uniform = type(p).__name__ == "Uniform" and math.isclose(p.minimum, 0) and math.isclose(p.maximum, 2 * math.pi)
-    require(uniform, "prior.phase", repr(p), "Uniform(0, 2 pi): phase marginalisation assumes a uniform phase prior")
+    uniform = (
+        type(p).__name__ == "Uniform"
+        and math.isclose(p.minimum, 0)
+        and math.isclose(p.maximum, 2 * math.pi)
+    )
+    require(
+        uniform,
+        "prior.phase",
+        repr(p),
+        "Uniform(0, 2 pi): phase marginalisation assumes a uniform phase prior",
+    )
     return True
 
 
@@ -227,7 +305,9 @@ class EventPosterior:
 
     event: EventData
     parameters: list[str]  # the model's parameters (plus phase, if reconstructed)
-    samples: dict[str, np.ndarray]  # name -> [n], physical; geocent_time as offset from the trigger
+    samples: dict[
+        str, np.ndarray
+    ]  # name -> [n], physical; geocent_time as offset from the trigger
     log_q: np.ndarray
     log_prior: np.ndarray
     log_likelihood_ratio: np.ndarray
@@ -237,7 +317,9 @@ class EventPosterior:
     warnings: list[str]
     phase_marginalized: bool
     optimal_snr: np.ndarray  # [n], network optimal SNR of each sample
-    token_edges: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # detector -> [k, 2] Hz, kept tokens
+    token_edges: dict[str, np.ndarray] = dataclasses.field(
+        default_factory=dict
+    )  # detector -> [k, 2] Hz, kept tokens
 
     def summary(self) -> dict:
         w = self.importance.weights
@@ -270,8 +352,11 @@ class EventPosterior:
             truth = self.event.injection_parameters
             out["injection"] = truth
             # weighted posterior CDF at the true value, per parameter (P-P plot input)
-            out["truth_quantile"] = {name: float(np.sum(w[self.samples[name] < truth[name]]))
-                                     for name in self.parameters if name in truth}
+            out["truth_quantile"] = {
+                name: float(np.sum(w[self.samples[name] < truth[name]]))
+                for name in self.parameters
+                if name in truth
+            }
         return out
 
 
@@ -287,37 +372,61 @@ def checkpoint_warnings(model_settings: Mapping, prior, settings: Mapping) -> li
     trained = model_settings.get("prior")
     if trained is not None:
         trained_prior = build_prior(trained, "checkpoint prior")
-        changed = sorted(k for k in set(trained_prior) | set(prior)
-                         if k not in trained_prior or k not in prior or repr(trained_prior[k]) != repr(prior[k]))
+        changed = sorted(
+            k
+            for k in set(trained_prior) | set(prior)
+            if k not in trained_prior or k not in prior or repr(trained_prior[k]) != repr(prior[k])
+        )
         if changed:
             out.append(f"the analysis prior differs from the model's training prior in {changed}")
     waveforms = model_settings.get("waveforms", {})
     for key in ("approximant", "reference-frequency"):
         if key in waveforms and waveforms[key] != settings[key]:
-            out.append(f"{key} = {settings[key]!r} differs from the model's training {key} = {waveforms[key]!r}")
+            out.append(
+                f"{key} = {settings[key]!r} differs from the model's training {key} = {waveforms[key]!r}"
+            )
     return out
 
 
-def railing_warnings(prior, samples: Mapping[str, np.ndarray], weights: np.ndarray, names: Sequence[str]) -> list[str]:
+def railing_warnings(
+    prior, samples: Mapping[str, np.ndarray], weights: np.ndarray, names: Sequence[str]
+) -> list[str]:
     """Return warnings for parameters whose posterior piles up against a prior bound."""
     out = []
     for name in names:
         p = prior[name]
         lo, hi = getattr(p, "minimum", -np.inf), getattr(p, "maximum", np.inf)
-        if not (np.isfinite(lo) and np.isfinite(hi)) or name in ("ra", "phase", "psi"):  # periodic ones do not rail
+        if not (np.isfinite(lo) and np.isfinite(hi)) or name in (
+            "ra",
+            "phase",
+            "psi",
+        ):  # periodic ones do not rail
             continue
         edge = 0.01 * (hi - lo)
-        for bound, near in (("minimum", samples[name] < lo + edge), ("maximum", samples[name] > hi - edge)):
+        for bound, near in (
+            ("minimum", samples[name] < lo + edge),
+            ("maximum", samples[name] > hi - edge),
+        ):
             mass = float(np.sum(weights[near]))
             if mass > RAILING_MASS:
                 value = lo if bound == "minimum" else hi
-                out.append(f"{name}: {mass:.0%} of the posterior lies within 1% of the prior {bound} {value:g}: "
-                           "the event probably lies outside the trained prior")
+                out.append(
+                    f"{name}: {mass:.0%} of the posterior lies within 1% of the prior {bound} {value:g}: "
+                    "the event probably lies outside the trained prior"
+                )
     return out
 
 
-def analyse_event(event: EventData, model, prior, settings: Mapping, *, processes: int | None = None,
-                  device=None, log=print) -> EventPosterior:
+def analyse_event(
+    event: EventData,
+    model,
+    prior,
+    settings: Mapping,
+    *,
+    processes: int | None = None,
+    device=None,
+    log=print,
+) -> EventPosterior:
     """Sample, reweight and summarise one event (settings: the ``gw.inference`` section)."""
     import torch
 
@@ -331,11 +440,20 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
     warnings = check_event_against_model(event, inputs, domain)
     names = list(model.parameter_names)
     missing = [n for n in names if n not in prior]
-    require(not missing, "prior", sorted(prior), f"a prior for every parameter the model infers ({missing} missing)")
+    require(
+        not missing,
+        "prior",
+        sorted(prior),
+        f"a prior for every parameter the model infers ({missing} missing)",
+    )
     marginalize = decide_phase_marginalization(prior, names, settings["phase-marginalization"])
     # Free parameters the model does not infer (it was trained marginalised over them) are drawn
     # from their prior: the proposal is q(theta | d) pi(phi), so w = L pi(theta) / q(theta | d).
-    from_prior = [n for n in prior if not is_fixed(prior[n]) and n not in names and not (n == "phase" and marginalize)]
+    from_prior = [
+        n
+        for n in prior
+        if not is_fixed(prior[n]) and n not in names and not (n == "phase" and marginalize)
+    ]
     warnings += checkpoint_warnings(model.settings, prior, settings)
     for w in warnings:
         log(f"warning: {event.name}: {w}")
@@ -347,19 +465,34 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
     index = batch["detector_index"][0][kept].cpu().numpy()
     token_edges = {d: edges[index == list(inputs["detectors"]).index(d)] for d in event.detectors}
     t0 = time.perf_counter()
-    samples, log_q = draw_samples(model, batch, settings["n-samples"], settings["batch-size"], settings["seed"], device,
-                                  stream=event.name)
+    samples, log_q = draw_samples(
+        model,
+        batch,
+        settings["n-samples"],
+        settings["batch-size"],
+        settings["seed"],
+        device,
+        stream=event.name,
+    )
     t_sampling = time.perf_counter() - t0
 
     # the model's sky is at its reference time: rotate ra to the event's time (Dingo)
     if "ra" in samples:
-        samples["ra"] = np.mod(samples["ra"] + gmst(event.trigger_time) - gmst(inputs["reference-time"]), 2 * np.pi)
+        samples["ra"] = np.mod(
+            samples["ra"] + gmst(event.trigger_time) - gmst(inputs["reference-time"]), 2 * np.pi
+        )
     elif not math.isclose(event.trigger_time, float(inputs["reference-time"])) and "ra" in prior:
-        warnings.append("ra is fixed in the prior at the model's reference time; at this event's time the same "
-                        "detector-frame sky position has another ra")
+        warnings.append(
+            "ra is fixed in the prior at the model's reference time; at this event's time the same "
+            "detector-frame sky position has another ra"
+        )
     log_prior = prior_log_density(prior, samples, names)
     if from_prior:
-        draws = sample({k: prior[k] for k in from_prior}, len(log_q), numpy_rng(settings["seed"], "prior-draws", event.name))
+        draws = sample(
+            {k: prior[k] for k in from_prior},
+            len(log_q),
+            numpy_rng(settings["seed"], "prior-draws", event.name),
+        )
         samples.update(draws)
         names += from_prior
     params = {k: np.full(len(log_q), float(p.peak)) for k, p in prior.items() if is_fixed(p)}
@@ -370,10 +503,17 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
     t0 = time.perf_counter()
     log_l = np.full(len(log_q), -np.inf)
     snr = np.zeros(len(log_q))
-    with GaussianLikelihood(event, settings["approximant"], settings["reference-frequency"],
-                            phase_marginalization=marginalize, processes=processes) as likelihood:
-        terms = likelihood.evaluate({k: v[inside] for k, v in params.items() if k != "phase" or not marginalize},
-                                    show_progress=True)
+    with GaussianLikelihood(
+        event,
+        settings["approximant"],
+        settings["reference-frequency"],
+        phase_marginalization=marginalize,
+        processes=processes,
+    ) as likelihood:
+        terms = likelihood.evaluate(
+            {k: v[inside] for k, v in params.items() if k != "phase" or not marginalize},
+            show_progress=True,
+        )
         log_l[inside] = terms.log_likelihood_ratio
         snr[inside] = np.sqrt(terms.optimal_snr_squared)
         noise_log_l = likelihood.noise_log_likelihood
@@ -387,20 +527,39 @@ def analyse_event(event: EventData, model, prior, settings: Mapping, *, processe
     t_likelihood = time.perf_counter() - t0
 
     if result.effective_sample_size < MINIMUM_RELIABLE_ESS:
-        warnings.append(f"effective sample size {result.effective_sample_size:.1f} of {result.n_samples} samples "
-                        f"(efficiency {result.sampling_efficiency:.2e}) is below {MINIMUM_RELIABLE_ESS}: the "
-                        "reweighted posterior rests on a handful of samples")
+        warnings.append(
+            f"effective sample size {result.effective_sample_size:.1f} of {result.n_samples} samples "
+            f"(efficiency {result.sampling_efficiency:.2e}) is below {MINIMUM_RELIABLE_ESS}: the "
+            "reweighted posterior rests on a handful of samples"
+        )
     warnings += railing_warnings(prior, samples, result.weights, [n for n in names if n in prior])
     total = time.perf_counter() - t_start
-    timings = {"sampling": t_sampling, "likelihood": t_likelihood, "other": total - t_sampling - t_likelihood,
-               "total": total}
-    log(f"{event.name}: efficiency {result.sampling_efficiency:.3%}, ESS {result.effective_sample_size:.1f}, "
+    timings = {
+        "sampling": t_sampling,
+        "likelihood": t_likelihood,
+        "other": total - t_sampling - t_likelihood,
+        "total": total,
+    }
+    log(
+        f"{event.name}: efficiency {result.sampling_efficiency:.3%}, ESS {result.effective_sample_size:.1f}, "
         f"ln BF {result.log_evidence:.2f} +- {result.log_evidence_error:.2f}; sampling {t_sampling:.1f} s, "
-        f"likelihood {t_likelihood:.1f} s, total {total:.1f} s")
-    return EventPosterior(event=event, parameters=names, samples=samples, log_q=log_q, log_prior=log_prior,
-                          log_likelihood_ratio=log_l, noise_log_likelihood=noise_log_l, importance=result,
-                          timings=timings, warnings=warnings, phase_marginalized=marginalize, optimal_snr=snr,
-                          token_edges=token_edges)
+        f"likelihood {t_likelihood:.1f} s, total {total:.1f} s"
+    )
+    return EventPosterior(
+        event=event,
+        parameters=names,
+        samples=samples,
+        log_q=log_q,
+        log_prior=log_prior,
+        log_likelihood_ratio=log_l,
+        noise_log_likelihood=noise_log_l,
+        importance=result,
+        timings=timings,
+        warnings=warnings,
+        phase_marginalized=marginalize,
+        optimal_snr=snr,
+        token_edges=token_edges,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,10 +572,14 @@ def write_posterior(posterior: EventPosterior, path: str | Path, settings: Mappi
         group = f.create_group("samples")
         for name in posterior.parameters:
             group.create_dataset(name, data=posterior.samples[name])
-        for name, values in (("log_q", posterior.log_q), ("log_prior", posterior.log_prior),
-                             ("log_likelihood_ratio", posterior.log_likelihood_ratio),
-                             ("log_weights", posterior.importance.log_weights),
-                             ("weights", posterior.importance.weights), ("optimal_snr", posterior.optimal_snr)):
+        for name, values in (
+            ("log_q", posterior.log_q),
+            ("log_prior", posterior.log_prior),
+            ("log_likelihood_ratio", posterior.log_likelihood_ratio),
+            ("log_weights", posterior.importance.log_weights),
+            ("weights", posterior.importance.weights),
+            ("optimal_snr", posterior.optimal_snr),
+        ):
             f.create_dataset(name, data=values)
         # the event's data for the report: ASD (of the windowed data), |d| scaled to an ASD, kept tokens
         event = posterior.event
@@ -425,16 +588,24 @@ def write_posterior(posterior: EventPosterior, path: str | Path, settings: Mappi
         for d in event.detectors:
             g = data.create_group(d)
             g.create_dataset("asd", data=np.sqrt(event.psd[d] * event.window_factor))
-            g.create_dataset("strain_asd", data=np.abs(event.strain[d]) * np.sqrt(2 / event.duration))
+            g.create_dataset(
+                "strain_asd", data=np.abs(event.strain[d]) * np.sqrt(2 / event.duration)
+            )
             g.create_dataset("token_edges", data=posterior.token_edges.get(d, np.zeros((0, 2))))
             g.attrs["band"] = [event.minimum_frequency[d], event.maximum_frequency[d]]
         if event.injection_parameters is not None:
             truth = f.create_group("injection")
             for k, v in event.injection_parameters.items():
                 truth.attrs[k] = v
-        write_provenance(f, settings, event=posterior.event.name, trigger_time=posterior.event.trigger_time,
-                         noise_log_likelihood=posterior.noise_log_likelihood,
-                         geocent_time="offset from trigger_time [s]", **posterior.importance.summary())
+        write_provenance(
+            f,
+            settings,
+            event=posterior.event.name,
+            trigger_time=posterior.event.trigger_time,
+            noise_log_likelihood=posterior.noise_log_likelihood,
+            geocent_time="offset from trigger_time [s]",
+            **posterior.importance.summary(),
+        )
 
 
 def write_bilby_result(posterior: EventPosterior, path: str | Path, prior, seed: int) -> None:
@@ -458,30 +629,47 @@ def write_bilby_result(posterior: EventPosterior, path: str | Path, prior, seed:
         injection = dict(event.injection_parameters)
         injection["geocent_time"] = event.trigger_time + injection["geocent_time"]
     priors = bilby.core.prior.PriorDict({k: v for k, v in prior.items()})
-    if "geocent_time" in priors:  # bilby's geocent_time is a GPS time, the config's an offset from the trigger
+    if (
+        "geocent_time" in priors
+    ):  # bilby's geocent_time is a GPS time, the config's an offset from the trigger
         g = priors["geocent_time"]
         if isinstance(g, bilby.core.prior.DeltaFunction):
-            priors["geocent_time"] = bilby.core.prior.DeltaFunction(event.trigger_time + g.peak, name="geocent_time")
+            priors["geocent_time"] = bilby.core.prior.DeltaFunction(
+                event.trigger_time + g.peak, name="geocent_time"
+            )
         elif isinstance(g, bilby.core.prior.Uniform):
-            priors["geocent_time"] = bilby.core.prior.Uniform(event.trigger_time + g.minimum,
-                                                              event.trigger_time + g.maximum, name="geocent_time")
+            priors["geocent_time"] = bilby.core.prior.Uniform(
+                event.trigger_time + g.minimum, event.trigger_time + g.maximum, name="geocent_time"
+            )
         else:
             priors["geocent_time_offset"] = priors.pop("geocent_time")
     result = bilby.core.result.Result(
-        label=event.name, search_parameter_keys=names, priors=priors,
-        posterior=frame.iloc[keep].reset_index(drop=True), nested_samples=weighted,
+        label=event.name,
+        search_parameter_keys=names,
+        priors=priors,
+        posterior=frame.iloc[keep].reset_index(drop=True),
+        nested_samples=weighted,
         log_evidence=posterior.importance.log_evidence + posterior.noise_log_likelihood,
-        log_evidence_err=posterior.importance.log_evidence_error, log_noise_evidence=posterior.noise_log_likelihood,
-        log_bayes_factor=posterior.importance.log_evidence, injection_parameters=injection,
-        sampler="twinflow-importance-sampling", sampling_time=posterior.timings["total"],
-        meta_data={"effective_sample_size": posterior.importance.effective_sample_size,
-                   "sampling_efficiency": posterior.importance.sampling_efficiency,
-                   "warnings": posterior.warnings, "detectors": list(event.detectors)})
+        log_evidence_err=posterior.importance.log_evidence_error,
+        log_noise_evidence=posterior.noise_log_likelihood,
+        log_bayes_factor=posterior.importance.log_evidence,
+        injection_parameters=injection,
+        sampler="twinflow-importance-sampling",
+        sampling_time=posterior.timings["total"],
+        meta_data={
+            "effective_sample_size": posterior.importance.effective_sample_size,
+            "sampling_efficiency": posterior.importance.sampling_efficiency,
+            "warnings": posterior.warnings,
+            "detectors": list(event.detectors),
+        },
+    )
     with atomic_path(path) as tmp:
         result.save_to_file(filename=str(tmp), extension="json", overwrite=True)
 
 
-def write_event_outputs(posterior: EventPosterior, out_dir: str | Path, prior, settings: Mapping) -> dict:
+def write_event_outputs(
+    posterior: EventPosterior, out_dir: str | Path, prior, settings: Mapping
+) -> dict:
     """Write posterior.h5, result.json and summary.json to ``out_dir``; return the summary."""
     out_dir = Path(out_dir)
     summary = posterior.summary()
@@ -495,7 +683,9 @@ def write_event_outputs(posterior: EventPosterior, out_dir: str | Path, prior, s
 # Stages: one event, the settings sweep, the collected summary
 
 
-def load_event(settings: Mapping, psd_paths: Mapping[str, str] | None = None, log=print) -> EventData:
+def load_event(
+    settings: Mapping, psd_paths: Mapping[str, str] | None = None, log=print
+) -> EventData:
     """Return the event a job analyses: an injection (``kind: injection``) or real strain."""
     from twinflow.gw.events import load_strain_event, make_injection, resolve_analysis
     from twinflow.gw.prior import build_prior, sample
@@ -503,9 +693,17 @@ def load_event(settings: Mapping, psd_paths: Mapping[str, str] | None = None, lo
 
     name = settings["event"]
     if settings["kind"] == "strain":
-        return load_strain_event(name, {"event": settings["strain"], "analysis": settings["analysis"],
-                                        "post-trigger-duration": settings["post-trigger-duration"],
-                                        "tukey-roll-off": settings["tukey-roll-off"], "psd": settings["psd"]}, log=log)
+        return load_strain_event(
+            name,
+            {
+                "event": settings["strain"],
+                "analysis": settings["analysis"],
+                "post-trigger-duration": settings["post-trigger-duration"],
+                "tukey-roll-off": settings["tukey-roll-off"],
+                "psd": settings["psd"],
+            },
+            log=log,
+        )
     require(settings["kind"] == "injection", "kind", settings["kind"], "'injection' or 'strain'")
     analysis = resolve_analysis({}, settings["analysis"], "gw")
     prior = build_prior(settings["prior"], "dataset.prior")
@@ -515,25 +713,50 @@ def load_event(settings: Mapping, psd_paths: Mapping[str, str] | None = None, lo
     psds, chosen = {}, {}
     n_f = int(round(analysis["duration"] * analysis["sampling-frequency"])) // 2 + 1
     for d in analysis["detectors"]:
-        require(psd_paths is not None and d in psd_paths, "psd banks", sorted(psd_paths or {}),
-                f"a PSD bank for each of {analysis['detectors']}")
+        require(
+            psd_paths is not None and d in psd_paths,
+            "psd banks",
+            sorted(psd_paths or {}),
+            f"a PSD bank for each of {analysis['detectors']}",
+        )
         bank = load_psd_bank(psd_paths[d])
-        if len(bank.frequencies) != n_f or not math.isclose(bank.delta_f, 1 / analysis["duration"]):
-            raise ConfigError(f"psd bank {psd_paths[d]!r} has {len(bank.frequencies)} bins at delta_f = "
-                              f"{bank.delta_f:g} Hz; the analysis needs {n_f} at {1 / analysis['duration']:g} Hz: "
-                              "remake the PSD banks with the analysis duration and sampling-frequency")
+        if len(bank.frequencies) != n_f or not math.isclose(
+            bank.delta_f, 1 / analysis["duration"]
+        ):
+            raise ConfigError(
+                f"psd bank {psd_paths[d]!r} has {len(bank.frequencies)} bins at delta_f = "
+                f"{bank.delta_f:g} Hz; the analysis needs {n_f} at {1 / analysis['duration']:g} Hz: "
+                "remake the PSD banks with the analysis duration and sampling-frequency"
+            )
         chosen[d] = int(rng.integers(len(bank.psd)))
         psds[d] = bank.psd[chosen[d]]
-    event = make_injection(name, parameters, psds, analysis, settings, settings["reference-time"],
-                           settings["post-trigger-duration"], rng)
+    event = make_injection(
+        name,
+        parameters,
+        psds,
+        analysis,
+        settings,
+        settings["reference-time"],
+        settings["post-trigger-duration"],
+        rng,
+    )
     event.metadata["psd-index"] = chosen
-    log(f"{name}: injection with network optimal SNR {event.metadata['network-optimal-snr']:.1f}: "
-        + ", ".join(f"{k} = {v:.4g}" for k, v in parameters.items()))
+    log(
+        f"{name}: injection with network optimal SNR {event.metadata['network-optimal-snr']:.1f}: "
+        + ", ".join(f"{k} = {v:.4g}" for k, v in parameters.items())
+    )
     return event
 
 
-def run_event(settings: Mapping, model_path: str | Path, out_dir: str | Path, *, psd_paths: Mapping[str, str] | None = None,
-              processes: int | None = None, log=print) -> dict:
+def run_event(
+    settings: Mapping,
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    psd_paths: Mapping[str, str] | None = None,
+    processes: int | None = None,
+    log=print,
+) -> dict:
     """The inference stage for one event: check, load, sample, reweight, write outputs; return the summary."""
     from twinflow.core.device import select_device
     from twinflow.gw.model import load_posterior_model
@@ -544,12 +767,21 @@ def run_event(settings: Mapping, model_path: str | Path, out_dir: str | Path, *,
     event = load_event(settings, psd_paths, log=log)
     device = select_device(settings["device"])
     model = load_posterior_model(model_path, device=device)
-    posterior = analyse_event(event, model, prior, settings, processes=processes, device=device, log=log)
+    posterior = analyse_event(
+        event, model, prior, settings, processes=processes, device=device, log=log
+    )
     return write_event_outputs(posterior, out_dir, prior, settings)
 
 
-def run_sweep(settings: Mapping, model_path: str | Path, out_dir: str | Path, *, psd_paths: Mapping[str, str] | None = None,
-              processes: int | None = None, log=print) -> dict:
+def run_sweep(
+    settings: Mapping,
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    psd_paths: Mapping[str, str] | None = None,
+    processes: int | None = None,
+    log=print,
+) -> dict:
     """Analyse one event under several analysis settings with the same model (no retraining).
 
     ``settings["sweep"]`` lists entries ``{label, detectors?, minimum-frequency?,
@@ -569,8 +801,14 @@ def run_sweep(settings: Mapping, model_path: str | Path, out_dir: str | Path, *,
     variants = []
     for i, entry in enumerate(entries):  # every variant is checked before any sampling
         try:
-            variants.append(event.with_analysis(entry.get("detectors"), entry.get("minimum-frequency"),
-                                                entry.get("maximum-frequency"), name=f"{event.name}:{entry['label']}"))
+            variants.append(
+                event.with_analysis(
+                    entry.get("detectors"),
+                    entry.get("minimum-frequency"),
+                    entry.get("maximum-frequency"),
+                    name=f"{event.name}:{entry['label']}",
+                )
+            )
         except ConfigError as err:
             raise ConfigError(f"sweep.settings[{i}] ({entry['label']}): {err}") from err
     device = select_device(settings["device"])
@@ -579,13 +817,20 @@ def run_sweep(settings: Mapping, model_path: str | Path, out_dir: str | Path, *,
     from twinflow.gw.domain import domain_from_settings
 
     domain = domain_from_settings(inputs["domain"])
-    for entry, variant in zip(entries, variants):
+    for variant in variants:
         check_event_against_model(variant, inputs, domain)  # errors before any work
     summaries = {}
-    for entry, variant in zip(entries, variants):
-        posterior = analyse_event(variant, model, prior, settings, processes=processes, device=device, log=log)
-        summaries[entry["label"]] = write_event_outputs(posterior, Path(out_dir) / entry["label"], prior, settings)
-    write_json(Path(out_dir) / "summary.json", {"event": event.name, "settings": entries, "results": summaries})
+    for variant in variants:
+        posterior = analyse_event(
+            variant, model, prior, settings, processes=processes, device=device, log=log
+        )
+        summaries[entry["label"]] = write_event_outputs(
+            posterior, Path(out_dir) / entry["label"], prior, settings
+        )
+    write_json(
+        Path(out_dir) / "summary.json",
+        {"event": event.name, "settings": entries, "results": summaries},
+    )
     return summaries
 
 
@@ -611,20 +856,30 @@ def collect_summaries(paths: Sequence[str | Path], out: str | Path) -> dict:
         for e in injections:
             for name, q in e["truth_quantile"].items():
                 quantiles.setdefault(name, []).append(q)
-        pvalues = {name: float(scipy.stats.kstest(q, "uniform").pvalue) for name, q in quantiles.items()}
-        combined = float(scipy.stats.combine_pvalues(list(pvalues.values()), method="fisher").pvalue) if pvalues else None
+        pvalues = {
+            name: float(scipy.stats.kstest(q, "uniform").pvalue) for name, q in quantiles.items()
+        }
+        combined = (
+            float(scipy.stats.combine_pvalues(list(pvalues.values()), method="fisher").pvalue)
+            if pvalues
+            else None
+        )
         out_data["injections"] = {
             "n": len(injections),
             "median_sampling_efficiency": float(np.median(eff)),
             "mean_sampling_efficiency": float(np.mean(eff)),
             "sampling_efficiency_quartiles": [float(x) for x in np.percentile(eff, [25, 75])],
             "fraction_with_efficiency_above_1%": float(np.mean(eff > 0.01)),
-            "median_effective_sample_size": float(np.median([e["effective_sample_size"] for e in injections])),
+            "median_effective_sample_size": float(
+                np.median([e["effective_sample_size"] for e in injections])
+            ),
             "n_reliable": int(sum(e["reliable"] for e in injections)),
             "pp_ks_pvalues": pvalues,
             "pp_combined_pvalue": combined,
-            "median_runtime": {k: float(np.median([e["runtime"][k] for e in injections]))
-                               for k in injections[0]["runtime"]},
+            "median_runtime": {
+                k: float(np.median([e["runtime"][k] for e in injections]))
+                for k in injections[0]["runtime"]
+            },
         }
     write_json(out, out_data)
     return out_data

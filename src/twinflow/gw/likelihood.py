@@ -58,8 +58,19 @@ SPEED_OF_LIGHT = 299792458.0  # m/s, as bilby_cython
 #: d GMST / d t [rad / s] inside one second: bilby_cython's linear terms, sidereal seconds -> rad
 GMST_RATE = (8640184.812866 + 3155760000.0) / (36525.0 * 86400.0) * np.pi / 43200.0
 #: LALSimulation's leading SimInspiralChooseFDWaveform arguments, in order.
-LAL_ARGUMENTS = ("mass_1", "mass_2", "spin_1x", "spin_1y", "spin_1z", "spin_2x", "spin_2y", "spin_2z",
-                 "luminosity_distance", "iota", "phase")
+LAL_ARGUMENTS = (
+    "mass_1",
+    "mass_2",
+    "spin_1x",
+    "spin_1y",
+    "spin_1z",
+    "spin_2x",
+    "spin_2y",
+    "spin_2z",
+    "luminosity_distance",
+    "iota",
+    "phase",
+)
 #: Parameters every sample needs (besides masses and spins, which bilby's conversion fills in).
 EXTRINSIC = ("luminosity_distance", "theta_jn", "ra", "dec", "psi", "geocent_time")
 
@@ -86,7 +97,9 @@ def detector_geometry(name: str) -> DetectorGeometry:
     import bilby
 
     ifo = bilby.gw.detector.get_empty_interferometer(name)
-    return DetectorGeometry(name, np.array(ifo.geometry.detector_tensor), np.array(ifo.geometry.vertex))
+    return DetectorGeometry(
+        name, np.array(ifo.geometry.detector_tensor), np.array(ifo.geometry.vertex)
+    )
 
 
 def greenwich_mean_sidereal_time(gps_time: np.ndarray) -> np.ndarray:
@@ -107,7 +120,9 @@ def greenwich_mean_sidereal_time(gps_time: np.ndarray) -> np.ndarray:
     return (base[inverse] + GMST_RATE * (t - whole).ravel()).reshape(t.shape)
 
 
-def antenna_patterns(geometry: DetectorGeometry, ra, dec, psi, gps_time, gmst=None) -> tuple[np.ndarray, np.ndarray]:
+def antenna_patterns(
+    geometry: DetectorGeometry, ra, dec, psi, gps_time, gmst=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (F+, Fx) [n] of one detector for arrays of sky positions, psi and GPS times.
 
     The polarisation tensors are bilby's (Nishizawa et al. 2009, arXiv:0903.0528):
@@ -119,20 +134,30 @@ def antenna_patterns(geometry: DetectorGeometry, ra, dec, psi, gps_time, gmst=No
     theta = np.pi / 2 - np.asarray(dec)
     cphi, sphi, cth, sth = np.cos(phi), np.sin(phi), np.cos(theta), np.sin(theta)
     cpsi, spsi = np.cos(psi), np.sin(psi)
-    m = np.stack([-cth * cphi * spsi + sphi * cpsi, -cth * sphi * spsi - cphi * cpsi, sth * spsi])  # [3, n]
-    n = np.stack([-cth * cphi * cpsi - sphi * spsi, -cth * sphi * cpsi + cphi * spsi, sth * cpsi])  # [3, n]
+    m = np.stack(
+        [-cth * cphi * spsi + sphi * cpsi, -cth * sphi * spsi - cphi * cpsi, sth * spsi]
+    )  # [3, n]
+    n = np.stack(
+        [-cth * cphi * cpsi - sphi * spsi, -cth * sphi * cpsi + cphi * spsi, sth * cpsi]
+    )  # [3, n]
     d = geometry.tensor
     dm, dn = np.einsum("ij,jn->in", d, m), np.einsum("ij,jn->in", d, n)  # [3, n]
     return np.sum(m * dm, axis=0) - np.sum(n * dn, axis=0), 2 * np.sum(m * dn, axis=0)
 
 
-def time_delay_from_geocenter(geometry: DetectorGeometry, ra, dec, gps_time, gmst=None) -> np.ndarray:
+def time_delay_from_geocenter(
+    geometry: DetectorGeometry, ra, dec, gps_time, gmst=None
+) -> np.ndarray:
     """Return the arrival-time delay [s] at the detector relative to the geocentre [n]."""
     gmst = greenwich_mean_sidereal_time(gps_time) if gmst is None else gmst
     phi = np.asarray(ra) - np.fmod(gmst, 2 * np.pi)
     theta = np.pi / 2 - np.asarray(dec)
     v = -geometry.vertex
-    return (v[0] * np.sin(theta) * np.cos(phi) + v[1] * np.sin(theta) * np.sin(phi) + v[2] * np.cos(theta)) / SPEED_OF_LIGHT
+    return (
+        v[0] * np.sin(theta) * np.cos(phi)
+        + v[1] * np.sin(theta) * np.sin(phi)
+        + v[2] * np.cos(theta)
+    ) / SPEED_OF_LIGHT
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +176,9 @@ class WaveformSettings:
     n_frequencies: int  # of the full uniform grid
 
 
-def bilby_arguments(parameters: Mapping[str, float], reference_frequency: float) -> tuple[float, ...]:
+def bilby_arguments(
+    parameters: Mapping[str, float], reference_frequency: float
+) -> tuple[float, ...]:
     """Return the LALSimulation arguments (``LAL_ARGUMENTS``) of one sample, computed as bilby does.
 
     bilby's ``WaveformGenerator`` applies ``convert_to_lal_binary_black_hole_parameters`` to
@@ -159,18 +186,37 @@ def bilby_arguments(parameters: Mapping[str, float], reference_frequency: float)
     ``bilby_to_lalsimulation_spins``; the same calls in the same order give the same floats.
     """
     from bilby.core.utils import parsec, solar_mass
-    from bilby.gw.conversion import bilby_to_lalsimulation_spins, convert_to_lal_binary_black_hole_parameters
+    from bilby.gw.conversion import (
+        bilby_to_lalsimulation_spins,
+        convert_to_lal_binary_black_hole_parameters,
+    )
 
     c, _ = convert_to_lal_binary_black_hole_parameters(dict(parameters))
     defaults = {"a_1": 0.0, "a_2": 0.0, "tilt_1": 0.0, "tilt_2": 0.0, "phi_12": 0.0, "phi_jl": 0.0}
     c = {**defaults, **c}
     mass_1, mass_2 = c["mass_1"] * solar_mass, c["mass_2"] * solar_mass
     iota, *spins = bilby_to_lalsimulation_spins(
-        theta_jn=c["theta_jn"], phi_jl=c["phi_jl"], tilt_1=c["tilt_1"], tilt_2=c["tilt_2"], phi_12=c["phi_12"],
-        a_1=c["a_1"], a_2=c["a_2"], mass_1=mass_1, mass_2=mass_2, reference_frequency=reference_frequency,
-        phase=c["phase"])
+        theta_jn=c["theta_jn"],
+        phi_jl=c["phi_jl"],
+        tilt_1=c["tilt_1"],
+        tilt_2=c["tilt_2"],
+        phi_12=c["phi_12"],
+        a_1=c["a_1"],
+        a_2=c["a_2"],
+        mass_1=mass_1,
+        mass_2=mass_2,
+        reference_frequency=reference_frequency,
+        phase=c["phase"],
+    )
     distance = c["luminosity_distance"] * 1e6 * parsec
-    return (float(mass_1), float(mass_2), *map(float, spins), float(distance), float(iota), float(c["phase"]))
+    return (
+        float(mass_1),
+        float(mass_2),
+        *map(float, spins),
+        float(distance),
+        float(iota),
+        float(c["phase"]),
+    )
 
 
 class _WaveformMaker:
@@ -188,9 +234,13 @@ class _WaveformMaker:
         self.approximant = check_approximant(settings.approximant, key="approximant")
         self.band = band
         self.lal_dict = lal.CreateDict()  # bilby's defaults: every PN order -1, amplitude order 0
-        f = np.linspace(0, settings.delta_f * (settings.n_frequencies - 1), settings.n_frequencies)[band]
+        f = np.linspace(
+            0, settings.delta_f * (settings.n_frequencies - 1), settings.n_frequencies
+        )[band]
         # bilby zeroes the waveform outside [minimum, maximum] frequency: one interval of the band
-        inside = np.flatnonzero((f >= settings.minimum_frequency) & (f <= settings.maximum_frequency))
+        inside = np.flatnonzero(
+            (f >= settings.minimum_frequency) & (f <= settings.maximum_frequency)
+        )
         self.inside = slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
 
     @property
@@ -204,18 +254,29 @@ class _WaveformMaker:
         # bilby's conversions, vectorised (shared with the dataset's waveform generator)
         lal = lal_parameters(parameters, self.settings.reference_frequency, reference_distance=1.0)
         n = len(lal["mass_1"])
-        lal["luminosity_distance"] = np.broadcast_to(parameters["luminosity_distance"], (n,)) * 1e6 * parsec
+        lal["luminosity_distance"] = (
+            np.broadcast_to(parameters["luminosity_distance"], (n,)) * 1e6 * parsec
+        )
         # plain Python floats: numpy scalars cost more per LALSimulation call than the call's overhead
         columns = [np.asarray(lal[k], dtype=float).tolist() for k in LAL_ARGUMENTS]
         # Precessing models (IMRPhenomXPHM) turn a last-digit change of their inputs into ~1e-6
         # relative changes of h (vectorised and scalar numpy differ in the last digit of pow and
         # arccos): for precessing samples, whose waveform costs milliseconds anyway, repeat
         # bilby's scalar conversion exactly.
-        in_plane = (np.asarray(lal["spin_1x"]) != 0) | (np.asarray(lal["spin_1y"]) != 0) | \
-                   (np.asarray(lal["spin_2x"]) != 0) | (np.asarray(lal["spin_2y"]) != 0)
+        in_plane = (
+            (np.asarray(lal["spin_1x"]) != 0)
+            | (np.asarray(lal["spin_1y"]) != 0)
+            | (np.asarray(lal["spin_2x"]) != 0)
+            | (np.asarray(lal["spin_2y"]) != 0)
+        )
         for i in np.flatnonzero(in_plane):
-            exact = bilby_arguments({k: np.asarray(v, dtype=float).ravel()[i] if np.ndim(v) else float(v)
-                                     for k, v in parameters.items()}, self.settings.reference_frequency)
+            exact = bilby_arguments(
+                {
+                    k: np.asarray(v, dtype=float).ravel()[i] if np.ndim(v) else float(v)
+                    for k, v in parameters.items()
+                },
+                self.settings.reference_frequency,
+            )
             for column, value in zip(columns, exact):
                 column[i] = value
         return list(zip(*columns))
@@ -229,8 +290,17 @@ class _WaveformMaker:
 
         s = self.settings
         waveform = lalsim.SimInspiralChooseFDWaveform
-        fixed = (0.0, 0.0, 0.0, s.delta_f, s.minimum_frequency, s.maximum_frequency,
-                 s.reference_frequency, self.lal_dict, self.approximant)
+        fixed = (
+            0.0,
+            0.0,
+            0.0,
+            s.delta_f,
+            s.minimum_frequency,
+            s.maximum_frequency,
+            s.reference_frequency,
+            self.lal_dict,
+            self.approximant,
+        )
         start, lo, hi = self.band.start, self.inside.start, self.inside.stop
         failed = np.zeros(len(arguments), dtype=bool)
         for i, args in enumerate(arguments):
@@ -246,11 +316,13 @@ class _WaveformMaker:
             stop = max(lo, min(hi, hp.data.length - start))
             out[i, :, :lo] = 0
             out[i, :, stop:] = 0
-            out[i, 0, lo:stop] = hp.data.data[start + lo:start + stop]
-            out[i, 1, lo:stop] = hc.data.data[start + lo:start + stop]
+            out[i, 0, lo:stop] = hp.data.data[start + lo : start + stop]
+            out[i, 1, lo:stop] = hc.data.data[start + lo : start + stop]
         return failed
 
-    def __call__(self, parameters: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, parameters: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (h+, hx [n, n_band] complex128, failed [n] bool) for a chunk of samples."""
         arguments = self.arguments(parameters)
         h = np.empty((len(arguments), 2, self.n_band), dtype=complex)
@@ -258,13 +330,16 @@ class _WaveformMaker:
         return h[:, 0], h[:, 1], failed
 
 
-def noise_weighted_inner_product(a: np.ndarray, b: np.ndarray, psd: np.ndarray, duration: float) -> complex:
+def noise_weighted_inner_product(
+    a: np.ndarray, b: np.ndarray, psd: np.ndarray, duration: float
+) -> complex:
     """Return ``<a, b> = 4/T sum conj(a) b / S`` (complex; bilby's ``noise_weighted_inner_product``)."""
     return complex(4.0 / duration * np.sum(np.conj(a) * b / psd))
 
 
-def detector_signals(data: EventData, parameters: Mapping[str, float], approximant: str,
-                     reference_frequency: float) -> dict[str, np.ndarray]:
+def detector_signals(
+    data: EventData, parameters: Mapping[str, float], approximant: str, reference_frequency: float
+) -> dict[str, np.ndarray]:
     """Return each detector's signal [n_f] on the full uniform grid for one set of parameters.
 
     ``geocent_time`` is absolute GPS time. The signal is zero outside the detector's band (as
@@ -272,10 +347,13 @@ def detector_signals(data: EventData, parameters: Mapping[str, float], approxima
     """
     f = data.frequencies
     waveform = WaveformSettings(
-        approximant=str(approximant), reference_frequency=float(reference_frequency),
+        approximant=str(approximant),
+        reference_frequency=float(reference_frequency),
         minimum_frequency=float(min(data.minimum_frequency[d] for d in data.detectors)),
         maximum_frequency=float(max(data.maximum_frequency[d] for d in data.detectors)),
-        delta_f=float(f[1] - f[0]), n_frequencies=len(f))
+        delta_f=float(f[1] - f[0]),
+        n_frequencies=len(f),
+    )
     p = {k: np.array([float(v)]) for k, v in parameters.items()}
     h_plus, h_cross, failed = _WaveformMaker(waveform, slice(0, len(f)))(p)
     if failed[0]:
@@ -283,8 +361,12 @@ def detector_signals(data: EventData, parameters: Mapping[str, float], approxima
     out = {}
     for name in data.detectors:
         geometry = detector_geometry(name)
-        f_plus, f_cross = antenna_patterns(geometry, p["ra"], p["dec"], p["psi"], p["geocent_time"])
-        dt = (p["geocent_time"] - data.start_time) + time_delay_from_geocenter(geometry, p["ra"], p["dec"], p["geocent_time"])
+        f_plus, f_cross = antenna_patterns(
+            geometry, p["ra"], p["dec"], p["psi"], p["geocent_time"]
+        )
+        dt = (p["geocent_time"] - data.start_time) + time_delay_from_geocenter(
+            geometry, p["ra"], p["dec"], p["geocent_time"]
+        )
         mask = data.frequency_mask(name)
         signal = (f_plus[0] * h_plus[0] + f_cross[0] * h_cross[0]) * mask
         signal[mask] *= np.exp(-1j * 2 * np.pi * dt[0] * f[mask])
@@ -331,29 +413,44 @@ class _Projector:
             mask = data.frequency_mask(name)
             idx = np.flatnonzero(mask)
             if idx.size == 0:
-                raise ConfigError(f"{name}: the band {data.minimum_frequency[name]}-"
-                                  f"{data.maximum_frequency[name]} Hz holds no frequency bin")
-            require(np.all(np.diff(idx) == 1), f"frequency mask of {name}", name, "a contiguous band")
+                raise ConfigError(
+                    f"{name}: the band {data.minimum_frequency[name]}-"
+                    f"{data.maximum_frequency[name]} Hz holds no frequency bin"
+                )
+            require(
+                np.all(np.diff(idx) == 1), f"frequency mask of {name}", name, "a contiguous band"
+            )
             local = slice(idx[0] - band.start, idx[-1] + 1 - band.start)
             psd = data.psd[name][mask] * data.window_factor
-            require(np.all(np.isfinite(psd) & (psd > 0)), f"psd of {name}", "non-positive values",
-                    f"a positive PSD on {data.minimum_frequency[name]}-{data.maximum_frequency[name]} Hz")
+            require(
+                np.all(np.isfinite(psd) & (psd > 0)),
+                f"psd of {name}",
+                "non-positive values",
+                f"a positive PSD on {data.minimum_frequency[name]}-{data.maximum_frequency[name]} Hz",
+            )
             weight = (4.0 / data.duration) / psd  # [n_k]
             n_k = idx.size
             blocks = int(np.ceil(np.sqrt(n_k)))
             rows = -(-n_k // blocks)
             data_weighted_conj = np.zeros(rows * blocks, dtype=complex)
             data_weighted_conj[:n_k] = np.conj(data.strain[name][mask]) * weight
-            self.detectors.append(dict(
-                geometry=detector_geometry(name), n_bins=n_k,
-                pairs=slice(2 * local.start, 2 * local.stop),  # the band in (re, im) float views
-                weight2=np.repeat(weight, 2),  # for (re, im) pairs
-                data_weighted_conj=data_weighted_conj.reshape(rows, blocks),
-                f0=f[idx[0]], df=f[1] - f[0],
-                inner_index=np.arange(blocks, dtype=float),
-                outer_index=blocks * np.arange(rows, dtype=float),
-                # y of a block; the padding beyond n_k is never written and stays zero
-                y=np.zeros((block, rows * blocks), dtype=complex)))
+            self.detectors.append(
+                dict(
+                    geometry=detector_geometry(name),
+                    n_bins=n_k,
+                    pairs=slice(
+                        2 * local.start, 2 * local.stop
+                    ),  # the band in (re, im) float views
+                    weight2=np.repeat(weight, 2),  # for (re, im) pairs
+                    data_weighted_conj=data_weighted_conj.reshape(rows, blocks),
+                    f0=f[idx[0]],
+                    df=f[1] - f[0],
+                    inner_index=np.arange(blocks, dtype=float),
+                    outer_index=blocks * np.arange(rows, dtype=float),
+                    # y of a block; the padding beyond n_k is never written and stays zero
+                    y=np.zeros((block, rows * blocks), dtype=complex),
+                )
+            )
 
     def factors(self, p: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Return per detector the per-sample antenna patterns and time-shift factors of a chunk."""
@@ -363,17 +460,23 @@ class _Projector:
         for det in self.detectors:
             f_plus, f_cross = antenna_patterns(det["geometry"], ra, dec, psi, t_c, gmst=gmst)
             # bilby: subtract the two ~1e9 s GPS times first, then add the ~1e-2 s delay
-            dt = (t_c - self.start_time) + time_delay_from_geocenter(det["geometry"], ra, dec, t_c, gmst=gmst)
+            dt = (t_c - self.start_time) + time_delay_from_geocenter(
+                det["geometry"], ra, dec, t_c, gmst=gmst
+            )
             theta = -2 * np.pi * det["df"] * dt  # [n]
-            out.append(dict(
-                antenna=np.stack([f_plus, f_cross], axis=1),  # [n, 2]
-                inner=np.exp(1j * theta[:, None] * det["inner_index"]),  # [n, B]
-                outer=np.exp(1j * theta[:, None] * det["outer_index"]),  # [n, A]
-                shift0=np.exp(-2j * np.pi * det["f0"] * dt)))  # [n]
+            out.append(
+                dict(
+                    antenna=np.stack([f_plus, f_cross], axis=1),  # [n, 2]
+                    inner=np.exp(1j * theta[:, None] * det["inner_index"]),  # [n, B]
+                    outer=np.exp(1j * theta[:, None] * det["outer_index"]),  # [n, A]
+                    shift0=np.exp(-2j * np.pi * det["f0"] * dt),
+                )
+            )  # [n]
         return out
 
-    def __call__(self, h: np.ndarray, factors: list[dict[str, np.ndarray]],
-                 rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, h: np.ndarray, factors: list[dict[str, np.ndarray]], rows: slice
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (<h, d> complex, <h, h>) [m] summed over detectors for a block of samples.
 
         ``h`` is [m, 2, n_band] complex (h+, hx); ``factors`` are a chunk's (:meth:`factors`), of
@@ -385,14 +488,18 @@ class _Projector:
         h_pairs = h.view(float)  # [m, 2, 2 n_band]: (re, im) pairs, real arithmetic
         for det, fac in zip(self.detectors, factors):
             y = det["y"][:m]
-            y_pairs = y.view(float)[:, :2 * det["n_bins"]]
+            y_pairs = y.view(float)[:, : 2 * det["n_bins"]]
             # y = F+ h+ + Fx hx on the detector's band, in one pass
             np.einsum("np,npk->nk", fac["antenna"][rows], h_pairs[:, :, det["pairs"]], out=y_pairs)
             h_inner_h += np.einsum("nk,nk,k->n", y_pairs, y_pairs, det["weight2"])
             # sum_f conj(h exp(-2 pi i f dt)) d w = conj(sum_f y conj(d w) exp(-2 pi i f dt))
             data_weighted_conj = det["data_weighted_conj"]  # [A, B]
-            partial = np.einsum("nab,ab,nb->na", y.reshape(m, *data_weighted_conj.shape), data_weighted_conj,
-                                fac["inner"][rows])  # [m, A]
+            partial = np.einsum(
+                "nab,ab,nb->na",
+                y.reshape(m, *data_weighted_conj.shape),
+                data_weighted_conj,
+                fac["inner"][rows],
+            )  # [m, A]
             total = np.einsum("na,na->n", partial, fac["outer"][rows]) * fac["shift0"][rows]
             d_inner_h += total.conj()
         return d_inner_h, h_inner_h
@@ -415,21 +522,29 @@ class _ChunkEvaluator:
         self.projector = _Projector(data, band, self.block)
         self.h = np.zeros((self.block, 2, n_band), dtype=complex)
 
-    def __call__(self, chunk: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, chunk: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         arguments = self.maker.arguments(chunk)
         factors = self.projector.factors(chunk)
         n = len(arguments)
-        d_inner_h, h_inner_h, failed = np.empty(n, dtype=complex), np.empty(n), np.empty(n, dtype=bool)
+        d_inner_h, h_inner_h, failed = (
+            np.empty(n, dtype=complex),
+            np.empty(n),
+            np.empty(n, dtype=bool),
+        )
         for start in range(0, n, self.block):
             rows = slice(start, min(start + self.block, n))
-            h = self.h[:rows.stop - rows.start]
+            h = self.h[: rows.stop - rows.start]
             failed[rows] = self.maker.fill(arguments[rows], h)
             d_inner_h[rows], h_inner_h[rows] = self.projector(h, factors, rows)
         return d_inner_h, h_inner_h, failed
 
 
 def _broadcast(parameters: Mapping, n: int) -> dict[str, np.ndarray]:
-    return {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy() for k, v in parameters.items()}
+    return {
+        k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy() for k, v in parameters.items()
+    }
 
 
 # State of a worker process (set once by the pool initializer; lal objects do not pickle).
@@ -454,9 +569,16 @@ class GaussianLikelihood:
     use); use it as a context manager, or call :meth:`close`, to end them.
     """
 
-    def __init__(self, data: EventData, approximant: str, reference_frequency: float, *,
-                 phase_marginalization: bool = False, processes: int | None = None,
-                 chunk_size: int | None = None):
+    def __init__(
+        self,
+        data: EventData,
+        approximant: str,
+        reference_frequency: float,
+        *,
+        phase_marginalization: bool = False,
+        processes: int | None = None,
+        chunk_size: int | None = None,
+    ):
         check_approximant(approximant, key="approximant")
         self.data = data
         self.phase_marginalization = phase_marginalization
@@ -468,13 +590,21 @@ class GaussianLikelihood:
         self.band = slice(int(union[0]), int(union[-1]) + 1)
         # bilby_pipe: the waveform spans the lowest minimum and highest maximum frequency
         self.waveform = WaveformSettings(
-            approximant=str(approximant), reference_frequency=float(reference_frequency),
+            approximant=str(approximant),
+            reference_frequency=float(reference_frequency),
             minimum_frequency=float(min(data.minimum_frequency[d] for d in data.detectors)),
             maximum_frequency=float(max(data.maximum_frequency[d] for d in data.detectors)),
-            delta_f=float(f[1] - f[0]), n_frequencies=len(f))
-        self.noise_log_likelihood = float(sum(
-            -0.5 * (4.0 / data.duration) * np.sum(np.abs(data.strain[d][m]) ** 2 / (data.psd[d][m] * data.window_factor))
-            for d, m in zip(data.detectors, masks)))
+            delta_f=float(f[1] - f[0]),
+            n_frequencies=len(f),
+        )
+        self.noise_log_likelihood = float(
+            sum(
+                -0.5
+                * (4.0 / data.duration)
+                * np.sum(np.abs(data.strain[d][m]) ** 2 / (data.psd[d][m] * data.window_factor))
+                for d, m in zip(data.detectors, masks)
+            )
+        )
         # samples per chunk (a pool worker's unit of work), 8 .. 128, fewer for wide bands; memory
         # and cache use do not depend on it (_ChunkEvaluator works in cache-sized blocks)
         n_band = self.band.stop - self.band.start
@@ -496,8 +626,11 @@ class GaussianLikelihood:
         if self._pool is None:  # fork: the workers inherit the imported modules (spawn elsewhere)
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self._pool = context.Pool(self.processes, initializer=_init_worker,
-                                      initargs=(self.data, self.waveform, self.band))
+            self._pool = context.Pool(
+                self.processes,
+                initializer=_init_worker,
+                initargs=(self.data, self.waveform, self.band),
+            )
         yield from self._pool.imap(_evaluate_chunk, chunks)
 
     def close(self) -> None:
@@ -517,7 +650,9 @@ class GaussianLikelihood:
             self._pool.terminate()
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, parameters: Mapping[str, np.ndarray], *, show_progress: bool = False) -> LikelihoodTerms:
+    def evaluate(
+        self, parameters: Mapping[str, np.ndarray], *, show_progress: bool = False
+    ) -> LikelihoodTerms:
         """Return the per-sample likelihood terms for ``parameters`` (dict of [n] arrays or scalars)."""
         missing = [k for k in EXTRINSIC if k not in parameters]
         if missing:
@@ -525,14 +660,23 @@ class GaussianLikelihood:
         n = max((np.size(v) for v in parameters.values()), default=1)
         p = _broadcast(parameters, n)
         if self.phase_marginalization:
-            p["phase"] = np.zeros(n)  # the result does not depend on it; <h(phase=0), d> reconstructs it
-        chunks = [{k: v[i:i + self.chunk_size] for k, v in p.items()} for i in range(0, n, self.chunk_size)]
+            p["phase"] = np.zeros(
+                n
+            )  # the result does not depend on it; <h(phase=0), d> reconstructs it
+        chunks = [
+            {k: v[i : i + self.chunk_size] for k, v in p.items()}
+            for i in range(0, n, self.chunk_size)
+        ]
         d_inner_h = np.empty(n, dtype=complex)
         h_inner_h = np.empty(n)
         failed = np.empty(n, dtype=bool)
         bar = progress(desc="likelihood", total=n, unit="sample", disable=not show_progress)
         for i, (dh, hh, bad) in zip(range(0, n, self.chunk_size), self._evaluate(chunks)):
-            d_inner_h[i:i + len(hh)], h_inner_h[i:i + len(hh)], failed[i:i + len(hh)] = dh, hh, bad
+            d_inner_h[i : i + len(hh)], h_inner_h[i : i + len(hh)], failed[i : i + len(hh)] = (
+                dh,
+                hh,
+                bad,
+            )
             bar.update(len(hh))
         bar.close()
         if self.phase_marginalization:
@@ -558,23 +702,33 @@ class GaussianLikelihood:
         maker = _WaveformMaker(self.waveform, slice(0, self.waveform.n_frequencies))
         common = dict(chirp_mass=25.0, mass_ratio=0.7, theta_jn=0.9, luminosity_distance=500.0)
         probes = [dict(common, chi_1=0.3, chi_2=-0.2)]
-        if lalsim.SimInspiralGetSpinSupportFromApproximant(maker.approximant) == lalsim.SIM_INSPIRAL_PRECESSINGSPIN:
-            probes.append(dict(common, a_1=0.5, a_2=0.4, tilt_1=1.0, tilt_2=2.0, phi_12=0.7, phi_jl=2.1))
+        if (
+            lalsim.SimInspiralGetSpinSupportFromApproximant(maker.approximant)
+            == lalsim.SIM_INSPIRAL_PRECESSINGSPIN
+        ):
+            probes.append(
+                dict(common, a_1=0.5, a_2=0.4, tilt_1=1.0, tilt_2=2.0, phi_12=0.7, phi_jl=2.1)
+            )
         signs = []
         for probe in probes:
             probe = {k: np.array([v]) for k, v in probe.items()}
             h = [maker({**probe, "phase": np.array([phase])}) for phase in (0.0, np.pi / 4)]
             if h[0][2][0] or h[1][2][0]:
-                raise ConfigError(f"approximant = {self.waveform.approximant!r} failed on a test binary")
+                raise ConfigError(
+                    f"approximant = {self.waveform.approximant!r} failed on a test binary"
+                )
             nonzero = np.abs(h[0][0][0]) > 1e-3 * np.abs(h[0][0][0]).max()
-            ratios = np.concatenate([h[1][j][0][nonzero] / h[0][j][0][nonzero] for j in (0, 1)])  # e^{i s pi/2}
+            ratios = np.concatenate(
+                [h[1][j][0][nonzero] / h[0][j][0][nonzero] for j in (0, 1)]
+            )  # e^{i s pi/2}
             signs.append(int(np.sign(ratios.imag.mean())))
             if not np.allclose(ratios, 1j * signs[-1], atol=1e-6):
                 raise ConfigError(
                     "phase marginalisation is exact only for models in which the phase enters h+ and hx "
                     f"as one overall factor exp(2 i phase) (e.g. (2, +-2)-mode models); approximant = "
                     f"{self.waveform.approximant!r} changes them by more than that (higher modes): "
-                    "infer the phase with the model instead")
+                    "infer the phase with the model instead"
+                )
         sign = signs[0]
         return sign
 

@@ -51,34 +51,74 @@ DEFAULT_ARCHITECTURE = {
 def check_architecture(arch: Mapping) -> None:
     """Raise :class:`ConfigError` naming the key for invalid model sizes."""
     tok, tr, flow = arch["tokenizer"], arch["transformer"], arch["flow"]
-    for key, value in (("model.tokenizer.hidden", tok["hidden"]), ("model.tokenizer.blocks", tok["blocks"]),
-                       ("model.transformer.d-model", tr["d-model"]), ("model.transformer.layers", tr["layers"]),
-                       ("model.transformer.heads", tr["heads"]),
-                       ("model.transformer.feed-forward", tr["feed-forward"]),
-                       ("model.flow.transforms", flow["transforms"]), ("model.flow.bins", flow["bins"])):
-        require(isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key.endswith("blocks") else 1),
-                key, value, "a positive integer")
-    require(tr["d-model"] % tr["heads"] == 0, "model.transformer.heads", tr["heads"],
-            f"a divisor of d-model = {tr['d-model']}")
-    require(0 <= tr["dropout"] < 1, "model.transformer.dropout", tr["dropout"], "a number in [0, 1)")
+    for key, value in (
+        ("model.tokenizer.hidden", tok["hidden"]),
+        ("model.tokenizer.blocks", tok["blocks"]),
+        ("model.transformer.d-model", tr["d-model"]),
+        ("model.transformer.layers", tr["layers"]),
+        ("model.transformer.heads", tr["heads"]),
+        ("model.transformer.feed-forward", tr["feed-forward"]),
+        ("model.flow.transforms", flow["transforms"]),
+        ("model.flow.bins", flow["bins"]),
+    ):
+        require(
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= (0 if key.endswith("blocks") else 1),
+            key,
+            value,
+            "a positive integer",
+        )
+    require(
+        tr["d-model"] % tr["heads"] == 0,
+        "model.transformer.heads",
+        tr["heads"],
+        f"a divisor of d-model = {tr['d-model']}",
+    )
+    require(
+        0 <= tr["dropout"] < 1, "model.transformer.dropout", tr["dropout"], "a number in [0, 1)"
+    )
     hidden = flow["hidden"]
-    require(isinstance(hidden, (list, tuple)) and len(hidden) >= 1
-            and all(isinstance(h, int) and h >= 1 for h in hidden),
-            "model.flow.hidden", hidden, "a non-empty list of positive integers (hidden layer sizes)")
+    require(
+        isinstance(hidden, (list, tuple))
+        and len(hidden) >= 1
+        and all(isinstance(h, int) and h >= 1 for h in hidden),
+        "model.flow.hidden",
+        hidden,
+        "a non-empty list of positive integers (hidden layer sizes)",
+    )
 
 
 def check_model_settings(settings: Mapping) -> None:
     """Raise :class:`ConfigError` for settings that cannot build a :class:`PosteriorModel`."""
     names = settings["parameters"]
-    require(isinstance(names, (list, tuple)) and len(names) >= 1 and len(set(names)) == len(names),
-            "parameters", names, "a non-empty list of distinct parameter names")
+    require(
+        isinstance(names, (list, tuple)) and len(names) >= 1 and len(set(names)) == len(names),
+        "parameters",
+        names,
+        "a non-empty list of distinct parameter names",
+    )
     std = settings["standardisation"]
     for key in ("mean", "std"):
-        require(len(std[key]) == len(names), f"standardisation.{key}", std[key],
-                f"one value per parameter ({len(names)})")
+        require(
+            len(std[key]) == len(names),
+            f"standardisation.{key}",
+            std[key],
+            f"one value per parameter ({len(names)})",
+        )
     require(all(s > 0 for s in std["std"]), "standardisation.std", std["std"], "positive numbers")
-    require(len(settings["detectors"]) >= 1, "detectors", settings["detectors"], "at least one detector")
-    require(settings["frequency-scale"] > 0, "frequency-scale", settings["frequency-scale"], "a frequency > 0 Hz")
+    require(
+        len(settings["detectors"]) >= 1,
+        "detectors",
+        settings["detectors"],
+        "at least one detector",
+    )
+    require(
+        settings["frequency-scale"] > 0,
+        "frequency-scale",
+        settings["frequency-scale"],
+        "a frequency > 0 Hz",
+    )
     check_architecture(settings["architecture"])
 
 
@@ -107,19 +147,28 @@ class Tokenizer(nn.Module):
     the spectrum and in which interferometer it sits; the same weights serve every token.
     """
 
-    def __init__(self, n_detectors: int, d_model: int, hidden: int, blocks: int, frequency_scale: float):
+    def __init__(
+        self, n_detectors: int, d_model: int, hidden: int, blocks: int, frequency_scale: float
+    ):
         super().__init__()
         self.n_detectors = n_detectors
         self.frequency_scale = frequency_scale
         n_condition = n_detectors + 2
         self.inp = nn.Linear(TOKEN_FEATURES + n_condition, hidden)
-        self.blocks = nn.ModuleList(ConditionedResidualBlock(hidden, n_condition) for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            ConditionedResidualBlock(hidden, n_condition) for _ in range(blocks)
+        )
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, d_model))
 
     def forward(self, tokens: Tensor, detector_index: Tensor, token_frequency: Tensor) -> Tensor:
         # [B, N] + [B, N, 2] -> condition [B, N, D + 2]
-        condition = torch.cat([F.one_hot(detector_index, self.n_detectors).to(tokens.dtype),
-                               token_frequency.to(tokens.dtype) / self.frequency_scale], dim=-1)
+        condition = torch.cat(
+            [
+                F.one_hot(detector_index, self.n_detectors).to(tokens.dtype),
+                token_frequency.to(tokens.dtype) / self.frequency_scale,
+            ],
+            dim=-1,
+        )
         h = F.gelu(self.inp(torch.cat([tokens, condition], dim=-1)))
         for block in self.blocks:
             h = block(h, condition)
@@ -137,17 +186,26 @@ class EncoderLayer(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, feed_forward), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(feed_forward, d_model))
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, feed_forward),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(feed_forward, d_model),
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, attend: Tensor) -> Tensor:
         """``x`` [B, L, d]; ``attend`` [B, 1, 1, L] bool, True for keys that may be attended to."""
         b, length, d = x.shape
         # [B, L, 3d] -> 3 × [B, heads, L, d / heads]
-        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        q, k, v = (
+            self.qkv(self.norm1(x))
+            .view(b, length, 3, self.heads, d // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attend, dropout_p=self.dropout if self.training else 0.0
+        )
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, length, d)))
         return x + self.drop(self.ff(self.norm2(x)))
 
@@ -161,12 +219,19 @@ class TransformerEncoder(nn.Module):
         d = tr["d-model"]
         self.tokenizer = Tokenizer(n_detectors, d, tok["hidden"], tok["blocks"], frequency_scale)
         self.summary = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.layers = nn.ModuleList(EncoderLayer(d, tr["heads"], tr["feed-forward"], tr["dropout"])
-                                    for _ in range(tr["layers"]))
+        self.layers = nn.ModuleList(
+            EncoderLayer(d, tr["heads"], tr["feed-forward"], tr["dropout"])
+            for _ in range(tr["layers"])
+        )
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, tokens: Tensor, detector_index: Tensor, token_frequency: Tensor,
-                padding_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        tokens: Tensor,
+        detector_index: Tensor,
+        token_frequency: Tensor,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
         b, n, _ = tokens.shape
         if padding_mask is None:
             padding_mask = torch.zeros(b, n, dtype=torch.bool, device=tokens.device)
@@ -176,7 +241,9 @@ class TransformerEncoder(nn.Module):
         token_frequency, padding_mask = token_frequency[:, :n_kept], padding_mask[:, :n_kept]
         x = self.tokenizer(tokens, detector_index, token_frequency)  # [B, N, d]
         x = torch.cat([self.summary.expand(b, -1, -1).to(x.dtype), x], dim=1)  # [B, 1 + N, d]
-        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), ~padding_mask], dim=1)
+        keep = torch.cat(
+            [torch.ones(b, 1, dtype=torch.bool, device=x.device), ~padding_mask], dim=1
+        )
         attend = keep[:, None, None, :]  # [B, 1, 1, 1 + N]: dropped tokens are never keys
         for layer in self.layers:
             x = layer(x, attend)
@@ -187,7 +254,9 @@ class TransformerEncoder(nn.Module):
 # The posterior model
 
 
-def _batch_inputs(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
+def _batch_inputs(
+    batch: Mapping[str, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
     """Return the model inputs of a batch with a leading batch axis, and whether it was added."""
     tokens = batch["tokens"]
     single = tokens.dim() == 2  # one event, [N, 48]
@@ -228,11 +297,17 @@ class PosteriorModel(nn.Module):
         # model rebuilt from the same settings has the same structure.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(settings.get("seed", 0)))
-            self.encoder = TransformerEncoder(len(settings["detectors"]), float(settings["frequency-scale"]), arch)
+            self.encoder = TransformerEncoder(
+                len(settings["detectors"]), float(settings["frequency-scale"]), arch
+            )
             self.flow = zuko.flows.NSF(
-                features=len(self.parameter_names), context=arch["transformer"]["d-model"],
-                transforms=flow["transforms"], bins=flow["bins"], hidden_features=list(flow["hidden"]),
-                passes=2, randperm=len(self.parameter_names) > 2,
+                features=len(self.parameter_names),
+                context=arch["transformer"]["d-model"],
+                transforms=flow["transforms"],
+                bins=flow["bins"],
+                hidden_features=list(flow["hidden"]),
+                passes=2,
+                randperm=len(self.parameter_names) > 2,
             )
 
     # -- parameters <-> standardised vectors --------------------------------------------------
@@ -241,8 +316,12 @@ class PosteriorModel(nn.Module):
         """Return [..., P] standardised parameters from a dict of physical values."""
         missing = [n for n in self.parameter_names if n not in parameters]
         if missing:
-            raise KeyError(f"batch parameters lack {missing}; the model infers {self.parameter_names}")
-        theta = torch.stack([parameters[n].to(self.mean.dtype) for n in self.parameter_names], dim=-1)
+            raise KeyError(
+                f"batch parameters lack {missing}; the model infers {self.parameter_names}"
+            )
+        theta = torch.stack(
+            [parameters[n].to(self.mean.dtype) for n in self.parameter_names], dim=-1
+        )
         return (theta - self.mean) / self.std
 
     def destandardise(self, z: Tensor) -> dict[str, Tensor]:
@@ -280,8 +359,9 @@ class PosteriorModel(nn.Module):
             return dist.log_prob(z.float()) + self.log_jacobian
 
     @torch.no_grad()
-    def sample_and_log_prob(self, batch: Mapping[str, Tensor], n: int,
-                            chunk_size: int = 50_000) -> tuple[dict[str, Tensor], Tensor]:
+    def sample_and_log_prob(
+        self, batch: Mapping[str, Tensor], n: int, chunk_size: int = 50_000
+    ) -> tuple[dict[str, Tensor], Tensor]:
         """Draw ``n`` samples per event; return (parameters, log q) in physical units.
 
         For a batch of B events: parameters name -> [B, n] and log q [B, n]; for one event
@@ -294,7 +374,9 @@ class PosteriorModel(nn.Module):
         with torch.autocast(ctx.device.type, enabled=False):
             dist = self.flow(ctx.float())
             for start in range(0, n, chunk_size):
-                z, lp = dist.rsample_and_log_prob((min(chunk_size, n - start),))  # [n_c, B, P], [n_c, B]
+                z, lp = dist.rsample_and_log_prob(
+                    (min(chunk_size, n - start),)
+                )  # [n_c, B, P], [n_c, B]
                 zs.append(z)
                 lps.append(lp)
         z = torch.cat(zs).transpose(0, 1)  # [B, n, P]
@@ -310,9 +392,17 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_model_settings(*, parameters: Sequence[str], mean: Sequence[float], std: Sequence[float],
-                         detectors: Sequence[str], frequency_scale: float, architecture: Mapping,
-                         seed: int = 0, **extra: Any) -> dict:
+def build_model_settings(
+    *,
+    parameters: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    detectors: Sequence[str],
+    frequency_scale: float,
+    architecture: Mapping,
+    seed: int = 0,
+    **extra: Any,
+) -> dict:
     """Return the settings dict of a :class:`PosteriorModel` (what its checkpoint stores)."""
     return {
         "parameters": list(parameters),
@@ -328,7 +418,9 @@ def build_model_settings(*, parameters: Sequence[str], mean: Sequence[float], st
 def save_posterior_model(path: str | Path, model: PosteriorModel, **extra: Any) -> None:
     """Write ``model`` (settings and weights) atomically as a ``gw-posterior-model`` checkpoint."""
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
-    save_checkpoint(path, kind=CHECKPOINT_KIND, settings=_unwrap(model).settings, model=state, **extra)
+    save_checkpoint(
+        path, kind=CHECKPOINT_KIND, settings=_unwrap(model).settings, model=state, **extra
+    )
 
 
 def load_posterior_model(path: str | Path, device: str | torch.device = "cpu") -> PosteriorModel:
@@ -342,11 +434,12 @@ def load_posterior_model(path: str | Path, device: str | torch.device = "cpu") -
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError) as err:
-        raise ConfigError(f"checkpoint {str(path)!r}: weights do not match its settings ({err})") from err
+        raise ConfigError(
+            f"checkpoint {str(path)!r}: weights do not match its settings ({err})"
+        ) from err
     return model.to(device).eval()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """Return the module inside a DistributedDataParallel wrapper (or the module itself)."""
     return getattr(model, "module", model)
-

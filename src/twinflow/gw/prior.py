@@ -36,48 +36,99 @@ def _distributions() -> dict:
 
     core, gw = bilby.core.prior, bilby.gw.prior
     return {
-        "Uniform": core.Uniform, "LogUniform": core.LogUniform, "PowerLaw": core.PowerLaw,
-        "Sine": core.Sine, "Cosine": core.Cosine, "Gaussian": core.Gaussian,
-        "TruncatedGaussian": core.TruncatedGaussian, "DeltaFunction": core.DeltaFunction,
+        "Uniform": core.Uniform,
+        "LogUniform": core.LogUniform,
+        "PowerLaw": core.PowerLaw,
+        "Sine": core.Sine,
+        "Cosine": core.Cosine,
+        "Gaussian": core.Gaussian,
+        "TruncatedGaussian": core.TruncatedGaussian,
+        "DeltaFunction": core.DeltaFunction,
         "UniformInComponentsChirpMass": gw.UniformInComponentsChirpMass,
         "UniformInComponentsMassRatio": gw.UniformInComponentsMassRatio,
-        "AlignedSpin": gw.AlignedSpin, "UniformSourceFrame": gw.UniformSourceFrame,
+        "AlignedSpin": gw.AlignedSpin,
+        "UniformSourceFrame": gw.UniformSourceFrame,
         "UniformComovingVolume": gw.UniformComovingVolume,
     }
 
 
-DISTRIBUTIONS = ("Uniform", "LogUniform", "PowerLaw", "Sine", "Cosine", "Gaussian", "TruncatedGaussian",
-                 "DeltaFunction", "UniformInComponentsChirpMass", "UniformInComponentsMassRatio", "AlignedSpin",
-                 "UniformSourceFrame", "UniformComovingVolume")
+DISTRIBUTIONS = (
+    "Uniform",
+    "LogUniform",
+    "PowerLaw",
+    "Sine",
+    "Cosine",
+    "Gaussian",
+    "TruncatedGaussian",
+    "DeltaFunction",
+    "UniformInComponentsChirpMass",
+    "UniformInComponentsMassRatio",
+    "AlignedSpin",
+    "UniformSourceFrame",
+    "UniformComovingVolume",
+)
 
 
 def check_prior(spec: Mapping, key: str = "dataset.prior") -> None:
     """Raise :class:`ConfigError` naming the key for the first invalid entry of a prior spec."""
-    require(isinstance(spec, Mapping) and len(spec) > 0, key, spec, "a mapping of bilby parameter names to priors")
+    require(
+        isinstance(spec, Mapping) and len(spec) > 0,
+        key,
+        spec,
+        "a mapping of bilby parameter names to priors",
+    )
     for name, entry in spec.items():
         k = f"{key}.{name}"
-        require(name in KNOWN_PARAMETERS, k, entry, f"a parameter named one of {list(KNOWN_PARAMETERS)}")
+        require(
+            name in KNOWN_PARAMETERS,
+            k,
+            entry,
+            f"a parameter named one of {list(KNOWN_PARAMETERS)}",
+        )
         if isinstance(entry, bool) or not isinstance(entry, (int, float, Mapping)):
-            raise ConfigError(f"{k} = {entry!r} is invalid: a number (fixed) or "
-                              "{distribution: <bilby class>, minimum: .., maximum: .., ...}")
+            raise ConfigError(
+                f"{k} = {entry!r} is invalid: a number (fixed) or "
+                "{distribution: <bilby class>, minimum: .., maximum: .., ...}"
+            )
         if isinstance(entry, Mapping):
             dist = entry.get("distribution")
-            require(dist in DISTRIBUTIONS, f"{k}.distribution", dist, f"one of {list(DISTRIBUTIONS)}")
+            require(
+                dist in DISTRIBUTIONS, f"{k}.distribution", dist, f"one of {list(DISTRIBUTIONS)}"
+            )
             for bound in ("minimum", "maximum"):
                 if bound in entry:
                     v = entry[bound]
-                    require(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v),
-                            f"{k}.{bound}", v, "a finite number")
-            if "minimum" in entry and "maximum" in entry and not entry["minimum"] < entry["maximum"]:
-                raise ConfigError(f"{k}.minimum = {entry['minimum']!r} is invalid: it must be below "
-                                  f"{k}.maximum = {entry['maximum']!r} (inverted prior bounds)")
+                    require(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v),
+                        f"{k}.{bound}",
+                        v,
+                        "a finite number",
+                    )
+            if (
+                "minimum" in entry
+                and "maximum" in entry
+                and not entry["minimum"] < entry["maximum"]
+            ):
+                raise ConfigError(
+                    f"{k}.minimum = {entry['minimum']!r} is invalid: it must be below "
+                    f"{k}.maximum = {entry['maximum']!r} (inverted prior bounds)"
+                )
     masses = [p for p in MASS_PARAMETERS if p in spec]
-    require(set(masses) in ({"chirp_mass", "mass_ratio"}, {"mass_1", "mass_2"}, {"total_mass", "mass_ratio"}),
-            key, sorted(spec), "masses given as chirp_mass + mass_ratio, mass_1 + mass_2 or total_mass + mass_ratio")
+    require(
+        set(masses)
+        in ({"chirp_mass", "mass_ratio"}, {"mass_1", "mass_2"}, {"total_mass", "mass_ratio"}),
+        key,
+        sorted(spec),
+        "masses given as chirp_mass + mass_ratio, mass_1 + mass_2 or total_mass + mass_ratio",
+    )
     aligned = [p for p in ALIGNED_SPINS if p in spec]
     precessing = [p for p in PRECESSING_SPINS if p in spec]
-    require(not (aligned and precessing), key, sorted(spec),
-            f"either aligned spins {list(ALIGNED_SPINS)} or precessing spins {list(PRECESSING_SPINS)}, not both")
+    require(
+        not (aligned and precessing),
+        key,
+        sorted(spec),
+        f"either aligned spins {list(ALIGNED_SPINS)} or precessing spins {list(PRECESSING_SPINS)}, not both",
+    )
     missing = [p for p in (*EXTRINSIC, "theta_jn", "phase") if p not in spec]
     require(not missing, key, sorted(spec), f"a prior (or fixed value) for every one of {missing}")
 
@@ -97,8 +148,10 @@ def build_prior(spec: Mapping, key: str = "dataset.prior"):
         try:
             priors[name] = classes[entry["distribution"]](name=name, **kwargs)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"{key}.{name} = {dict(entry)!r} is invalid for bilby's "
-                              f"{entry['distribution']}: {err}") from err
+            raise ConfigError(
+                f"{key}.{name} = {dict(entry)!r} is invalid for bilby's "
+                f"{entry['distribution']}: {err}"
+            ) from err
     return PriorDict(priors)
 
 

@@ -94,48 +94,83 @@ def check_settings(settings: Mapping) -> None:
         require_positive(key, settings[key])
     fs, duration = settings["sampling-frequency"], settings["duration"]
     require_nyquist("maximum-frequency", settings["maximum-frequency"], fs)
-    require(float(duration * fs).is_integer(), "duration", duration,
-            f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)")
+    require(
+        float(duration * fs).is_integer(),
+        "duration",
+        duration,
+        f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)",
+    )
     if duration > settings["psd-length"]:
         raise ConfigError(
             f"psd-length = {settings['psd-length']!r} s is shorter than the Welch fftlength "
             f"(duration = {duration!r} s): each stretch must hold at least one segment"
         )
     overlap = settings["overlap"]
-    require(isinstance(overlap, (int, float)) and 0 <= overlap < 1, "overlap", overlap,
-            "a fraction of the fftlength in [0, 1)")
+    require(
+        isinstance(overlap, (int, float)) and 0 <= overlap < 1,
+        "overlap",
+        overlap,
+        "a fraction of the fftlength in [0, 1)",
+    )
     require_choice("window", settings["window"], WINDOWS)
     require_choice("average", settings["average"], AVERAGES)
     require_choice("source", settings["source"], ("simulated", "files"))
     if settings["source"] == "simulated":
-        require(isinstance(settings["n-stretches"], int) and settings["n-stretches"] >= 1,
-                "n-stretches", settings["n-stretches"], "an integer >= 1")
+        require(
+            isinstance(settings["n-stretches"], int) and settings["n-stretches"] >= 1,
+            "n-stretches",
+            settings["n-stretches"],
+            "an integer >= 1",
+        )
         sim = settings["simulation"]
         curve_key = f"simulation.curves.{detector}"
         curve = sim.get("curve")
-        require(curve is not None, curve_key, curve,
-                f"a curve for {detector}: one of {list(LALSIM_CURVES)} or an ASD text file")
+        require(
+            curve is not None,
+            curve_key,
+            curve,
+            f"a curve for {detector}: one of {list(LALSIM_CURVES)} or an ASD text file",
+        )
         if curve not in LALSIM_CURVES:
             if not Path(curve).is_file():
                 raise ConfigError(
                     f"{curve_key} = {curve!r} is neither a known curve {list(LALSIM_CURVES)} "
                     "nor an existing ASD text file"
                 )
-        for key in ("scale-sigma", "drift-sigma", "line-height-sigma", "line-width", "line-height"):
+        for key in (
+            "scale-sigma",
+            "drift-sigma",
+            "line-height-sigma",
+            "line-width",
+            "line-height",
+        ):
             require_positive(f"simulation.{key}", sim[key], allow_zero=True)
         rho = sim["drift-correlation"]
         require(0 <= rho < 1, "simulation.drift-correlation", rho, "a number in [0, 1)")
     else:
         files = settings["files"].get("strain") or []
-        require(len(files) > 0, f"files.strain.{detector}", files, "a list of strain files for this detector")
+        require(
+            len(files) > 0,
+            f"files.strain.{detector}",
+            files,
+            "a list of strain files for this detector",
+        )
         for path in files:
             require_file(f"files.strain.{detector}", path)
             suffix = Path(path).suffix.lower()
-            require(suffix in STRAIN_SUFFIXES, f"files.strain.{detector}", path,
-                    f"a strain file with suffix in {list(STRAIN_SUFFIXES)}")
+            require(
+                suffix in STRAIN_SUFFIXES,
+                f"files.strain.{detector}",
+                path,
+                f"a strain file with suffix in {list(STRAIN_SUFFIXES)}",
+            )
             if suffix == ".gwf":
-                require(bool(settings["files"].get("channel")), f"files.channel-dict.{detector}",
-                        settings["files"].get("channel"), "a channel name, needed to read GWF files")
+                require(
+                    bool(settings["files"].get("channel")),
+                    f"files.channel-dict.{detector}",
+                    settings["files"].get("channel"),
+                    "a channel name, needed to read GWF files",
+                )
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,19 +198,30 @@ def source_psd(curve: str, frequencies: np.ndarray, low_frequency_cutoff: float)
         import lalsimulation
 
         delta_f = frequencies[1] - frequencies[0]
-        series = lal.CreateREAL8FrequencySeries("psd", 0, 0.0, delta_f, lal.DimensionlessUnit, len(frequencies))
+        series = lal.CreateREAL8FrequencySeries(
+            "psd", 0, 0.0, delta_f, lal.DimensionlessUnit, len(frequencies)
+        )
         getattr(lalsimulation, LALSIM_CURVES[curve])(series, low_frequency_cutoff)
         psd = np.array(series.data.data)
     else:
         table = np.loadtxt(curve)
-        require(table.ndim == 2 and table.shape[1] >= 2, "ASD file", curve, "two columns: frequency [Hz], ASD [1/sqrt(Hz)]")
+        require(
+            table.ndim == 2 and table.shape[1] >= 2,
+            "ASD file",
+            curve,
+            "two columns: frequency [Hz], ASD [1/sqrt(Hz)]",
+        )
         log_psd = np.interp(frequencies, table[:, 0], np.log(table[:, 1] ** 2))
-        psd = np.where((frequencies >= table[0, 0]) & (frequencies <= table[-1, 0]), np.exp(log_psd), 0.0)
+        psd = np.where(
+            (frequencies >= table[0, 0]) & (frequencies <= table[-1, 0]), np.exp(log_psd), 0.0
+        )
     valid = (psd > 0) & (frequencies >= low_frequency_cutoff)
     return _fill_edges(frequencies, psd, valid)
 
 
-def stretch_variations(frequencies: np.ndarray, n: int, sim: Mapping, rng: np.random.Generator) -> np.ndarray:
+def stretch_variations(
+    frequencies: np.ndarray, n: int, sim: Mapping, rng: np.random.Generator
+) -> np.ndarray:
     """Return [n, n_f] multiplicative PSD variations, one row per stretch.
 
     - broadband level: log-normal with spread ``scale-sigma``;
@@ -196,8 +242,12 @@ def stretch_variations(frequencies: np.ndarray, n: int, sim: Mapping, rng: np.ra
     factor = np.exp(log_factor)
     lines = np.asarray(sim["line-frequencies"], dtype=float)
     if len(lines) and sim["line-height"] > 0:
-        heights = sim["line-height"] * np.exp(sim["line-height-sigma"] * rng.standard_normal((n, len(lines))))
-        bumps = np.exp(-0.5 * ((frequencies[None, :] - lines[:, None]) / sim["line-width"]) ** 2)  # [L, n_f]
+        heights = sim["line-height"] * np.exp(
+            sim["line-height-sigma"] * rng.standard_normal((n, len(lines)))
+        )
+        bumps = np.exp(
+            -0.5 * ((frequencies[None, :] - lines[:, None]) / sim["line-width"]) ** 2
+        )  # [L, n_f]
         factor = factor * (1.0 + heights @ bumps)
     return factor
 
@@ -216,7 +266,13 @@ def simulate_strain_stretches(settings: Mapping):
     variation = stretch_variations(fine_f, settings["n-stretches"], sim, rng)
     for i in range(settings["n-stretches"]):
         psd_i = base * variation[i]
-        yield i, coloured_noise(psd_i, n, fs, numpy_rng(settings["seed"], "psd-noise", settings["detector"], i)), psd_i
+        yield (
+            i,
+            coloured_noise(
+                psd_i, n, fs, numpy_rng(settings["seed"], "psd-noise", settings["detector"], i)
+            ),
+            psd_i,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,20 +322,24 @@ def load_strain_stretches(settings: Mapping, log=print) -> list[tuple[float, np.
         segments = valid_segments(values)
         n_bad = len(values) - sum(b - a for a, b in segments)
         if n_bad:
-            log(f"{settings['detector']}: {path}: excluded {n_bad / rate:g} s of NaN/inf samples "
-                f"({len(segments)} valid segment(s) remain)")
+            log(
+                f"{settings['detector']}: {path}: excluded {n_bad / rate:g} s of NaN/inf samples "
+                f"({len(segments)} valid segment(s) remain)"
+            )
         t0 = float(series.t0.value)
         for a, b in segments:
             longest = max(longest, (b - a) / rate)
             n_per = int(round(length * rate))
             for start in range(a, b - n_per + 1, n_per):
-                piece = series[start:start + n_per]
+                piece = series[start : start + n_per]
                 if ratio > 1:
                     piece = piece.resample(fs)
                 stretches.append((t0 + start / rate, np.asarray(piece.value, dtype=float)))
     if not stretches:
         if longest == 0:
-            raise ConfigError(f"{key} = {settings['files']['strain']!r}: the files hold no finite samples")
+            raise ConfigError(
+                f"{key} = {settings['files']['strain']!r}: the files hold no finite samples"
+            )
         raise ConfigError(
             f"psd-length = {length!r} s is longer than every NaN-free segment in {key} "
             f"(longest {longest:g} s): choose psd-length <= {longest:g}"
@@ -300,13 +360,20 @@ def welch_psd(strain: np.ndarray, settings: Mapping) -> tuple[np.ndarray, np.nda
     fs = settings["sampling-frequency"]
     nperseg = int(round(settings["duration"] * fs))
     return scipy.signal.welch(
-        strain, fs=fs, window=settings["window"], nperseg=nperseg,
-        noverlap=int(round(settings["overlap"] * nperseg)), average=settings["average"],
-        scaling="density", axis=-1,
+        strain,
+        fs=fs,
+        window=settings["window"],
+        nperseg=nperseg,
+        noverlap=int(round(settings["overlap"] * nperseg)),
+        average=settings["average"],
+        scaling="density",
+        axis=-1,
     )
 
 
-def estimate_psd_bank(settings: Mapping, out: str | Path, plot: str | Path | None = None, log=print) -> PSDBank:
+def estimate_psd_bank(
+    settings: Mapping, out: str | Path, plot: str | Path | None = None, log=print
+) -> PSDBank:
     """Estimate a PSD bank for one detector and write it (and optionally its plot).
 
     The output HDF5 file holds ``frequencies`` [n_f], ``psd`` [N, n_f] and, for simulated
@@ -328,7 +395,9 @@ def estimate_psd_bank(settings: Mapping, out: str | Path, plot: str | Path | Non
         source = "files:" + json.dumps([str(p) for p in settings["files"]["strain"]])
 
     estimates = []
-    for _, strain, _ in progress(stretches, desc=f"Welch PSD {detector}", total=total, unit="stretch"):
+    for _, strain, _ in progress(
+        stretches, desc=f"Welch PSD {detector}", total=total, unit="stretch"
+    ):
         frequencies, psd = welch_psd(strain, settings)
         estimates.append(psd)
     bank = PSDBank(detector, frequencies, np.stack(estimates), dict(settings))
@@ -345,16 +414,25 @@ def estimate_psd_bank(settings: Mapping, out: str | Path, plot: str | Path | Non
             f.create_dataset("source_psd", data=source_curve)
         if start_times is not None:
             f.create_dataset("stretch_gps_start", data=start_times)
-        write_provenance(f, settings, detector=detector, source=source,
-                         duration=settings["duration"], sampling_frequency=settings["sampling-frequency"],
-                         delta_f=bank.delta_f, n_stretches=len(bank.psd))
+        write_provenance(
+            f,
+            settings,
+            detector=detector,
+            source=source,
+            duration=settings["duration"],
+            sampling_frequency=settings["sampling-frequency"],
+            delta_f=bank.delta_f,
+            n_stretches=len(bank.psd),
+        )
     log(f"{detector}: wrote {len(bank.psd)} PSD estimates on {len(frequencies)} bins to {out}")
     if plot is not None:
         plot_psd_bank(bank, plot, source_curve=source_curve, source_label=source.split(":")[0])
     return bank
 
 
-def plot_psd_bank(bank: PSDBank, path: str | Path, source_curve: np.ndarray | None = None, source_label: str = "") -> None:
+def plot_psd_bank(
+    bank: PSDBank, path: str | Path, source_curve: np.ndarray | None = None, source_label: str = ""
+) -> None:
     """Plot the bank's ASD percentiles (5-95 %, 25-75 %, median) against the source curve."""
     f = bank.frequencies
     band = f >= max(5.0, f[1])
@@ -365,8 +443,14 @@ def plot_psd_bank(bank: PSDBank, path: str | Path, source_curve: np.ndarray | No
     ax.fill_between(f[band], p25, p75, alpha=0.45, color="C0", lw=0, label="bank 25-75 %")
     ax.loglog(f[band], p50, color="C0", lw=1, label=f"bank median (N = {len(bank.psd)})")
     if source_curve is not None:
-        ax.loglog(f[band], np.sqrt(source_curve[band]), color="k", lw=1, ls="--",
-                  label=f"source curve ({bank.settings['simulation']['curve']})")
+        ax.loglog(
+            f[band],
+            np.sqrt(source_curve[band]),
+            color="k",
+            lw=1,
+            ls="--",
+            label=f"source curve ({bank.settings['simulation']['curve']})",
+        )
     ax.set_xlabel("frequency [Hz]")
     ax.set_ylabel(r"ASD [1/$\sqrt{\mathrm{Hz}}$]")
     ax.set_title(f"{bank.detector} PSD bank ({source_label}, T = {bank.settings['duration']} s)")

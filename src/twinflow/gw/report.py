@@ -16,10 +16,23 @@ import numpy as np
 from twinflow.core.plotting import figure, save_figure
 
 LABELS = {
-    "chirp_mass": r"$\mathcal{M}$ [M$_\odot$]", "mass_ratio": "$q$", "chi_1": r"$\chi_1$", "chi_2": r"$\chi_2$",
-    "theta_jn": r"$\theta_{JN}$", "phase": r"$\phi$", "luminosity_distance": "$d_L$ [Mpc]", "ra": r"$\alpha$",
-    "dec": r"$\delta$", "psi": r"$\psi$", "geocent_time": r"$\Delta t_c$ [s]", "a_1": "$a_1$", "a_2": "$a_2$",
-    "tilt_1": r"$\theta_1$", "tilt_2": r"$\theta_2$", "phi_12": r"$\phi_{12}$", "phi_jl": r"$\phi_{JL}$",
+    "chirp_mass": r"$\mathcal{M}$ [M$_\odot$]",
+    "mass_ratio": "$q$",
+    "chi_1": r"$\chi_1$",
+    "chi_2": r"$\chi_2$",
+    "theta_jn": r"$\theta_{JN}$",
+    "phase": r"$\phi$",
+    "luminosity_distance": "$d_L$ [Mpc]",
+    "ra": r"$\alpha$",
+    "dec": r"$\delta$",
+    "psi": r"$\psi$",
+    "geocent_time": r"$\Delta t_c$ [s]",
+    "a_1": "$a_1$",
+    "a_2": "$a_2$",
+    "tilt_1": r"$\theta_1$",
+    "tilt_2": r"$\theta_2$",
+    "phi_12": r"$\phi_{12}$",
+    "phi_jl": r"$\phi_{JL}$",
 }
 
 
@@ -43,7 +56,9 @@ def read_posterior(path: str | Path) -> dict:
     return out
 
 
-def _ranges(columns: Sequence[np.ndarray], truths: Sequence[float | None]) -> list[tuple[float, float]]:
+def _ranges(
+    columns: Sequence[np.ndarray], truths: Sequence[float | None]
+) -> list[tuple[float, float]]:
     out = []
     for values, truth in zip(columns, truths):
         lo, hi = np.percentile(values, [0.5, 99.5])
@@ -54,8 +69,13 @@ def _ranges(columns: Sequence[np.ndarray], truths: Sequence[float | None]) -> li
     return out
 
 
-def corner_overlay(sets: Sequence[tuple[str, dict[str, np.ndarray], np.ndarray | None, str]], names: Sequence[str],
-                   path: str | Path, truths: Mapping[str, float] | None = None, title: str = "") -> None:
+def corner_overlay(
+    sets: Sequence[tuple[str, dict[str, np.ndarray], np.ndarray | None, str]],
+    names: Sequence[str],
+    path: str | Path,
+    truths: Mapping[str, float] | None = None,
+    title: str = "",
+) -> None:
     """Overlay weighted corner plots: ``sets`` of (label, samples, weights or None, colour).
 
     A set whose weights have an effective sample size below 2 has no contours to draw: it is
@@ -71,17 +91,36 @@ def corner_overlay(sets: Sequence[tuple[str, dict[str, np.ndarray], np.ndarray |
     fig = plt.figure(figsize=(1.6 * len(names) + 1, 1.6 * len(names) + 1))
     handles = []
     for label, samples, weights, colour in sets:
-        ess = len(next(iter(samples.values()))) if weights is None else 1 / np.sum((weights / weights.sum()) ** 2)
+        ess = (
+            len(next(iter(samples.values())))
+            if weights is None
+            else 1 / np.sum((weights / weights.sum()) ** 2)
+        )
         if ess < 2:
-            handles.append(mlines.Line2D([], [], color=colour, ls=":", label=f"{label} (ESS {ess:.1f}: not drawn)"))
+            handles.append(
+                mlines.Line2D(
+                    [], [], color=colour, ls=":", label=f"{label} (ESS {ess:.1f}: not drawn)"
+                )
+            )
             continue
         data = np.column_stack([samples[n] for n in names])
         keep = np.ones(len(data), dtype=bool) if weights is None else weights > 0
-        corner.corner(data[keep], weights=None if weights is None else weights[keep], fig=fig, range=ranges,
-                      color=colour, labels=[LABELS.get(n, n) for n in names], plot_datapoints=False,
-                      plot_density=False, fill_contours=False, levels=(0.5, 0.9), smooth=1.0,
-                      hist_kwargs={"density": True}, truths=truth_values if truths is not None else None,
-                      truth_color="k")
+        corner.corner(
+            data[keep],
+            weights=None if weights is None else weights[keep],
+            fig=fig,
+            range=ranges,
+            color=colour,
+            labels=[LABELS.get(n, n) for n in names],
+            plot_datapoints=False,
+            plot_density=False,
+            fill_contours=False,
+            levels=(0.5, 0.9),
+            smooth=1.0,
+            hist_kwargs={"density": True},
+            truths=truth_values if truths is not None else None,
+            truth_color="k",
+        )
         handles.append(mlines.Line2D([], [], color=colour, label=f"{label} (ESS {ess:.0f})"))
     fig.legend(handles=handles, loc="upper right", fontsize=9, frameon=False)
     if title:
@@ -95,8 +134,16 @@ def plot_event_corner(posterior_path: str | Path, path: str | Path) -> None:
     n = len(post["weights"])
     names = list(post["samples"])
     title = f"{post['event']}: sampling efficiency {post['efficiency']:.2%}, ESS {post['ess']:.0f} of {n}"
-    corner_overlay([("flow", post["samples"], None, "C0"), ("reweighted", post["samples"], post["weights"], "C3")],
-                   names, path, truths=post["injection"], title=title)
+    corner_overlay(
+        [
+            ("flow", post["samples"], None, "C0"),
+            ("reweighted", post["samples"], post["weights"], "C3"),
+        ],
+        names,
+        path,
+        truths=post["injection"],
+        title=title,
+    )
 
 
 def plot_event_asd(posterior_path: str | Path, path: str | Path) -> None:
@@ -104,18 +151,25 @@ def plot_event_asd(posterior_path: str | Path, path: str | Path) -> None:
     post = read_posterior(posterior_path)
     f = post["frequencies"]
     detectors = post["detectors"]
-    fig, axes = figure(len(detectors), 1, figsize=(7, 2.6 * len(detectors)), squeeze=False, sharex=True)
+    fig, axes = figure(
+        len(detectors), 1, figsize=(7, 2.6 * len(detectors)), squeeze=False, sharex=True
+    )
     for ax, (d, data) in zip(axes[:, 0], detectors.items()):
         lo, hi = data["band"]
         band = (f >= max(lo / 2, f[1])) & (f <= min(2 * hi, f[-1]))
-        ax.loglog(f[band], data["strain_asd"][band], color="0.6", lw=0.5, label=r"$|\tilde d|\sqrt{2/T}$")
+        ax.loglog(
+            f[band], data["strain_asd"][band], color="0.6", lw=0.5, label=r"$|\tilde d|\sqrt{2/T}$"
+        )
         ax.loglog(f[band], data["asd"][band], color="C0", lw=1.2, label="ASD")
         for i, (a, b) in enumerate(data["token_edges"]):
             ax.axvspan(a, b, color="C2", alpha=0.12 if i % 2 else 0.22, lw=0)
         ax.axvline(lo, color="k", lw=0.8, ls="--")
         ax.axvline(hi, color="k", lw=0.8, ls="--")
         ax.set_ylabel(f"{d} [1/$\\sqrt{{\\mathrm{{Hz}}}}$]")
-        ax.set_title(f"{d}: band {lo:g}-{hi:g} Hz, {len(data['token_edges'])} tokens kept (shaded)", fontsize=9)
+        ax.set_title(
+            f"{d}: band {lo:g}-{hi:g} Hz, {len(data['token_edges'])} tokens kept (shaded)",
+            fontsize=9,
+        )
         ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("frequency [Hz]")
     save_figure(fig, path)
@@ -139,10 +193,20 @@ def plot_pp(collected: Mapping, path: str | Path) -> None:
     for i, name in enumerate(names):
         q = np.sort([e["truth_quantile"][name] for e in events if name in e["truth_quantile"]])
         cdf = np.searchsorted(q, grid, side="right") / len(q)
-        ax.plot(grid, cdf, lw=1.2, color=f"C{i % 10}", label=f"{LABELS.get(name, name)} (p = {pvalues.get(name, np.nan):.2f})")
+        ax.plot(
+            grid,
+            cdf,
+            lw=1.2,
+            color=f"C{i % 10}",
+            label=f"{LABELS.get(name, name)} (p = {pvalues.get(name, np.nan):.2f})",
+        )
     ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--")
     combined = collected.get("injections", {}).get("pp_combined_pvalue")
-    ax.set_title(f"P-P, {n} injections; combined p = {combined:.3g}" if combined is not None else f"P-P, {n} injections")
+    ax.set_title(
+        f"P-P, {n} injections; combined p = {combined:.3g}"
+        if combined is not None
+        else f"P-P, {n} injections"
+    )
     ax.set_xlabel("credible level")
     ax.set_ylabel("fraction of injections with the truth inside")
     ax.legend(fontsize=7, loc="upper left")
@@ -160,7 +224,9 @@ def plot_efficiency(collected: Mapping, path: str | Path) -> None:
         ax.hist(values, bins=max(5, min(30, len(values))), color="C0", alpha=0.8)
         median = np.median(eff)
         ax.axvline(np.log10(max(median, floor)), color="C3", lw=1.5, label=f"median {median:.2%}")
-        ax.axvline(np.log10(floor), color="0.5", lw=0.8, ls=":", label="1 / N (one effective sample)")
+        ax.axvline(
+            np.log10(floor), color="0.5", lw=0.8, ls=":", label="1 / N (one effective sample)"
+        )
         ax.legend(fontsize=8)
     ax.set_xlabel(r"$\log_{10}$ sampling efficiency $\epsilon$ = ESS / N")
     ax.set_ylabel("injections")
@@ -175,8 +241,16 @@ def plot_sweep(sweep_dir: str | Path, path: str | Path) -> None:
     sets, names, truths = [], None, None
     for i, entry in enumerate(summary["settings"]):
         post = read_posterior(sweep_dir / entry["label"] / "posterior.h5")
-        names = list(post["samples"]) if names is None else [n for n in names if n in post["samples"]]
+        names = (
+            list(post["samples"]) if names is None else [n for n in names if n in post["samples"]]
+        )
         truths = post["injection"]
         label = f"{entry['label']} (eps {post['efficiency']:.1%})"
         sets.append((label, post["samples"], post["weights"], f"C{i % 10}"))
-    corner_overlay(sets, names, path, truths=truths, title=f"{summary['event']}: one model, several analysis settings")
+    corner_overlay(
+        sets,
+        names,
+        path,
+        truths=truths,
+        title=f"{summary['event']}: one model, several analysis settings",
+    )

@@ -41,7 +41,12 @@ def psd_settings_for(gw: Mapping, detector: str) -> dict:
 # --- dataset (issue 3) ----------------------------------------------------------------------
 # Each dataset rule gets only what it uses: the waveform shards never see the extrinsic prior
 # or the masks, so editing those reruns only the training inputs, not the waveforms.
-DATASET_ANALYSIS_KEYS = ("duration", "sampling-frequency", "minimum-frequency", "maximum-frequency")
+DATASET_ANALYSIS_KEYS = (
+    "duration",
+    "sampling-frequency",
+    "minimum-frequency",
+    "maximum-frequency",
+)
 DATASET_EXTRINSIC = ("luminosity_distance", "ra", "dec", "psi", "geocent_time")
 
 
@@ -65,9 +70,19 @@ def dataset_shard_settings_for(gw: Mapping) -> dict:
     """Return the settings of a waveform shard: analysis band, waveform model, intrinsic prior."""
     ds = gw["dataset"]
     # n-shards is left out: adding shards must not rerun the existing ones.
-    keys = ("seed", "approximant", "reference-frequency", "reference-distance", "shard-size", "chunk-size")
-    return {**{k: gw[k] for k in DATASET_ANALYSIS_KEYS}, **{k: ds[k] for k in keys},
-            "prior": _intrinsic_prior(ds["prior"])}
+    keys = (
+        "seed",
+        "approximant",
+        "reference-frequency",
+        "reference-distance",
+        "shard-size",
+        "chunk-size",
+    )
+    return {
+        **{k: gw[k] for k in DATASET_ANALYSIS_KEYS},
+        **{k: ds[k] for k in keys},
+        "prior": _intrinsic_prior(ds["prior"]),
+    }
 
 
 def batch_settings_for(gw: Mapping) -> dict:
@@ -102,8 +117,21 @@ def train_settings_for(gw: Mapping) -> dict:
 
 # --- inference (issue 5) --------------------------------------------------------------------
 INJECTION_PREFIX = "injection-"
-INFERENCE_SAMPLING_KEYS = ("seed", "device", "n-samples", "batch-size", "phase-marginalization", "tukey-roll-off")
-INFERENCE_ANALYSIS_KEYS = ("detectors", "duration", "sampling-frequency", "minimum-frequency", "maximum-frequency")
+INFERENCE_SAMPLING_KEYS = (
+    "seed",
+    "device",
+    "n-samples",
+    "batch-size",
+    "phase-marginalization",
+    "tukey-roll-off",
+)
+INFERENCE_ANALYSIS_KEYS = (
+    "detectors",
+    "duration",
+    "sampling-frequency",
+    "minimum-frequency",
+    "maximum-frequency",
+)
 
 
 def inference_event_names(gw: Mapping) -> list[str]:
@@ -114,8 +142,10 @@ def inference_event_names(gw: Mapping) -> list[str]:
     names = [f"{INJECTION_PREFIX}{i}" for i in range(inference["injections"]["n"])]
     for name in inference["events"]:
         if name.startswith(INJECTION_PREFIX):
-            raise ConfigError(f"inference.events.{name}: event names starting with {INJECTION_PREFIX!r} are "
-                              "reserved for the injections")
+            raise ConfigError(
+                f"inference.events.{name}: event names starting with {INJECTION_PREFIX!r} are "
+                "reserved for the injections"
+            )
     return names + list(inference["events"])
 
 
@@ -125,7 +155,15 @@ def _inference_common(gw: Mapping) -> dict:
         **{k: inference[k] for k in INFERENCE_SAMPLING_KEYS},
         "analysis": {k: gw[k] for k in INFERENCE_ANALYSIS_KEYS},
         "prior": dict(ds["prior"]),
-        **{k: ds[k] for k in ("approximant", "reference-frequency", "reference-time", "post-trigger-duration")},
+        **{
+            k: ds[k]
+            for k in (
+                "approximant",
+                "reference-frequency",
+                "reference-time",
+                "post-trigger-duration",
+            )
+        },
         # real events' Welch PSDs are made as the PSD banks the model was trained on
         "psd": {k: psd[k] for k in ("window", "overlap", "average")},
     }
@@ -142,12 +180,16 @@ def inference_settings_for(gw: Mapping, event: str) -> dict:
     inference = gw["inference"]
     settings = {"event": event, **_inference_common(gw)}
     if event.startswith(INJECTION_PREFIX):
-        index = int(event[len(INJECTION_PREFIX):])
-        settings.update(kind="injection", injection={"index": index, "seed": inference["injections"]["seed"]})
+        index = int(event[len(INJECTION_PREFIX) :])
+        settings.update(
+            kind="injection", injection={"index": index, "seed": inference["injections"]["seed"]}
+        )
     elif event in inference["events"]:
         settings.update(kind="strain", strain=dict(inference["events"][event]))
     else:
-        raise ConfigError(f"event = {event!r} is not configured: choose one of {inference_event_names(gw)}")
+        raise ConfigError(
+            f"event = {event!r} is not configured: choose one of {inference_event_names(gw)}"
+        )
     return settings
 
 

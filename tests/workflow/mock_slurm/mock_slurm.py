@@ -29,7 +29,7 @@ def sbatch(args: list[str]) -> int:
     script, output, workdir = None, None, os.getcwd()
     for i, arg in enumerate(args):
         if arg.startswith("--wrap="):
-            script = arg[len("--wrap="):]
+            script = arg[len("--wrap=") :]
         elif arg in ("-o", "--output"):
             output = args[i + 1]
         elif arg.startswith("--output="):
@@ -42,7 +42,9 @@ def sbatch(args: list[str]) -> int:
         script = sys.stdin.read()
     env = {**os.environ, "SLURM_JOB_ID": str(jobid), "SLURM_JOBID": str(jobid)}
     log = open(output.replace("%j", str(jobid)), "w") if output else subprocess.DEVNULL
-    rc = subprocess.run(["sh", "-c", script], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    rc = subprocess.run(
+        ["sh", "-c", script], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+    ).returncode
     (STATE / f"{jobid}.state").write_text("COMPLETED" if rc == 0 else "FAILED")
     print(jobid)
     return 0
@@ -54,7 +56,19 @@ def job_states() -> str:
 
 def srun(args: list[str]) -> int:
     # Options come first, as `--opt=value`, `-n1`, or `--opt value` for the few srun uses.
-    takes_value = {"-n", "-c", "-N", "--ntasks", "--cpus-per-task", "--nodes", "--gres", "--gpus", "--mem", "-J", "--jobid"}
+    takes_value = {
+        "-n",
+        "-c",
+        "-N",
+        "--ntasks",
+        "--cpus-per-task",
+        "--nodes",
+        "--gres",
+        "--gpus",
+        "--mem",
+        "-J",
+        "--jobid",
+    }
     i = 0
     while i < len(args) and args[i].startswith("-"):
         i += 2 if args[i] in takes_value else 1
