@@ -19,10 +19,11 @@ import time
 import numpy as np
 import torch
 
+from twinflow.core.noise import source_psd
 from twinflow.core.settings import load_yaml
 from twinflow.gw.domain import MultibandedFrequencyDomain
 from twinflow.gw.prior import build_prior, sample, split_prior
-from twinflow.gw.psd import PSDBank, source_psd
+from twinflow.gw.psd import PSDBank
 from twinflow.gw.settings import batch_settings_for
 from twinflow.gw.tokens import BatchAssembler, multibanded_psd_bank
 from twinflow.gw.waveforms import WaveformGenerator, lal_parameters

@@ -67,11 +67,11 @@ def build_model(config: dict, model_path: Path):
 def main() -> None:
     import bilby
 
+    from twinflow.core.noise import source_psd
     from twinflow.core.settings import load_yaml
     from twinflow.gw.events import make_injection, resolve_analysis
     from twinflow.gw.inference import analyse_event
     from twinflow.gw.prior import build_prior, sample
-    from twinflow.gw.psd import source_psd
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="samples per event")

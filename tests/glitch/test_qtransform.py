@@ -11,7 +11,7 @@ import pytest
 import scipy.stats
 from gwpy.timeseries import TimeSeries
 
-from twinflow.core.noise import coloured_noise
+from twinflow.core.noise import coloured_noise, source_psd
 from twinflow.core.settings import ConfigError
 from twinflow.glitch.data import read_shard, sine_gaussian, strain_psd
 from twinflow.glitch.qtransform import (
@@ -22,7 +22,6 @@ from twinflow.glitch.qtransform import (
     split_indices,
     transform_for,
 )
-from twinflow.gw.psd import source_psd
 
 FS, DURATION, SIZE = 1024, 2.0, 64
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from twinflow.core.noise import source_psd
 from twinflow.core.settings import ConfigError, load_yaml
 from twinflow.gw.domain import MultibandedFrequencyDomain
 from twinflow.gw.prior import build_prior, sample, split_prior
-from twinflow.gw.psd import PSDBank, source_psd
+from twinflow.gw.psd import PSDBank
 from twinflow.gw.settings import batch_settings_for
 from twinflow.gw.tokens import (
     BatchAssembler,

@@ -271,7 +271,7 @@ def newtonian_chirp(t: np.ndarray, chirp_mass: float, phase: float) -> np.ndarra
 
 def strain_psd(settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
     """Return (frequencies, one-sided strain PSD) on the rfft grid of one sample."""
-    from twinflow.gw.psd import source_psd
+    from twinflow.core.noise import source_psd
 
     fs, n = settings["sampling-frequency"], n_samples(settings)
     frequencies = np.fft.rfftfreq(n, 1 / fs)

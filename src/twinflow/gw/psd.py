@@ -26,7 +26,7 @@ import numpy as np
 import scipy.signal
 
 from twinflow.core.io import atomic_path, read_settings, write_provenance
-from twinflow.core.noise import coloured_noise
+from twinflow.core.noise import LALSIM_CURVES, coloured_noise, source_psd
 from twinflow.core.plotting import figure, save_figure
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
@@ -40,11 +40,6 @@ from twinflow.core.settings import (
 )
 
 KNOWN_DETECTORS = ("H1", "L1", "V1", "K1")
-#: Sensitivity curves shipped with LALSimulation (LIGO-T1800545, O3 "low" noise).
-LALSIM_CURVES = {
-    "aLIGO-O3-low": "SimNoisePSDaLIGOO3LowT1800545",
-    "AdV-O3-low": "SimNoisePSDAdVO3LowT1800545",
-}
 WINDOWS = ("hann", "hamming", "blackman", "tukey", "boxcar")
 AVERAGES = ("median", "mean")
 STRAIN_SUFFIXES = (".hdf5", ".h5", ".hdf", ".gwf", ".txt", ".dat", ".csv")
@@ -175,48 +170,6 @@ def check_settings(settings: Mapping) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Source curves and the O3-like simulator
-
-
-def _fill_edges(frequencies: np.ndarray, psd: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Extend a PSD known on ``valid`` bins to all bins, holding its edge values constant."""
-    if not valid.any():
-        raise ConfigError("the source curve has no positive PSD values in the requested band")
-    f_valid, p_valid = frequencies[valid], psd[valid]
-    return np.exp(np.interp(frequencies, f_valid, np.log(p_valid)))
-
-
-def source_psd(curve: str, frequencies: np.ndarray, low_frequency_cutoff: float) -> np.ndarray:
-    """Return a one-sided PSD on ``frequencies`` from a LALSimulation curve or an ASD file.
-
-    Below ``low_frequency_cutoff`` (and beyond the curve's tabulated range) the PSD is held at
-    its edge value: the seismic wall below ~10 Hz would otherwise dominate the variance of the
-    simulated strain without adding anything above the analysis band.
-    """
-    frequencies = np.asarray(frequencies, dtype=float)
-    if curve in LALSIM_CURVES:
-        import lal
-        import lalsimulation
-
-        delta_f = frequencies[1] - frequencies[0]
-        series = lal.CreateREAL8FrequencySeries(
-            "psd", 0, 0.0, delta_f, lal.DimensionlessUnit, len(frequencies)
-        )
-        getattr(lalsimulation, LALSIM_CURVES[curve])(series, low_frequency_cutoff)
-        psd = np.array(series.data.data)
-    else:
-        table = np.loadtxt(curve)
-        require(
-            table.ndim == 2 and table.shape[1] >= 2,
-            "ASD file",
-            curve,
-            "two columns: frequency [Hz], ASD [1/sqrt(Hz)]",
-        )
-        log_psd = np.interp(frequencies, table[:, 0], np.log(table[:, 1] ** 2))
-        psd = np.where(
-            (frequencies >= table[0, 0]) & (frequencies <= table[-1, 0]), np.exp(log_psd), 0.0
-        )
-    valid = (psd > 0) & (frequencies >= low_frequency_cutoff)
-    return _fill_edges(frequencies, psd, valid)
 
 
 def stretch_variations(
