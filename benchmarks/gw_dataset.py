@@ -21,11 +21,12 @@ import torch
 
 from twinflow.core.noise import source_psd
 from twinflow.core.settings import load_yaml
+from twinflow.gw.dataset.batches import BatchAssembler
+from twinflow.gw.dataset.tokens import multibanded_psd_bank
 from twinflow.gw.domain import MultibandedFrequencyDomain
 from twinflow.gw.prior import build_prior, sample, split_prior
 from twinflow.gw.psd import PSDBank
 from twinflow.gw.settings import batch_settings_for
-from twinflow.gw.tokens import BatchAssembler, multibanded_psd_bank
 from twinflow.gw.waveforms import WaveformGenerator, lal_parameters
 
 PROBLEMS = {

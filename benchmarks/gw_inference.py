@@ -24,8 +24,12 @@ def build_model(config: dict, model_path: Path):
     import torch
 
     from twinflow.gw.domain import MultibandedFrequencyDomain
-    from twinflow.gw.model import PosteriorModel, build_model_settings, load_posterior_model
     from twinflow.gw.prior import build_prior
+    from twinflow.gw.training.model import (
+        PosteriorModel,
+        build_model_settings,
+        load_posterior_model,
+    )
 
     if model_path.is_file():
         return load_posterior_model(model_path), "trained model " + str(model_path)
@@ -69,8 +73,9 @@ def main() -> None:
 
     from twinflow.core.noise import source_psd
     from twinflow.core.settings import load_yaml
-    from twinflow.gw.events import make_injection, resolve_analysis
-    from twinflow.gw.inference import analyse_event
+    from twinflow.gw.inference.events import resolve_analysis
+    from twinflow.gw.inference.injections import make_injection
+    from twinflow.gw.inference.posterior import analyse_event
     from twinflow.gw.prior import build_prior, sample
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

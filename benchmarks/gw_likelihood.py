@@ -5,7 +5,7 @@ Per problem (an injection in bilby's own noise, samples spread around it):
 - bilby: ``GravitationalWaveTransient.log_likelihood_ratio`` called sample by sample (the peer);
 - floor: ``SimInspiralChooseFDWaveform`` alone, with precomputed arguments (what any exact
   likelihood must at least spend);
-- ours: :class:`twinflow.gw.likelihood.GaussianLikelihood` in one process (per-core cost) and
+- ours: :class:`twinflow.gw.inference.likelihood.GaussianLikelihood` in one process (per-core cost) and
   over all usable cores (wall-clock throughput).
 
 Per-core costs are process CPU time (best of ``--repeats``, interleaved), so other jobs on a
@@ -57,7 +57,7 @@ TRIGGER = 1126259462.4
 def build(detectors, duration, fs, f_min, f_max, approximant, precessing, phase_marginalization):
     import bilby
 
-    from twinflow.gw.events import EventData
+    from twinflow.gw.inference.events import EventData
 
     bilby.core.utils.logger.setLevel("ERROR")
     bilby.core.utils.random.seed(1)
@@ -154,7 +154,7 @@ def floor_call(data, approximant, parameters):
     import lalsimulation as lalsim
     from bilby.core.utils import parsec
 
-    from twinflow.gw.likelihood import LAL_ARGUMENTS
+    from twinflow.gw.inference.polarisations import LAL_ARGUMENTS
     from twinflow.gw.waveforms import lal_parameters
 
     lal_p = lal_parameters(parameters, 20.0, reference_distance=1.0)
@@ -173,7 +173,7 @@ def floor_call(data, approximant, parameters):
 
 
 def main() -> None:
-    from twinflow.gw.likelihood import GaussianLikelihood
+    from twinflow.gw.inference.likelihood import GaussianLikelihood
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

@@ -4,7 +4,7 @@
    the production (Dingo-T1) shape, on inputs of each configuration's token count; the ratio
    default / production says how much the small default buys.
 2. The share of a training step spent assembling the batch (projection, PSD draw, noise,
-   whitening, tokens, masks: ``twinflow.gw.tokens.BatchAssembler``) on a real waveform dataset
+   whitening, tokens, masks: ``twinflow.gw.dataset.tokens.BatchAssembler``) on a real waveform dataset
    of the default configuration, against the model step it feeds. Target: under 20 %.
 
 Usage: python benchmarks/gw_train.py [--threads 2] [--steps 10] [--waveforms 2048]
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from twinflow.core.settings import load_yaml
-from twinflow.gw.model import PosteriorModel, build_model_settings, count_parameters
+from twinflow.gw.training.model import PosteriorModel, build_model_settings, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,9 @@ def model_throughput(
 
 def assembly_share(config: dict, n_waveforms: int, steps: int) -> dict:
     """Time BatchAssembler against the default model's step on a freshly simulated dataset."""
-    from twinflow.gw.dataset import WaveformDataset, resolve_domain, simulate_shard, write_index
+    from twinflow.gw.dataset.batches import BatchAssembler
+    from twinflow.gw.dataset.grid import resolve_domain
+    from twinflow.gw.dataset.shards import WaveformDataset, simulate_shard, write_index
     from twinflow.gw.psd import estimate_psd_bank, load_psd_bank
     from twinflow.gw.settings import (
         batch_settings_for,
@@ -95,8 +97,8 @@ def assembly_share(config: dict, n_waveforms: int, steps: int) -> dict:
         dataset_shard_settings_for,
         psd_settings_for,
     )
-    from twinflow.gw.tokens import BatchAssembler
-    from twinflow.gw.train import ShardBatchSource, parameter_statistics
+    from twinflow.gw.training.batch_source import ShardBatchSource
+    from twinflow.gw.training.stage import parameter_statistics
 
     gw = config["gw"]
     gw["dataset"] = {**gw["dataset"], "shard-size": n_waveforms}

@@ -9,7 +9,8 @@ import pytest
 import scipy.stats
 
 from twinflow.core.settings import ConfigError, load_yaml
-from twinflow.gw.dataset import WaveformDataset, resolve_domain, simulate_shard, write_index
+from twinflow.gw.dataset.grid import resolve_domain
+from twinflow.gw.dataset.shards import WaveformDataset, simulate_shard, write_index
 from twinflow.gw.prior import build_prior
 from twinflow.gw.settings import dataset_domain_settings_for, dataset_shard_settings_for
 

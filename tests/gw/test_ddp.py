@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from twinflow.core.checkpoint import load_checkpoint
 from twinflow.core.seeding import derive_seed
-from twinflow.gw.train import STATE_KIND, fit
+from twinflow.gw.training.loop import STATE_KIND, fit
 
 TINY = {
     "tokenizer": {"hidden": 16, "blocks": 1},

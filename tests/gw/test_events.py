@@ -10,13 +10,9 @@ import pytest
 bilby = pytest.importorskip("bilby")
 
 from twinflow.core.settings import ConfigError  # noqa: E402
-from twinflow.gw.events import (  # noqa: E402
-    EventData,
-    frequency_domain_noise,
-    load_strain_event,
-    make_injection,
-)
-from twinflow.gw.likelihood import detector_signals  # noqa: E402
+from twinflow.gw.inference.events import EventData, load_strain_event
+from twinflow.gw.inference.injections import frequency_domain_noise, make_injection
+from twinflow.gw.inference.polarisations import detector_signals
 
 bilby.core.utils.logger.setLevel("ERROR")
 

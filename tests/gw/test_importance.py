@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from twinflow.gw.importance import (
+from twinflow.gw.inference.importance import (
     effective_sample_size,
     importance_sample,
     log_evidence,

@@ -18,10 +18,12 @@ bilby = pytest.importorskip("bilby")
 
 from twinflow.core.settings import ConfigError  # noqa: E402
 from twinflow.gw.domain import MultibandedFrequencyDomain  # noqa: E402
-from twinflow.gw.events import make_injection  # noqa: E402
-from twinflow.gw.inference import analyse_event, collect_summaries, run_event, write_event_outputs  # noqa: E402
-from twinflow.gw.model import PosteriorModel, build_model_settings, save_posterior_model  # noqa: E402
+from twinflow.gw.inference.injections import make_injection
+from twinflow.gw.inference.outputs import write_event_outputs
+from twinflow.gw.inference.posterior import analyse_event
+from twinflow.gw.inference.stage import collect_summaries, run_event
 from twinflow.gw.prior import build_prior, sampled_parameters  # noqa: E402
+from twinflow.gw.training.model import PosteriorModel, build_model_settings, save_posterior_model  # noqa: E402
 
 bilby.core.utils.logger.setLevel("ERROR")
 
@@ -143,7 +145,7 @@ def model_path(tmp_path_factory):
 
 
 def test_outputs_are_consistent_and_readable_by_bilby(model_path, tmp_path):
-    from twinflow.gw.model import load_posterior_model
+    from twinflow.gw.training.model import load_posterior_model
 
     model = load_posterior_model(model_path)
     prior = build_prior(PRIOR)
@@ -255,7 +257,7 @@ def test_free_parameters_the_model_does_not_infer_are_drawn_from_their_prior(tmp
 
 
 def test_model_that_does_not_match_the_event_is_refused(model_path):
-    from twinflow.gw.model import load_posterior_model
+    from twinflow.gw.training.model import load_posterior_model
 
     model = load_posterior_model(model_path)
     prior = build_prior(PRIOR)
@@ -290,7 +292,7 @@ def test_model_that_does_not_match_the_event_is_refused(model_path):
 
 
 def test_untrained_settings_warn(model_path):
-    from twinflow.gw.model import load_posterior_model
+    from twinflow.gw.training.model import load_posterior_model
 
     model = load_posterior_model(model_path)
     event = injection().with_analysis(("H1",), {"H1": 120.0}, {"H1": 256.0})
@@ -351,7 +353,7 @@ def test_run_event_on_real_strain_and_collect(shared_data, tmp_path):
 
 
 def test_fixed_seed_reproduces_the_posterior(model_path):
-    from twinflow.gw.model import load_posterior_model
+    from twinflow.gw.training.model import load_posterior_model
 
     model = load_posterior_model(model_path)
     prior = build_prior(PRIOR)

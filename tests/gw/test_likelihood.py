@@ -9,13 +9,8 @@ import scipy.stats
 bilby = pytest.importorskip("bilby")
 
 from twinflow.core.settings import ConfigError  # noqa: E402
-from twinflow.gw.events import EventData  # noqa: E402
-from twinflow.gw.likelihood import (  # noqa: E402
-    GaussianLikelihood,
-    antenna_patterns,
-    detector_geometry,
-    time_delay_from_geocenter,
-)
+from twinflow.gw.inference.events import EventData  # noqa: E402
+from twinflow.gw.inference.likelihood import GaussianLikelihood  # noqa: E402
 
 bilby.core.utils.logger.setLevel("ERROR")
 
@@ -121,28 +116,6 @@ def bilby_log_likelihood_ratio(kwargs, parameters, **options):
             for i in range(n)
         ]
     ), likelihood
-
-
-def test_antenna_patterns_and_delays_match_bilby():
-    rng = np.random.default_rng(3)
-    ra, dec = rng.uniform(0, 2 * np.pi, 20), np.arcsin(rng.uniform(-1, 1, 20))
-    psi, t = rng.uniform(0, np.pi, 20), TRIGGER + rng.uniform(-1e5, 1e5, 20)
-    for name in ("H1", "L1", "V1"):
-        ifo = bilby.gw.detector.get_empty_interferometer(name)
-        geometry = detector_geometry(name)
-        f_plus, f_cross = antenna_patterns(geometry, ra, dec, psi, t)
-        delay = time_delay_from_geocenter(geometry, ra, dec, t)
-        for i in range(20):
-            # GMST is reproduced to ~1e-11 rad (see greenwich_mean_sidereal_time)
-            assert f_plus[i] == pytest.approx(
-                ifo.antenna_response(ra[i], dec[i], t[i], psi[i], "plus"), abs=1e-10
-            )
-            assert f_cross[i] == pytest.approx(
-                ifo.antenna_response(ra[i], dec[i], t[i], psi[i], "cross"), abs=1e-10
-            )
-            assert delay[i] == pytest.approx(
-                ifo.time_delay_from_geocenter(ra[i], dec[i], t[i]), abs=1e-12
-            )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import torch
 
 from twinflow.core.checkpoint import CheckpointError, save_checkpoint
 from twinflow.core.settings import ConfigError
-from twinflow.gw.model import (
+from twinflow.gw.training.model import (
     DEFAULT_ARCHITECTURE,
     PosteriorModel,
     build_model_settings,

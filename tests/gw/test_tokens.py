@@ -8,21 +8,19 @@ import torch
 
 from twinflow.core.noise import source_psd
 from twinflow.core.settings import ConfigError, load_yaml
+from twinflow.gw.dataset.batches import BatchAssembler, event_batch
+from twinflow.gw.dataset.projection import DetectorProjection, multibanded_strain
+from twinflow.gw.dataset.tokens import (
+    coloured_noise,
+    compact,
+    draw_keep_mask,
+    multibanded_psd_bank,
+    tokenize,
+)
 from twinflow.gw.domain import MultibandedFrequencyDomain
 from twinflow.gw.prior import build_prior, sample, split_prior
 from twinflow.gw.psd import PSDBank
 from twinflow.gw.settings import batch_settings_for
-from twinflow.gw.tokens import (
-    BatchAssembler,
-    DetectorProjection,
-    coloured_noise,
-    compact,
-    draw_keep_mask,
-    event_batch,
-    multibanded_psd_bank,
-    multibanded_strain,
-    tokenize,
-)
 from twinflow.gw.waveforms import WaveformGenerator
 
 REFERENCE_TIME = 1126259462.4

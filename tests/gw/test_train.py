@@ -16,8 +16,9 @@ import torch
 from twinflow.core.checkpoint import load_checkpoint
 from twinflow.core.seeding import derive_seed
 from twinflow.core.settings import ConfigError
-from twinflow.gw.model import load_posterior_model
-from twinflow.gw.train import STATE_KIND, check_train_settings, fit, write_training_outputs
+from twinflow.gw.training.loop import STATE_KIND, fit, write_training_outputs
+from twinflow.gw.training.model import load_posterior_model
+from twinflow.gw.training.stage import check_train_settings
 
 TINY = {
     "tokenizer": {"hidden": 16, "blocks": 1},

@@ -18,8 +18,8 @@ import torch
 import yaml
 from tests.conftest import planned_rules
 
-from twinflow.gw.model import load_posterior_model
 from twinflow.gw.settings import train_settings_for
+from twinflow.gw.training.model import load_posterior_model
 
 pytestmark = pytest.mark.workflow
 

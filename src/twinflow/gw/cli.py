@@ -26,13 +26,13 @@ def _gw_settings(args: argparse.Namespace, resolver_name: str) -> dict:
 
 
 def _dataset_domain(args: argparse.Namespace) -> None:
-    from twinflow.gw.dataset import resolve_domain
+    from twinflow.gw.dataset.grid import resolve_domain
 
     resolve_domain(_gw_settings(args, "dataset_domain_settings_for"), args.out)
 
 
 def _dataset_shard(args: argparse.Namespace) -> None:
-    from twinflow.gw.dataset import simulate_shard
+    from twinflow.gw.dataset.shards import simulate_shard
 
     simulate_shard(
         _gw_settings(args, "dataset_shard_settings_for"), args.domain, args.shard, args.out
@@ -40,7 +40,7 @@ def _dataset_shard(args: argparse.Namespace) -> None:
 
 
 def _dataset_index(args: argparse.Namespace) -> None:
-    from twinflow.gw.dataset import write_index
+    from twinflow.gw.dataset.shards import write_index
 
     index = write_index(args.shards, args.out)
     print(f"indexed {len(index['shards'])} shards, {index['n-total']} waveforms: {args.out}")
@@ -48,7 +48,7 @@ def _dataset_index(args: argparse.Namespace) -> None:
 
 def _dataset_plots(args: argparse.Namespace) -> None:
     from twinflow.core.settings import ConfigError
-    from twinflow.gw.dataset import plot_examples
+    from twinflow.gw.dataset.plots import plot_examples
 
     psd = {}
     for item in args.psd:
@@ -62,7 +62,7 @@ def _dataset_plots(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from twinflow.gw.train import train_posterior_model
+    from twinflow.gw.training.stage import train_posterior_model
 
     train_posterior_model(
         _gw_settings(args, "train_settings_for"),
@@ -94,8 +94,8 @@ def _inference(args: argparse.Namespace) -> None:
 
     from twinflow.cli import settings_from
     from twinflow.core.settings import ConfigError
-    from twinflow.gw.inference import run_event
-    from twinflow.gw.report import plot_event_asd, plot_event_corner
+    from twinflow.gw.inference.report import plot_event_asd, plot_event_corner
+    from twinflow.gw.inference.stage import run_event
     from twinflow.gw.settings import inference_settings_for
 
     settings = settings_from(args)
@@ -119,8 +119,8 @@ def _inference(args: argparse.Namespace) -> None:
 def _inference_sweep(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from twinflow.gw.inference import run_sweep
-    from twinflow.gw.report import plot_sweep
+    from twinflow.gw.inference.report import plot_sweep
+    from twinflow.gw.inference.stage import run_sweep
 
     run_sweep(
         _gw_settings(args, "inference_sweep_settings_for"),
@@ -133,8 +133,8 @@ def _inference_sweep(args: argparse.Namespace) -> None:
 
 
 def _inference_collect(args: argparse.Namespace) -> None:
-    from twinflow.gw.inference import collect_summaries
-    from twinflow.gw.report import plot_efficiency, plot_pp
+    from twinflow.gw.inference.report import plot_efficiency, plot_pp
+    from twinflow.gw.inference.stage import collect_summaries
 
     collected = collect_summaries(args.summaries, args.out)
     if args.pp_plot:

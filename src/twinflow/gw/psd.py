@@ -38,8 +38,8 @@ from twinflow.core.settings import (
     require_nyquist,
     require_positive,
 )
+from twinflow.gw.detectors import KNOWN_DETECTORS
 
-KNOWN_DETECTORS = ("H1", "L1", "V1", "K1")
 WINDOWS = ("hann", "hamming", "blackman", "tukey", "boxcar")
 AVERAGES = ("median", "mean")
 STRAIN_SUFFIXES = (".hdf5", ".h5", ".hdf", ".gwf", ".txt", ".dat", ".csv")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from twinflow.core.settings import require_choice
-from twinflow.gw.psd import KNOWN_DETECTORS
+from twinflow.gw.detectors import KNOWN_DETECTORS
+from twinflow.gw.prior import EXTRINSIC
 
 # What the PSD stage needs from the gw section's top level, in a stable order.
 ANALYSIS_KEYS = ("duration", "sampling-frequency", "maximum-frequency")
@@ -47,11 +48,10 @@ DATASET_ANALYSIS_KEYS = (
     "minimum-frequency",
     "maximum-frequency",
 )
-DATASET_EXTRINSIC = ("luminosity_distance", "ra", "dec", "psi", "geocent_time")
 
 
 def _intrinsic_prior(prior: Mapping) -> dict:
-    return {k: v for k, v in prior.items() if k not in DATASET_EXTRINSIC}
+    return {k: v for k, v in prior.items() if k not in EXTRINSIC}
 
 
 def dataset_domain_settings_for(gw: Mapping) -> dict:
@@ -86,7 +86,7 @@ def dataset_shard_settings_for(gw: Mapping) -> dict:
 
 
 def batch_settings_for(gw: Mapping) -> dict:
-    """Return the settings of the on-the-fly training inputs (``twinflow.gw.tokens``).
+    """Return the settings of the on-the-fly training inputs (``twinflow.gw.dataset.tokens``).
 
     Detectors, analysis band, the extrinsic prior, the projection's reference time and
     post-trigger duration, and the token masks.
@@ -95,7 +95,7 @@ def batch_settings_for(gw: Mapping) -> dict:
     return {
         "detectors": list(gw["detectors"]),
         **{k: gw[k] for k in DATASET_ANALYSIS_KEYS},
-        "prior": {k: v for k, v in ds["prior"].items() if k in DATASET_EXTRINSIC},
+        "prior": {k: v for k, v in ds["prior"].items() if k in EXTRINSIC},
         "reference-time": ds["reference-time"],
         "post-trigger-duration": ds["post-trigger-duration"],
         "masks": ds["masks"],

@@ -1,0 +1,307 @@
+"""One event's posterior: network samples, importance weights, and warnings that say when
+not to trust it.
+
+:func:`analyse_event` draws from the model, reweights with the exact likelihood and prior and
+checks the result (effective sample size, posterior mass piled against prior bounds, settings
+the model was not trained on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from twinflow.core.seeding import numpy_rng
+from twinflow.core.settings import require
+from twinflow.gw.detectors import greenwich_mean_sidereal_time
+from twinflow.gw.inference.events import EventData
+from twinflow.gw.inference.importance import (
+    ImportanceResult,
+    importance_sample,
+    weighted_quantile,
+)
+from twinflow.gw.inference.sampling import (
+    check_event_against_model,
+    decide_phase_marginalization,
+    draw_samples,
+    event_tokens,
+    model_inputs,
+    prior_log_density,
+)
+
+#: Below this effective sample size a posterior is flagged unreliable.
+MINIMUM_RELIABLE_ESS = 50
+
+#: A parameter whose weighted posterior puts more than this mass within 1 % (of the prior
+#: range) of a prior bound is reported as railing against that bound.
+RAILING_MASS = 0.5
+
+
+@dataclasses.dataclass
+class EventPosterior:
+    """Everything one event's inference produced (see :func:`analyse_event`)."""
+
+    event: EventData
+    parameters: list[str]  # the model's parameters (plus phase, if reconstructed)
+    samples: dict[
+        str, np.ndarray
+    ]  # name -> [n], physical; geocent_time as offset from the trigger
+    log_q: np.ndarray
+    log_prior: np.ndarray
+    log_likelihood_ratio: np.ndarray
+    noise_log_likelihood: float
+    importance: ImportanceResult
+    timings: dict[str, float]
+    warnings: list[str]
+    phase_marginalized: bool
+    optimal_snr: np.ndarray  # [n], network optimal SNR of each sample
+    token_edges: dict[str, np.ndarray] = dataclasses.field(
+        default_factory=dict
+    )  # detector -> [k, 2] Hz, kept tokens
+
+    def summary(self) -> dict:
+        w = self.importance.weights
+        stats = {}
+        for name in self.parameters:
+            values = self.samples[name]
+            finite = w > 0
+            if not finite.any():
+                continue
+            q05, q50, q95 = weighted_quantile(values[finite], [0.05, 0.5, 0.95], w[finite])
+            stats[name] = {"median": float(q50), "5%": float(q05), "95%": float(q95)}
+        out = {
+            "event": self.event.name,
+            "detectors": list(self.event.detectors),
+            "minimum-frequency": self.event.minimum_frequency,
+            "maximum-frequency": self.event.maximum_frequency,
+            "trigger-time": self.event.trigger_time,
+            **self.importance.summary(),
+            "log_bayes_factor": self.importance.log_evidence,
+            "log_noise_evidence": self.noise_log_likelihood,
+            "log_evidence": self.importance.log_evidence + self.noise_log_likelihood,
+            "phase_marginalized": self.phase_marginalized,
+            "runtime": self.timings,
+            "posterior": stats,
+            "reliable": not self.warnings,
+            "warnings": self.warnings,
+            **({"metadata": self.event.metadata} if self.event.metadata else {}),
+        }
+        if self.event.injection_parameters is not None:
+            truth = self.event.injection_parameters
+            out["injection"] = truth
+            # weighted posterior CDF at the true value, per parameter (P-P plot input)
+            out["truth_quantile"] = {
+                name: float(np.sum(w[self.samples[name] < truth[name]]))
+                for name in self.parameters
+                if name in truth
+            }
+        return out
+
+
+def checkpoint_warnings(model_settings: Mapping, prior, settings: Mapping) -> list[str]:
+    """Return warnings where the analysis differs from what the model was trained with.
+
+    Importance sampling stays exact as long as the model's proposal covers the analysis prior,
+    but a different prior or waveform model than in training costs efficiency.
+    """
+    from twinflow.gw.prior import build_prior
+
+    out = []
+    trained = model_settings.get("prior")
+    if trained is not None:
+        trained_prior = build_prior(trained, "checkpoint prior")
+        changed = sorted(
+            k
+            for k in set(trained_prior) | set(prior)
+            if k not in trained_prior or k not in prior or repr(trained_prior[k]) != repr(prior[k])
+        )
+        if changed:
+            out.append(f"the analysis prior differs from the model's training prior in {changed}")
+    waveforms = model_settings.get("waveforms", {})
+    for key in ("approximant", "reference-frequency"):
+        if key in waveforms and waveforms[key] != settings[key]:
+            out.append(
+                f"{key} = {settings[key]!r} differs from the model's training {key} = {waveforms[key]!r}"
+            )
+    return out
+
+
+def railing_warnings(
+    prior, samples: Mapping[str, np.ndarray], weights: np.ndarray, names: Sequence[str]
+) -> list[str]:
+    """Return warnings for parameters whose posterior piles up against a prior bound."""
+    out = []
+    for name in names:
+        p = prior[name]
+        lo, hi = getattr(p, "minimum", -np.inf), getattr(p, "maximum", np.inf)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or name in (
+            "ra",
+            "phase",
+            "psi",
+        ):  # periodic ones do not rail
+            continue
+        edge = 0.01 * (hi - lo)
+        for bound, near in (
+            ("minimum", samples[name] < lo + edge),
+            ("maximum", samples[name] > hi - edge),
+        ):
+            mass = float(np.sum(weights[near]))
+            if mass > RAILING_MASS:
+                value = lo if bound == "minimum" else hi
+                out.append(
+                    f"{name}: {mass:.0%} of the posterior lies within 1% of the prior {bound} {value:g}: "
+                    "the event probably lies outside the trained prior"
+                )
+    return out
+
+
+def analyse_event(
+    event: EventData,
+    model,
+    prior,
+    settings: Mapping,
+    *,
+    processes: int | None = None,
+    device=None,
+    log=print,
+) -> EventPosterior:
+    """Sample, reweight and summarise one event (settings: the ``gw.inference`` section)."""
+    import torch
+
+    from twinflow.gw.domain import domain_from_settings
+    from twinflow.gw.inference.likelihood import GaussianLikelihood
+    from twinflow.gw.prior import is_fixed, sample
+
+    t_start = time.perf_counter()
+    inputs = model_inputs(model)
+    domain = domain_from_settings(inputs["domain"])
+    warnings = check_event_against_model(event, inputs, domain)
+    names = list(model.parameter_names)
+    missing = [n for n in names if n not in prior]
+    require(
+        not missing,
+        "prior",
+        sorted(prior),
+        f"a prior for every parameter the model infers ({missing} missing)",
+    )
+    marginalize = decide_phase_marginalization(prior, names, settings["phase-marginalization"])
+    # Free parameters the model does not infer (it was trained marginalised over them) are drawn
+    # from their prior: the proposal is q(theta | d) pi(phi), so w = L pi(theta) / q(theta | d).
+    from_prior = [
+        n
+        for n in prior
+        if not is_fixed(prior[n]) and n not in names and not (n == "phase" and marginalize)
+    ]
+    warnings += checkpoint_warnings(model.settings, prior, settings)
+    for w in warnings:
+        log(f"warning: {event.name}: {w}")
+
+    device = device or torch.device("cpu")
+    batch = event_tokens(event, inputs, domain, device)
+    kept = ~batch["padding_mask"][0]
+    edges = batch["token_frequency"][0][kept].double().cpu().numpy()
+    index = batch["detector_index"][0][kept].cpu().numpy()
+    token_edges = {d: edges[index == list(inputs["detectors"]).index(d)] for d in event.detectors}
+    t0 = time.perf_counter()
+    samples, log_q = draw_samples(
+        model,
+        batch,
+        settings["n-samples"],
+        settings["batch-size"],
+        settings["seed"],
+        device,
+        stream=event.name,
+    )
+    t_sampling = time.perf_counter() - t0
+
+    # the model's sky is at its reference time: rotate ra to the event's time (Dingo)
+    if "ra" in samples:
+        samples["ra"] = np.mod(
+            samples["ra"]
+            + greenwich_mean_sidereal_time(event.trigger_time)
+            - greenwich_mean_sidereal_time(inputs["reference-time"]),
+            2 * np.pi,
+        )
+    elif not math.isclose(event.trigger_time, float(inputs["reference-time"])) and "ra" in prior:
+        warnings.append(
+            "ra is fixed in the prior at the model's reference time; at this event's time the same "
+            "detector-frame sky position has another ra"
+        )
+    log_prior = prior_log_density(prior, samples, names)
+    if from_prior:
+        draws = sample(
+            {k: prior[k] for k in from_prior},
+            len(log_q),
+            numpy_rng(settings["seed"], "prior-draws", event.name),
+        )
+        samples.update(draws)
+        names += from_prior
+    params = {k: np.full(len(log_q), float(p.peak)) for k, p in prior.items() if is_fixed(p)}
+    params.update(samples)
+    params["geocent_time"] = event.trigger_time + params["geocent_time"]
+    inside = np.isfinite(log_prior) & np.isfinite(log_q)
+
+    t0 = time.perf_counter()
+    log_l = np.full(len(log_q), -np.inf)
+    snr = np.zeros(len(log_q))
+    with GaussianLikelihood(
+        event,
+        settings["approximant"],
+        settings["reference-frequency"],
+        phase_marginalization=marginalize,
+        processes=processes,
+    ) as likelihood:
+        terms = likelihood.evaluate(
+            {k: v[inside] for k, v in params.items() if k != "phase" or not marginalize},
+            show_progress=True,
+        )
+        log_l[inside] = terms.log_likelihood_ratio
+        snr[inside] = np.sqrt(terms.optimal_snr_squared)
+        noise_log_l = likelihood.noise_log_likelihood
+        result = importance_sample(log_l, log_prior, log_q)
+        if marginalize:
+            rng = numpy_rng(settings["seed"], "phase", event.name)
+            phase = np.zeros(len(log_q))
+            phase[inside] = likelihood.reconstruct_phase(terms.d_inner_h, rng)
+            samples["phase"] = phase
+            names.append("phase")
+    t_likelihood = time.perf_counter() - t0
+
+    if result.effective_sample_size < MINIMUM_RELIABLE_ESS:
+        warnings.append(
+            f"effective sample size {result.effective_sample_size:.1f} of {result.n_samples} samples "
+            f"(efficiency {result.sampling_efficiency:.2e}) is below {MINIMUM_RELIABLE_ESS}: the "
+            "reweighted posterior rests on a handful of samples"
+        )
+    warnings += railing_warnings(prior, samples, result.weights, [n for n in names if n in prior])
+    total = time.perf_counter() - t_start
+    timings = {
+        "sampling": t_sampling,
+        "likelihood": t_likelihood,
+        "other": total - t_sampling - t_likelihood,
+        "total": total,
+    }
+    log(
+        f"{event.name}: efficiency {result.sampling_efficiency:.3%}, ESS {result.effective_sample_size:.1f}, "
+        f"ln BF {result.log_evidence:.2f} +- {result.log_evidence_error:.2f}; sampling {t_sampling:.1f} s, "
+        f"likelihood {t_likelihood:.1f} s, total {total:.1f} s"
+    )
+    return EventPosterior(
+        event=event,
+        parameters=names,
+        samples=samples,
+        log_q=log_q,
+        log_prior=log_prior,
+        log_likelihood_ratio=log_l,
+        noise_log_likelihood=noise_log_l,
+        importance=result,
+        timings=timings,
+        warnings=warnings,
+        phase_marginalized=marginalize,
+        optimal_snr=snr,
+        token_edges=token_edges,
+    )

@@ -1,0 +1,1 @@
+"""The posterior model (transformer embedding + normalizing flow) and its training loop."""
