@@ -73,10 +73,10 @@ def main() -> None:
 
     from twinflow.core.noise import source_psd
     from twinflow.core.settings import load_yaml
-    from twinflow.gw.inference.events import resolve_analysis
     from twinflow.gw.inference.injections import make_injection
     from twinflow.gw.inference.posterior import analyse_event
     from twinflow.gw.prior import build_prior, sample
+    from twinflow.gw.validation import resolve_analysis
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="samples per event")

@@ -10,9 +10,10 @@ import pytest
 bilby = pytest.importorskip("bilby")
 
 from twinflow.core.settings import ConfigError  # noqa: E402
-from twinflow.gw.inference.events import EventData, load_strain_event
+from twinflow.gw.inference.events import EventData
 from twinflow.gw.inference.injections import frequency_domain_noise, make_injection
 from twinflow.gw.inference.polarisations import detector_signals
+from twinflow.gw.inference.strain import load_strain_event
 
 bilby.core.utils.logger.setLevel("ERROR")
 

@@ -13,7 +13,8 @@ from gwpy.timeseries import TimeSeries
 
 from twinflow.cli import main as twinflow_main
 from twinflow.core.io import dumps_settings
-from twinflow.gw.psd import estimate_psd_bank, load_psd_bank, valid_segments
+from twinflow.gw.psd import estimate_psd_bank, load_psd_bank
+from twinflow.gw.strain_sources import valid_segments
 
 QUIET = {
     "scale-sigma": 0.0,

@@ -1,5 +1,9 @@
 # gw branch: PSD banks -> dataset -> training -> per-event inference.
 from twinflow.gw.settings import psd_settings_for
+from twinflow.gw.validation import check_config as check_gw_config
+
+# A bad gw setting stops the workflow here, before any job runs.
+check_gw_config(config["gw"])
 
 
 rule gw_psd_bank:

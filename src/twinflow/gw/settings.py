@@ -39,7 +39,7 @@ def psd_settings_for(gw: Mapping, detector: str) -> dict:
     }
 
 
-# --- dataset (issue 3) ----------------------------------------------------------------------
+# --- dataset ---------------------------------------------------------------------------------
 # Each dataset rule gets only what it uses: the waveform shards never see the extrinsic prior
 # or the masks, so editing those reruns only the training inputs, not the waveforms.
 DATASET_ANALYSIS_KEYS = (
@@ -102,7 +102,7 @@ def batch_settings_for(gw: Mapping) -> dict:
     }
 
 
-# --- train (issue 4) ------------------------------------------------------------------------
+# --- train ---------------------------------------------------------------------------------
 
 
 def train_settings_for(gw: Mapping) -> dict:
@@ -115,7 +115,7 @@ def train_settings_for(gw: Mapping) -> dict:
     return {"train": dict(gw["train"]), "batch": batch_settings_for(gw)}
 
 
-# --- inference (issue 5) --------------------------------------------------------------------
+# --- inference ---------------------------------------------------------------------------------
 INJECTION_PREFIX = "injection-"
 INFERENCE_SAMPLING_KEYS = (
     "seed",

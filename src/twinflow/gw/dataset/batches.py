@@ -13,11 +13,10 @@ import torch
 
 from twinflow.core.device import select_device, to_device
 from twinflow.core.seeding import derive_seed, numpy_rng
-from twinflow.core.settings import require, require_choice
+from twinflow.core.settings import require
 from twinflow.gw.dataset.projection import DetectorProjection, multibanded_strain
 from twinflow.gw.dataset.tokens import (
     PSD_FEATURE_REFERENCE_ASD,
-    check_mask_settings,
     compact,
     draw_keep_mask,
     frequency_keep,
@@ -27,45 +26,9 @@ from twinflow.gw.dataset.tokens import (
     psd_feature,
     tokenize,
 )
-from twinflow.gw.detectors import (
-    KNOWN_DETECTORS,
-)
 from twinflow.gw.domain import MultibandedFrequencyDomain
 from twinflow.gw.prior import EXTRINSIC, build_prior, is_fixed, sample
-
-
-def check_batch_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` for invalid batch settings (detectors, extrinsic prior, masks)."""
-
-    require(
-        isinstance(settings["detectors"], list) and len(settings["detectors"]) >= 1,
-        "detectors",
-        settings["detectors"],
-        f"a non-empty list of {list(KNOWN_DETECTORS)}",
-    )
-    for det in settings["detectors"]:
-        require_choice("detectors", det, KNOWN_DETECTORS)
-    extrinsic = settings["prior"]
-    missing = [k for k in EXTRINSIC if k not in extrinsic]
-    require(
-        not missing,
-        "dataset.prior",
-        sorted(extrinsic),
-        f"a prior (or fixed value) for each of {missing}",
-    )
-    require(
-        isinstance(settings["post-trigger-duration"], (int, float))
-        and 0 <= settings["post-trigger-duration"] < settings["duration"],
-        "dataset.post-trigger-duration",
-        settings["post-trigger-duration"],
-        f"in [0, duration = {settings['duration']}) s",
-    )
-    check_mask_settings(
-        settings["masks"],
-        len(settings["detectors"]),
-        settings["minimum-frequency"],
-        settings["maximum-frequency"],
-    )
+from twinflow.gw.validation import check_batch_settings
 
 
 class BatchAssembler:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +16,14 @@ from twinflow.core.settings import (
     ConfigError,
     require,
     require_file,
-    require_nyquist,
-    require_positive,
 )
 from twinflow.gw.domain import (
     MultibandedFrequencyDomain,
-    UniformFrequencyDomain,
     domain_from_settings,
     propose_nodes,
 )
 from twinflow.gw.prior import EXTRINSIC, build_prior, sample, split_prior
+from twinflow.gw.validation import check_analysis, domain_from_nodes
 from twinflow.gw.waveforms import WaveformGenerator, check_approximant
 
 ANALYSIS_KEYS = ("duration", "sampling-frequency", "minimum-frequency", "maximum-frequency")
@@ -34,21 +32,6 @@ ANALYSIS_KEYS = ("duration", "sampling-frequency", "minimum-frequency", "maximum
 def intrinsic_spec(prior_spec: Mapping) -> dict:
     """Return the intrinsic entries of a prior spec (what the shards are drawn from)."""
     return {k: v for k, v in prior_spec.items() if k not in EXTRINSIC}
-
-
-def check_analysis(settings: Mapping) -> None:
-    for key in ("duration", "sampling-frequency", "minimum-frequency", "maximum-frequency"):
-        require_positive(key, settings[key])
-    require_nyquist(
-        "maximum-frequency", settings["maximum-frequency"], settings["sampling-frequency"]
-    )
-    require(
-        settings["minimum-frequency"] < settings["maximum-frequency"],
-        "minimum-frequency",
-        settings["minimum-frequency"],
-        f"below maximum-frequency = {settings['maximum-frequency']}",
-    )
-    UniformFrequencyDomain(settings["duration"], settings["sampling-frequency"])
 
 
 def check_intrinsic_prior(spec: Mapping):
@@ -86,23 +69,7 @@ def check_domain_settings(settings: Mapping) -> None:
             nodes,
             "'auto' or a list of frequencies [Hz]",
         )
-        _domain_from_nodes(nodes, settings)
-
-
-def _domain_from_nodes(nodes: Sequence[float], settings: Mapping) -> MultibandedFrequencyDomain:
-    domain = MultibandedFrequencyDomain(
-        nodes, settings["duration"], settings["sampling-frequency"]
-    )
-    if (
-        domain.f_min != settings["minimum-frequency"]
-        or domain.f_max != settings["maximum-frequency"]
-    ):
-        raise ConfigError(
-            f"dataset.domain.nodes = {list(nodes)!r} is invalid: the first and last nodes must be "
-            f"minimum-frequency = {settings['minimum-frequency']} and maximum-frequency = "
-            f"{settings['maximum-frequency']} Hz"
-        )
-    return domain
+        domain_from_nodes(nodes, settings)
 
 
 def resolve_domain(settings: Mapping, out: str | Path, log=print) -> MultibandedFrequencyDomain:
@@ -141,7 +108,7 @@ def resolve_domain(settings: Mapping, out: str | Path, log=print) -> Multibanded
             "tolerance": settings["domain"]["tolerance"],
             "n-waveforms": settings["domain"]["n-waveforms"],
         }
-    domain = _domain_from_nodes(nodes, settings)
+    domain = domain_from_nodes(nodes, settings)
     write_json(
         out,
         {

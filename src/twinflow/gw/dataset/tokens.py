@@ -187,69 +187,6 @@ def frequency_keep(
     return (token_frequency[..., 0] >= f_min - eps) & (token_frequency[..., 1] <= f_max + eps)
 
 
-def check_mask_settings(
-    masks: Mapping, n_detectors: int, f_min: float, f_max: float, key: str = "dataset.masks"
-) -> None:
-    """Raise :class:`ConfigError` for mask settings that cannot apply to the analysis band."""
-    p = masks["detector-drop-probabilities"]
-    require(
-        isinstance(p, list)
-        and len(p) >= 1
-        and all(isinstance(x, (int, float)) and x >= 0 for x in p)
-        and sum(p[:n_detectors]) > 0,
-        f"{key}.detector-drop-probabilities",
-        p,
-        f"probabilities of dropping 0, 1, ... detectors, not all zero for the first {n_detectors}",
-    )
-    lo, hi = masks["minimum-frequency"], masks["maximum-frequency"]
-    for name, section in (
-        ("minimum-frequency", lo),
-        ("maximum-frequency", hi),
-        ("notches", masks["notches"]),
-    ):
-        prob = section["probability"]
-        require(
-            isinstance(prob, (int, float)) and 0 <= prob <= 1,
-            f"{key}.{name}.probability",
-            prob,
-            "in [0, 1]",
-        )
-    if lo["probability"] > 0:
-        require(
-            f_min < lo["maximum"] < f_max,
-            f"{key}.minimum-frequency.maximum",
-            lo["maximum"],
-            f"a frequency inside the analysis band ({f_min:g}, {f_max:g}) Hz",
-        )
-    if hi["probability"] > 0:
-        require(
-            f_min < hi["minimum"] < f_max,
-            f"{key}.maximum-frequency.minimum",
-            hi["minimum"],
-            f"a frequency inside the analysis band ({f_min:g}, {f_max:g}) Hz",
-        )
-    if lo["probability"] > 0 and hi["probability"] > 0:
-        require(
-            lo["maximum"] < hi["minimum"],
-            f"{key}.minimum-frequency.maximum",
-            lo["maximum"],
-            f"below {key}.maximum-frequency.minimum = {hi['minimum']} so a band always remains",
-        )
-    notches = masks["notches"]
-    require(
-        isinstance(notches["max-count"], int) and notches["max-count"] >= 1,
-        f"{key}.notches.max-count",
-        notches["max-count"],
-        "an integer >= 1",
-    )
-    require(
-        isinstance(notches["max-width"], (int, float)) and notches["max-width"] > 0,
-        f"{key}.notches.max-width",
-        notches["max-width"],
-        "a width > 0 Hz",
-    )
-
-
 def draw_keep_mask(
     masks: Mapping,
     detector_index: torch.Tensor,

@@ -37,6 +37,9 @@ Dingo offers the same analytic option for 22-mode models (``approximation_22_mod
 synthetic-phase reconstruction; for models with higher modes (IMRPhenomXHM, IMRPhenomXPHM)
 this module refuses phase marginalisation rather than return an approximate answer: infer the
 phase instead.
+
+This module is longer than 400 lines because the batched evaluation (projection, cache-sized
+blocks, worker processes) is one piece of work that only reads well together.
 """
 
 from __future__ import annotations

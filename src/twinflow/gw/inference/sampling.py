@@ -33,37 +33,11 @@ import numpy as np
 
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed
-from twinflow.core.settings import ConfigError, require, require_choice
+from twinflow.core.settings import ConfigError, require
 from twinflow.gw.inference.events import EventData
-
-PHASE_MARGINALIZATION = ("auto", "on", "off")
-
 
 # --------------------------------------------------------------------------------------------
 # Settings
-
-
-def check_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` for invalid sampling settings (before any work)."""
-    for key in ("n-samples", "batch-size"):
-        value = settings[key]
-        require(
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            key,
-            value,
-            "an integer >= 1",
-        )
-    require(isinstance(settings["seed"], int), "seed", settings["seed"], "an integer")
-    require_choice("device", settings["device"], ("auto", "cuda", "mps", "cpu"))
-    require_choice(
-        "phase-marginalization", settings["phase-marginalization"], PHASE_MARGINALIZATION
-    )
-    require(
-        settings["tukey-roll-off"] >= 0,
-        "tukey-roll-off",
-        settings["tukey-roll-off"],
-        "a time >= 0 s",
-    )
 
 
 def model_inputs(model) -> dict:

@@ -18,17 +18,19 @@ from twinflow.core.settings import ConfigError, require
 from twinflow.gw.inference.events import EventData
 from twinflow.gw.inference.outputs import write_event_outputs
 from twinflow.gw.inference.posterior import analyse_event
-from twinflow.gw.inference.sampling import check_event_against_model, check_settings, model_inputs
+from twinflow.gw.inference.sampling import check_event_against_model, model_inputs
+from twinflow.gw.validation import check_inference_settings
 
 
 def load_event(
     settings: Mapping, psd_paths: Mapping[str, str] | None = None, log=print
 ) -> EventData:
     """Return the event a job analyses: an injection (``kind: injection``) or real strain."""
-    from twinflow.gw.inference.events import load_strain_event, resolve_analysis
     from twinflow.gw.inference.injections import make_injection
+    from twinflow.gw.inference.strain import load_strain_event
     from twinflow.gw.prior import build_prior, sample
     from twinflow.gw.psd import load_psd_bank
+    from twinflow.gw.validation import resolve_analysis
 
     name = settings["event"]
     if settings["kind"] == "strain":
@@ -101,7 +103,7 @@ def run_event(
     from twinflow.gw.prior import build_prior
     from twinflow.gw.training.model import load_posterior_model
 
-    check_settings(settings)
+    check_inference_settings(settings)
     prior = build_prior(settings["prior"], "dataset.prior")
     event = load_event(settings, psd_paths, log=log)
     device = select_device(settings["device"])
@@ -131,7 +133,7 @@ def run_sweep(
     from twinflow.gw.prior import build_prior
     from twinflow.gw.training.model import load_posterior_model
 
-    check_settings(settings)
+    check_inference_settings(settings)
     entries = settings["sweep"]
     labels = [e["label"] for e in entries]
     require(len(set(labels)) == len(labels), "sweep.settings", labels, "distinct labels")

@@ -55,7 +55,6 @@ from twinflow.gw.training.model import (
 )
 
 STATE_KIND = "gw-training-state"
-SCHEDULERS = ("cosine", "plateau")
 
 
 # --------------------------------------------------------------------------------------------

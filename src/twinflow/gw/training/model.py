@@ -31,6 +31,7 @@ from twinflow.core.settings import ConfigError, require
 from twinflow.gw.training.embedding import (
     TransformerEncoder,
 )
+from twinflow.gw.validation import check_architecture
 
 CHECKPOINT_KIND = "gw-posterior-model"
 #: Per token: 16 bins × (Re, Im of the whitened strain, PSD feature), channel-major.
@@ -45,47 +46,6 @@ DEFAULT_ARCHITECTURE = {
 
 # --------------------------------------------------------------------------------------------
 # Settings
-
-
-def check_architecture(arch: Mapping) -> None:
-    """Raise :class:`ConfigError` naming the key for invalid model sizes."""
-    tok, tr, flow = arch["tokenizer"], arch["transformer"], arch["flow"]
-    for key, value in (
-        ("model.tokenizer.hidden", tok["hidden"]),
-        ("model.tokenizer.blocks", tok["blocks"]),
-        ("model.transformer.d-model", tr["d-model"]),
-        ("model.transformer.layers", tr["layers"]),
-        ("model.transformer.heads", tr["heads"]),
-        ("model.transformer.feed-forward", tr["feed-forward"]),
-        ("model.flow.transforms", flow["transforms"]),
-        ("model.flow.bins", flow["bins"]),
-    ):
-        require(
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and value >= (0 if key.endswith("blocks") else 1),
-            key,
-            value,
-            "a positive integer",
-        )
-    require(
-        tr["d-model"] % tr["heads"] == 0,
-        "model.transformer.heads",
-        tr["heads"],
-        f"a divisor of d-model = {tr['d-model']}",
-    )
-    require(
-        0 <= tr["dropout"] < 1, "model.transformer.dropout", tr["dropout"], "a number in [0, 1)"
-    )
-    hidden = flow["hidden"]
-    require(
-        isinstance(hidden, (list, tuple))
-        and len(hidden) >= 1
-        and all(isinstance(h, int) and h >= 1 for h in hidden),
-        "model.flow.hidden",
-        hidden,
-        "a non-empty list of positive integers (hidden layer sizes)",
-    )
 
 
 def check_model_settings(settings: Mapping) -> None:

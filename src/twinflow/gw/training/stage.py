@@ -8,69 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import require, require_choice, require_positive
+from twinflow.core.settings import require
 from twinflow.gw.training.batch_source import ShardBatchSource
 from twinflow.gw.training.distributed import configure_threads_for_rank, init_distributed
-from twinflow.gw.training.loop import SCHEDULERS, TrainResult, fit, write_training_outputs
-from twinflow.gw.training.model import (
-    check_architecture,
-)
-
-
-def _require_int(key: str, value: Any, minimum: int) -> None:
-    require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        key,
-        value,
-        f"an integer >= {minimum}",
-    )
-
-
-def check_train_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` naming the first invalid ``gw.train`` setting."""
-    _require_int("seed", settings["seed"], 0)
-    require_choice("device", settings["device"], ("auto", "cuda", "mps", "cpu"))
-    _require_int("batch-size", settings["batch-size"], 2)
-    _require_int("epochs", settings["epochs"], 1)
-    _require_int("steps-per-epoch", settings["steps-per-epoch"], 1)
-    _require_int("validation-size", settings["validation-size"], 1)
-    require_positive("learning-rate", settings["learning-rate"])
-    require_positive("weight-decay", settings["weight-decay"], allow_zero=True)
-    require_positive("gradient-clip", settings["gradient-clip"])
-    require_choice("scheduler", settings["scheduler"], SCHEDULERS)
-    require(
-        0 < settings["plateau-factor"] < 1,
-        "plateau-factor",
-        settings["plateau-factor"],
-        "a number in (0, 1)",
-    )
-    _require_int("plateau-patience", settings["plateau-patience"], 0)
-    _require_int("early-stopping-patience", settings["early-stopping-patience"], 1)
-    require(isinstance(settings["amp"], bool), "amp", settings["amp"], "true or false")
-    frac = settings.get("validation-fraction", 0.05)
-    require(
-        isinstance(frac, (int, float)) and 0 < frac < 1,
-        "validation-fraction",
-        frac,
-        "a fraction in (0, 1)",
-    )
-    names = settings.get("parameters")
-    require(
-        names is None
-        or (
-            isinstance(names, list) and len(names) >= 1 and all(isinstance(n, str) for n in names)
-        ),
-        "parameters",
-        names,
-        "null (every non-fixed prior parameter) or a non-empty list of names",
-    )
-    check_architecture(settings["model"])
+from twinflow.gw.training.loop import TrainResult, fit, write_training_outputs
+from twinflow.gw.validation import check_train_settings
 
 
 def parameter_statistics(
