@@ -14,7 +14,8 @@ import argparse
 import importlib
 import sys
 
-from twinflow.core.settings import ConfigError, load_settings
+from twinflow.core.config import load_settings
+from twinflow.core.settings import ConfigError
 
 BRANCHES = ("gw", "glitch", "anomaly")
 
@@ -30,8 +31,32 @@ def add_settings_arguments(parser: argparse.ArgumentParser, section: str) -> Non
 
 
 def settings_from(args: argparse.Namespace) -> dict:
-    """Return the settings a stage runs with, from ``--settings`` or ``--config``."""
-    return load_settings(args.settings, args.config, args.section)
+    """Return the settings a stage runs with, from ``--settings`` or ``--config``.
+
+    A ``--config`` file gets what the Snakefile gives it: the schema check with its defaults,
+    then the branch's cross-field checks (``check_config`` of its settings layer).
+    """
+    settings = load_settings(args.settings, args.config, args.section)
+    if args.config is not None:
+        branch = args.section.split(".")[0]
+        _check_branch_config(branch, settings if "." not in args.section else None, args.config)
+    return settings
+
+
+def _check_branch_config(branch: str, section: dict | None, config_path: str) -> None:
+    """Run the branch's cross-field checks on its whole section of the config file."""
+    from twinflow.core.config import load_config
+
+    if section is None:
+        section = load_config(config_path)[branch]
+    for name in ("validation", "settings"):
+        try:
+            module = importlib.import_module(f"twinflow.{branch}.{name}")
+        except ModuleNotFoundError:
+            continue
+        if hasattr(module, "check_config"):
+            module.check_config(section)
+            return
 
 
 def build_parser() -> argparse.ArgumentParser:

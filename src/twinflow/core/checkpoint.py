@@ -18,8 +18,11 @@ import numpy as np
 import torch
 
 import twinflow
-from twinflow.core.io import atomic_path
+from twinflow.core.io import atomic_path, content_sha256
 from twinflow.core.settings import ConfigError
+
+#: Key of the content checksum inside a checkpoint (verified on load).
+CHECKSUM_KEY = "content-sha256"
 
 
 class CheckpointError(ConfigError):
@@ -74,6 +77,7 @@ def save_checkpoint(path: str | Path, *, kind: str, settings: Mapping, **state: 
         "settings": dict(settings),
         **state,
     }
+    payload[CHECKSUM_KEY] = content_sha256(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -97,6 +101,12 @@ def load_checkpoint(
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != "twinflow-checkpoint":
         raise CheckpointError(f"checkpoint {str(path)!r} is not a twinflow checkpoint")
+    stored = payload.pop(CHECKSUM_KEY, None)
+    if stored is not None and stored != content_sha256(payload):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt: its content no longer matches the checksum "
+            "written with it"
+        )
     if payload.get("kind") != kind:
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds a {payload.get('kind')!r}, expected a {kind!r}"

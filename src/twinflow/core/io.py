@@ -74,3 +74,136 @@ def write_json(path: str | Path, data: Mapping) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_to_jsonable(data), indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files: one error line naming the file; content checksums
+
+
+@contextmanager
+def read_hdf5(path: str | Path, what: str) -> Iterator:
+    """Open an HDF5 file for reading; any failure to open it is one :class:`ConfigError`.
+
+    ``what`` says what the file is for (``"PSD bank"``, ``"waveform shard"``), so the message
+    names the role, the file and what was found instead (missing, not HDF5, truncated).
+    """
+    import h5py
+
+    from twinflow.core.settings import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r}: no such file")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        kind = "not an HDF5 file" if not h5py.is_hdf5(path) else "a damaged HDF5 file"
+        raise ConfigError(
+            f"{what} {str(path)!r} cannot be read: {kind} ({str(err).splitlines()[0]})"
+        ) from None
+    with handle:
+        yield handle
+
+
+def require_datasets(h5obj, what: str, names) -> None:
+    """Raise :class:`ConfigError` naming the file and the missing datasets, if any."""
+    from twinflow.core.settings import ConfigError
+
+    missing = [n for n in names if n not in h5obj]
+    if missing:
+        raise ConfigError(
+            f"{what} {h5obj.file.filename!r} has no {missing} (found {sorted(h5obj.keys())}): "
+            "it was not written by this stage"
+        )
+
+
+def _update_hash(digest, value: Any) -> None:
+    """Feed a value made of arrays, tensors and plain data into ``digest``, canonically."""
+    if isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            digest.update(f"<{key}>".encode())
+            _update_hash(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}]".encode())
+        for item in value:
+            _update_hash(digest, item)
+    elif type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        import torch  # only reached for tensors, so torch is already imported
+
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{flat.dtype}{tuple(value.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    else:
+        digest.update(repr(value).encode())
+
+
+def content_sha256(value: Any) -> str:
+    """Return a SHA-256 of the content of ``value`` (arrays, tensors, dicts, lists, numbers)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    _update_hash(digest, value)
+    return digest.hexdigest()
+
+
+def hdf5_content_sha256(h5file, rows_per_read: int = 4096) -> str:
+    """Return the SHA-256 of every dataset of an HDF5 file (names, dtypes, shapes, values).
+
+    Datasets are read ``rows_per_read`` rows at a time, so memory stays small for large files.
+    """
+    import hashlib
+
+    import h5py
+
+    digest = hashlib.sha256()
+    datasets = []
+    h5file.visititems(
+        lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None
+    )
+    for name in sorted(datasets):
+        data = h5file[name]
+        digest.update(f"<{name}>{data.dtype}{data.shape}".encode())
+        if data.ndim == 0:
+            digest.update(np.ascontiguousarray(data[()]).tobytes())
+            continue
+        for start in range(0, data.shape[0], rows_per_read):
+            block = data[start : start + rows_per_read]
+            digest.update(np.ascontiguousarray(block).tobytes())
+    return digest.hexdigest()
+
+
+CHECKSUM_ATTRIBUTE = "content-sha256"
+
+
+def write_checksum(h5file) -> None:
+    """Store the checksum of the file's datasets as an attribute (call last, before closing)."""
+    h5file.attrs[CHECKSUM_ATTRIBUTE] = hdf5_content_sha256(h5file)
+
+
+def verify_checksum(h5file, what: str) -> None:
+    """Raise :class:`ConfigError` if the datasets no longer match the stored checksum.
+
+    Files written before checksums existed carry none and pass unchecked.
+    """
+    from twinflow.core.settings import ConfigError
+
+    stored = h5file.attrs.get(CHECKSUM_ATTRIBUTE)
+    if stored is not None and stored != hdf5_content_sha256(h5file):
+        raise ConfigError(
+            f"{what} {h5file.filename!r} is corrupt: its content no longer matches the checksum "
+            "written with it"
+        )
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a corrupt file aside to ``<name>.corrupt`` (kept for inspection); return the new path.
+
+    The original name is then missing, so Snakemake regenerates it with the rule that made it.
+    """
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    return target

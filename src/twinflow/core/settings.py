@@ -8,7 +8,6 @@ before any work starts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,23 @@ def require_file(key: str, path: str | Path) -> Path:
     return path
 
 
+#: Names that become file or folder names: a letter or digit first, then letters, digits and
+#: ``_ . + -`` (so never ``..``, a path separator or a hidden file).
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}"
+
+
+def require_safe_name(key: str, name: Any) -> str:
+    """Return ``name`` if it can be a file name inside its results folder, else raise."""
+    import re
+
+    if not (isinstance(name, str) and re.fullmatch(SAFE_NAME, name) and ".." not in name):
+        raise ConfigError(
+            f"{key} = {name!r} is invalid: a name used in file paths must start with a letter "
+            "or digit and hold only letters, digits and _ . + - (no '..', no '/')"
+        )
+    return name
+
+
 def load_yaml(path: str | Path) -> dict:
     """Return the mapping stored in a YAML file (never executes or unpickles anything)."""
     with open(path) as f:
@@ -80,17 +96,3 @@ def select_section(config: Mapping, dotted: str) -> dict:
             raise ConfigError(f"the configuration has no section {dotted!r} (missing {part!r})")
         node = node[part]
     return dict(node)
-
-
-def load_settings(settings: str | None, config: str | None, section: str) -> dict:
-    """Return the settings of one stage, from a JSON string or from a config file's section.
-
-    Snakemake rules pass ``settings`` (JSON, exactly their ``params:``); by hand, a user
-    points ``config`` at a YAML file such as ``config/config.yaml`` and the stage reads its
-    ``section`` (dotted, e.g. ``gw.psd``).
-    """
-    if settings is not None:
-        return json.loads(settings)
-    if config is None:
-        raise ConfigError("give either --settings (JSON) or --config (a YAML file)")
-    return select_section(load_yaml(config), section)

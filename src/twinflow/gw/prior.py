@@ -29,6 +29,29 @@ ALIGNED_SPINS = ("chi_1", "chi_2")
 PRECESSING_SPINS = ("a_1", "a_2", "tilt_1", "tilt_2", "phi_12", "phi_jl")
 INTRINSIC = (*MASS_PARAMETERS, *ALIGNED_SPINS, *PRECESSING_SPINS, "theta_jn", "phase")
 KNOWN_PARAMETERS = (*INTRINSIC, *EXTRINSIC)
+#: Where each parameter is physical: (lowest, highest, whether the lowest is excluded).
+#: Angles follow bilby's ranges; ``geocent_time`` (an offset in s) is bounded by the batches.
+PHYSICAL_RANGES = {
+    "chirp_mass": (0.0, np.inf, True),
+    "total_mass": (0.0, np.inf, True),
+    "mass_1": (0.0, np.inf, True),
+    "mass_2": (0.0, np.inf, True),
+    "mass_ratio": (0.0, 1.0, True),
+    "chi_1": (-1.0, 1.0, False),
+    "chi_2": (-1.0, 1.0, False),
+    "a_1": (0.0, 1.0, False),
+    "a_2": (0.0, 1.0, False),
+    "tilt_1": (0.0, np.pi, False),
+    "tilt_2": (0.0, np.pi, False),
+    "phi_12": (0.0, 2 * np.pi, False),
+    "phi_jl": (0.0, 2 * np.pi, False),
+    "theta_jn": (0.0, np.pi, False),
+    "phase": (0.0, 2 * np.pi, False),
+    "luminosity_distance": (0.0, np.inf, True),
+    "ra": (0.0, 2 * np.pi, False),
+    "dec": (-np.pi / 2, np.pi / 2, False),
+    "psi": (0.0, np.pi, False),
+}
 
 
 def _distributions() -> dict:
@@ -113,6 +136,11 @@ def check_prior(spec: Mapping, key: str = "dataset.prior") -> None:
                     f"{k}.minimum = {entry['minimum']!r} is invalid: it must be below "
                     f"{k}.maximum = {entry['maximum']!r} (inverted prior bounds)"
                 )
+            for bound in ("minimum", "maximum"):
+                if bound in entry:
+                    _require_physical(name, entry[bound], f"{k}.{bound}")
+        else:
+            _require_physical(name, entry, k)
     masses = [p for p in MASS_PARAMETERS if p in spec]
     require(
         set(masses)
@@ -131,6 +159,30 @@ def check_prior(spec: Mapping, key: str = "dataset.prior") -> None:
     )
     missing = [p for p in (*EXTRINSIC, "theta_jn", "phase") if p not in spec]
     require(not missing, key, sorted(spec), f"a prior (or fixed value) for every one of {missing}")
+
+
+def with_placeholders(spec: Mapping, names) -> dict:
+    """Return ``spec`` with fixed, physical stand-ins for the ``names`` it lacks.
+
+    bilby's checks need a full binary prior; a stage that owns only part of it (the shards the
+    intrinsic part, the batches the extrinsic part) fills the rest with these values, which it
+    never draws from.
+    """
+    stand_ins = {"chirp_mass": 30.0, "mass_ratio": 1.0, "luminosity_distance": 1.0}
+    return {**{k: stand_ins.get(k, 0.0) for k in names}, **spec}
+
+
+def _require_physical(name: str, value: float, key: str) -> None:
+    """Raise :class:`ConfigError` where a fixed value or prior bound is unphysical."""
+    if name not in PHYSICAL_RANGES:
+        return
+    lo, hi, open_below = PHYSICAL_RANGES[name]
+    inside = (value > lo if open_below else value >= lo) and value <= hi
+    if not inside:
+        low = f"({lo:g}" if open_below else f"[{lo:g}"
+        raise ConfigError(
+            f"{key} = {value!r} is invalid: {name} is physical only in {low}, {hi:g}]"
+        )
 
 
 def build_prior(spec: Mapping, key: str = "dataset.prior"):

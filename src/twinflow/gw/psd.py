@@ -24,7 +24,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.io import (
+    atomic_path,
+    read_hdf5,
+    read_settings,
+    require_datasets,
+    verify_checksum,
+    write_checksum,
+    write_provenance,
+)
 from twinflow.core.noise import LALSIM_CURVES, source_psd
 from twinflow.core.progress import progress
 from twinflow.core.settings import (
@@ -66,10 +74,9 @@ class PSDBank:
 
 def load_psd_bank(path: str | Path) -> PSDBank:
     """Return the PSD bank stored in ``path`` by :func:`estimate_psd_bank`."""
-    path = require_file("psd bank", path)
-    with h5py.File(path, "r") as f:
-        if "psd" not in f or "frequencies" not in f:
-            raise ConfigError(f"psd bank {str(path)!r} has no 'psd' and 'frequencies' datasets")
+    with read_hdf5(path, "PSD bank") as f:
+        require_datasets(f, "PSD bank", ("psd", "frequencies"))
+        verify_checksum(f, "PSD bank")
         return PSDBank(
             detector=str(f.attrs["detector"]),
             frequencies=f["frequencies"][:],
@@ -248,6 +255,7 @@ def estimate_psd_bank(
             delta_f=bank.delta_f,
             n_stretches=len(bank.psd),
         )
+        write_checksum(f)
     log(f"{detector}: wrote {len(bank.psd)} PSD estimates on {len(frequencies)} bins to {out}")
     if plot is not None:
         plot_psd_bank(bank, plot, source_curve=source_curve, source_label=source.split(":")[0])

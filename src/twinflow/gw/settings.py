@@ -136,11 +136,12 @@ INFERENCE_ANALYSIS_KEYS = (
 
 def inference_event_names(gw: Mapping) -> list[str]:
     """Return the events the inference stage analyses: ``injection-0 ..`` and the configured events."""
-    from twinflow.core.settings import ConfigError
+    from twinflow.core.settings import ConfigError, require_safe_name
 
     inference = gw["inference"]
     names = [f"{INJECTION_PREFIX}{i}" for i in range(inference["injections"]["n"])]
     for name in inference["events"]:
+        require_safe_name(f"inference.events.{name}", name)
         if name.startswith(INJECTION_PREFIX):
             raise ConfigError(
                 f"inference.events.{name}: event names starting with {INJECTION_PREFIX!r} are "

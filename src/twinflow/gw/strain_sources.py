@@ -12,9 +12,7 @@ import numpy as np
 
 from twinflow.core.noise import coloured_noise, source_psd
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import (
-    ConfigError,
-)
+from twinflow.core.settings import ConfigError, require_file
 
 
 def stretch_variations(
@@ -77,12 +75,25 @@ def read_strain(path: str | Path, channel: str | None = None):
     """Return a gwpy TimeSeries read from a GWOSC HDF5, GWF or ASCII file."""
     from gwpy.timeseries import TimeSeries
 
-    suffix = Path(path).suffix.lower()
+    path = require_file("strain file", path)
+    suffix = path.suffix.lower()
     if suffix in (".hdf5", ".h5", ".hdf"):
-        return TimeSeries.read(str(path), format="hdf5.gwosc")
-    if suffix == ".gwf":
-        return TimeSeries.read(str(path), channel)
-    return TimeSeries.read(str(path))  # ASCII: two columns, GPS time and strain
+        expected, read = "GWOSC HDF5", lambda: TimeSeries.read(str(path), format="hdf5.gwosc")
+    elif suffix == ".gwf":
+        expected, read = (
+            f"GWF with channel {channel!r}",
+            lambda: TimeSeries.read(str(path), channel),
+        )
+    else:  # ASCII: two columns, GPS time and strain
+        expected, read = "ASCII (GPS time, strain)", lambda: TimeSeries.read(str(path))
+    try:
+        return read()
+    except Exception as err:  # gwpy/h5py/lal raise many types for a wrong or damaged file
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"strain file {str(path)!r} cannot be read as {expected}: "
+            f"{type(err).__name__}: {reason}"
+        ) from None
 
 
 def valid_segments(values: np.ndarray) -> list[tuple[int, int]]:

@@ -20,6 +20,7 @@ from twinflow.core.settings import (
     require_file,
     require_nyquist,
     require_positive,
+    require_safe_name,
 )
 from twinflow.gw.detectors import KNOWN_DETECTORS
 from twinflow.gw.domain import MultibandedFrequencyDomain, UniformFrequencyDomain
@@ -269,6 +270,11 @@ def check_config(gw: Mapping) -> None:
     train = gw["train"]
     check_train_settings(train)
     check_architecture(train["model"])
+    sweep = gw["inference"]["sweep"]
+    labels = [entry.get("label") for entry in sweep["settings"]]
+    for i, label in enumerate(labels):
+        require_safe_name(f"inference.sweep.settings[{i}].label", label)
+    require(len(set(labels)) == len(labels), "inference.sweep.settings", labels, "distinct labels")
     for name in slicing.inference_event_names(gw):
         settings = slicing.inference_settings_for(gw, name)
         check_inference_settings(settings)

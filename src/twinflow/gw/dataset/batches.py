@@ -27,7 +27,7 @@ from twinflow.gw.dataset.tokens import (
     tokenize,
 )
 from twinflow.gw.domain import MultibandedFrequencyDomain
-from twinflow.gw.prior import EXTRINSIC, build_prior, is_fixed, sample
+from twinflow.gw.prior import EXTRINSIC, build_prior, is_fixed, sample, with_placeholders
 from twinflow.gw.validation import check_batch_settings
 
 
@@ -77,10 +77,7 @@ class BatchAssembler:
         self.reference_distance = float(reference_distance)
         self.intrinsic_parameters = list(intrinsic_parameters)
         self.prior = build_prior(
-            {
-                **{k: 0.0 for k in ("chirp_mass", "mass_ratio", "theta_jn", "phase")},
-                **settings["prior"],
-            }
+            with_placeholders(settings["prior"], ("chirp_mass", "mass_ratio", "theta_jn", "phase"))
         )
         self.extrinsic = {k: self.prior[k] for k in EXTRINSIC}
         self.extrinsic_sampled = [k for k in EXTRINSIC if not is_fixed(self.extrinsic[k])]

@@ -22,7 +22,7 @@ from twinflow.gw.domain import (
     domain_from_settings,
     propose_nodes,
 )
-from twinflow.gw.prior import EXTRINSIC, build_prior, sample, split_prior
+from twinflow.gw.prior import EXTRINSIC, build_prior, sample, split_prior, with_placeholders
 from twinflow.gw.validation import check_analysis, domain_from_nodes
 from twinflow.gw.waveforms import WaveformGenerator, check_approximant
 
@@ -37,7 +37,7 @@ def intrinsic_spec(prior_spec: Mapping) -> dict:
 def check_intrinsic_prior(spec: Mapping):
     """Build the intrinsic prior; the extrinsic entries are checked by the batch settings."""
     # A full prior is needed for bilby's checks; extrinsic parameters are fixed placeholders here.
-    prior = build_prior({**{k: 0.0 for k in EXTRINSIC}, **spec})
+    prior = build_prior(with_placeholders(spec, EXTRINSIC))
     return split_prior(prior)[0]
 
 

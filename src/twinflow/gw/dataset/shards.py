@@ -25,7 +25,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from twinflow.core.io import atomic_path, read_settings, write_json, write_provenance
+from twinflow.core.io import (
+    atomic_path,
+    quarantine,
+    read_hdf5,
+    read_settings,
+    require_datasets,
+    verify_checksum,
+    write_checksum,
+    write_json,
+    write_provenance,
+)
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import (
@@ -129,6 +139,7 @@ def simulate_shard(
             parameters=names,
             fixed={k: float(v.peak) for k, v in intrinsic.items() if k not in names},
         )
+        write_checksum(f)
     log(f"shard {index}: wrote {n} waveforms on {domain.n_bins} bins to {out}")
 
 
@@ -142,7 +153,16 @@ def write_index(shards: Sequence[str | Path], out: str | Path) -> dict:
     entries, reference = [], None
     for path in shards:
         path = require_file("shard", path)
-        with h5py.File(path, "r") as f:
+        with read_hdf5(path, "waveform shard") as f:
+            require_datasets(f, "waveform shard", ("h_plus", "h_cross", "parameters"))
+            try:
+                verify_checksum(f, "waveform shard")
+            except ConfigError as err:
+                corrupt = quarantine(path)
+                raise ConfigError(
+                    f"{err}; moved it to {str(corrupt)!r}: rerun the workflow and its own rule "
+                    "regenerates it"
+                ) from None
             settings = read_settings(f)
             attrs = {k: f.attrs[k] for k in ("shard", "n")}
             domain = json.loads(f.attrs["domain"])
@@ -207,7 +227,7 @@ class WaveformDataset:
 
     def read(self, shard: int, start: int, stop: int) -> dict[str, np.ndarray]:
         """Return rows [start, stop) of one shard: ``h_plus``, ``h_cross`` and each parameter."""
-        with h5py.File(self.paths[shard], "r") as f:
+        with read_hdf5(self.paths[shard], "waveform shard") as f:
             block = {"h_plus": f["h_plus"][start:stop], "h_cross": f["h_cross"][start:stop]}
             for name in self.parameters:
                 block[name] = f["parameters"][name][start:stop]
