@@ -8,6 +8,7 @@ before any work starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,32 @@ def require_file(key: str, path: str | Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"{key} = {str(path)!r}: no such file")
     return path
+
+
+def memory_limit_bytes() -> int:
+    """Return the memory a stage may plan to use: ``TWINFLOW_MEMORY_LIMIT_GB``, else the RAM.
+
+    On a shared cluster node set the variable to the job's allocation (e.g. SLURM's --mem).
+    """
+    value = os.environ.get("TWINFLOW_MEMORY_LIMIT_GB")
+    if value:
+        try:
+            return int(float(value) * 2**30)
+        except ValueError:
+            raise ConfigError(
+                f"TWINFLOW_MEMORY_LIMIT_GB = {value!r} is invalid: a number of GiB"
+            ) from None
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def require_memory(key: str, value: Any, n_bytes: float, what: str) -> None:
+    """Raise :class:`ConfigError` before allocating ``n_bytes`` that exceed the memory limit."""
+    limit = memory_limit_bytes()
+    if n_bytes > limit:
+        raise ConfigError(
+            f"{key} = {value!r} is invalid: {what} would need {n_bytes / 2**30:.1f} GiB, more "
+            f"than the {limit / 2**30:.1f} GiB available (set TWINFLOW_MEMORY_LIMIT_GB to change)"
+        )
 
 
 #: Names that become file or folder names: a letter or digit first, then letters, digits and

@@ -40,6 +40,7 @@ from twinflow.core.settings import (
     require,
     require_choice,
     require_file,
+    require_memory,
     require_nyquist,
     require_positive,
 )
@@ -102,6 +103,16 @@ def check_settings(settings: Mapping) -> None:
         "duration",
         duration,
         f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)",
+    )
+    # Simulated: PSD variations [n-stretches, n/2+1] float64 plus ~6 work arrays of one
+    # stretch (noise spectrum, its inverse FFT, Welch segments); files: one stretch at a time.
+    n = settings["psd-length"] * fs
+    stretches = settings["n-stretches"] if settings["source"] == "simulated" else 0
+    require_memory(
+        "psd-length",
+        settings["psd-length"],
+        8.0 * (stretches * (n / 2 + 1) + 6 * n),
+        "the strain stretches and their PSD variations",
     )
     if duration > settings["psd-length"]:
         raise ConfigError(

@@ -1,0 +1,1 @@
+"""twinflow tests (a package so that tests/reliability can share helpers)."""
