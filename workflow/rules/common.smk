@@ -4,9 +4,11 @@ import json
 import os
 import sys
 
-from snakemake.utils import validate
+from twinflow.core.config import validate_config
 
-validate(config, "../schemas/config.schema.yaml")
+# The schema check with its defaults, as `twinflow ... --config` does it: one line naming the
+# key and value on a bad setting. Each branch's cross-field checks run in its rule file.
+validate_config(config, source="config")
 
 
 RESULTS = "results"
