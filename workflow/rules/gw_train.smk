@@ -14,7 +14,9 @@ rule gw_train:
             f"{RESULTS}/gw/psd/{{detector}}.h5", detector=config["gw"]["detectors"]
         ),
     output:
-        model=f"{GW_TRAIN}/model.pt",
+        # update(): Snakemake keeps the previous model while the job runs (it would otherwise
+        # delete it first) and restores it if the job fails; the stage replaces it atomically.
+        model=update(f"{GW_TRAIN}/model.pt"),
         metrics=f"{GW_TRAIN}/metrics.csv",
         summary=f"{GW_TRAIN}/summary.json",
         plot=report(
