@@ -153,16 +153,8 @@ def write_index(shards: Sequence[str | Path], out: str | Path) -> dict:
     entries, reference = [], None
     for path in shards:
         path = require_file("shard", path)
+        verify_shard(path)
         with read_hdf5(path, "waveform shard") as f:
-            require_datasets(f, "waveform shard", ("h_plus", "h_cross", "parameters"))
-            try:
-                verify_checksum(f, "waveform shard")
-            except ConfigError as err:
-                corrupt = quarantine(path)
-                raise ConfigError(
-                    f"{err}; moved it to {str(corrupt)!r}: rerun the workflow and its own rule "
-                    "regenerates it"
-                ) from None
             settings = read_settings(f)
             attrs = {k: f.attrs[k] for k in ("shard", "n")}
             domain = json.loads(f.attrs["domain"])
@@ -196,6 +188,27 @@ def write_index(shards: Sequence[str | Path], out: str | Path) -> dict:
     return index
 
 
+def verify_shard(path: str | Path) -> None:
+    """Check that a shard opens, holds its datasets and matches its checksum.
+
+    A shard that fails is moved aside to ``<name>.corrupt`` and the error says so: its name is
+    then missing, so rerunning the workflow regenerates it with its own rule (and what depends
+    on it), while nothing else is deleted.
+    """
+    try:
+        with read_hdf5(path, "waveform shard") as f:
+            require_datasets(f, "waveform shard", ("h_plus", "h_cross", "parameters"))
+            verify_checksum(f, "waveform shard")
+    except ConfigError as err:
+        if not Path(path).is_file():
+            raise
+        corrupt = quarantine(path)
+        raise ConfigError(
+            f"{err}; moved it to {str(corrupt)!r}: rerun the workflow and the shard's own rule "
+            "regenerates it"
+        ) from None
+
+
 class WaveformDataset:
     """The sharded waveform dataset behind an ``index.json``, read a block at a time.
 
@@ -224,6 +237,11 @@ class WaveformDataset:
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def verify(self) -> None:
+        """Check every shard against its checksum (see :func:`verify_shard`) before training."""
+        for path in progress(self.paths, desc="verify shards", unit="shard"):
+            verify_shard(path)
 
     def read(self, shard: int, start: int, stop: int) -> dict[str, np.ndarray]:
         """Return rows [start, stop) of one shard: ``h_plus``, ``h_cross`` and each parameter."""

@@ -59,6 +59,7 @@ def train_posterior_model(
     check_train_settings(train)
     check_batch_settings(batch_settings)
     dataset = WaveformDataset(dataset_index)
+    dataset.verify()  # a corrupt shard stops training here, not mid-epoch
     banks = {}
     for path in psd_banks:
         bank = load_psd_bank(path)
