@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,16 +19,39 @@ import numpy as np
 
 import twinflow
 
+_HOST = socket.gethostname().replace("-", "_").replace(".", "_")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove temporaries of ``path`` left by a writer that was killed (its process is gone).
+
+    A killed process (SIGKILL, out of memory, a cluster's time limit) cannot clean up after
+    itself; the next writer of the same output does, so nothing half-written stays behind.
+    """
+    prefix = f".{path.name}.tmp-{_HOST}-"
+    for tmp in path.parent.glob(f"{prefix}*{path.suffix}"):
+        pid = tmp.name[len(prefix) :].removesuffix(path.suffix)
+        if not pid.isdigit():  # not ours, or written on another host of a shared file system
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # another user's live process
+            pass
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched; temporaries
+    of writers that were killed are removed by the next writer.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    _remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
