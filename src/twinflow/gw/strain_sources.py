@@ -96,6 +96,18 @@ def read_strain(path: str | Path, channel: str | None = None):
         ) from None
 
 
+def gwosc_detector(path: str | Path) -> str | None:
+    """Return the detector a GWOSC HDF5 file says it holds (``meta/Detector``), if it says."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            value = f["meta/Detector"][()] if "meta/Detector" in f else None
+    except OSError:
+        return None  # not HDF5: read_strain names the file
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def valid_segments(values: np.ndarray) -> list[tuple[int, int]]:
     """Return [start, stop) index ranges of the runs of finite samples in ``values``."""
     finite = np.isfinite(values)

@@ -96,7 +96,7 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
     ``post-trigger-duration``, ``tukey-roll-off`` and ``psd`` (Welch ``window``, ``overlap``,
     ``average``).
     """
-    from twinflow.gw.strain_sources import read_strain
+    from twinflow.gw.strain_sources import gwosc_detector, read_strain
 
     key = f"inference.events.{name}"
     event = settings["event"]
@@ -112,6 +112,13 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
     for d in analysis["detectors"]:
         path = event["data-dict"][d]
         series = read_strain(path, (event.get("channel-dict") or {}).get(d))
+        held = gwosc_detector(path) if Path(path).suffix.lower() in (".hdf5", ".h5") else None
+        require(
+            held in (None, d),
+            f"{key}.data-dict.{d}",
+            str(path),
+            f"a file of {d}'s strain (this GWOSC file holds {held}'s)",
+        )
         rate = float(series.sample_rate.value)
         ratio = rate / fs
         if not (ratio >= 1 and abs(ratio - round(ratio)) < 1e-9):

@@ -1,0 +1,98 @@
+"""Bad real-event inputs: each stops with one line naming the event key and the file or value.
+
+Uses the GWOSC files in ../shared/data/gw/strain (skipped where that folder is absent).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from twinflow.core.settings import ConfigError
+from twinflow.gw.inference.strain import load_strain_event
+
+ANALYSIS = {
+    "detectors": ["H1", "L1"],
+    "duration": 4,
+    "sampling-frequency": 1024,
+    "minimum-frequency": 20,
+    "maximum-frequency": 256,
+}
+
+
+@pytest.fixture(scope="module")
+def gw170104(shared_data):
+    folder = shared_data / "gw" / "strain"
+    catalogue = json.loads((folder / "events.json").read_text())["GW170104"]
+    return {
+        "trigger-time": catalogue["tevent"],
+        "data-dict": {d: str(folder / catalogue[f"fn_{d}"]) for d in ("H1", "L1")},
+    }
+
+
+def load(event, **analysis):
+    settings = {
+        "event": event,
+        "analysis": {**ANALYSIS, **analysis},
+        "post-trigger-duration": 2.0,
+        "tukey-roll-off": 0.4,
+        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
+    }
+    return load_strain_event("GW170104", settings, log=lambda *_: None)
+
+
+def one_line_naming(err, *texts):
+    message = str(err.value)
+    assert "\n" not in message, message
+    for text in texts:
+        assert text in message, message
+
+
+def test_a_strain_file_that_is_not_hdf5(gw170104, tmp_path):
+    fake = tmp_path / "H-H1_fake-32.hdf5"
+    fake.write_bytes(np.random.default_rng(1).bytes(4096))
+    event = {**gw170104, "data-dict": {**gw170104["data-dict"], "H1": str(fake)}}
+    with pytest.raises(ConfigError) as err:
+        load(event)
+    one_line_naming(err, str(fake))
+
+
+def test_a_truncated_strain_file(gw170104, tmp_path):
+    cut = tmp_path / "H-H1-cut-32.hdf5"
+    data = open(gw170104["data-dict"]["H1"], "rb").read()
+    cut.write_bytes(data[: len(data) // 3])
+    event = {**gw170104, "data-dict": {**gw170104["data-dict"], "H1": str(cut)}}
+    with pytest.raises(ConfigError) as err:
+        load(event)
+    one_line_naming(err, str(cut))
+
+
+def test_the_files_of_two_detectors_swapped(gw170104):
+    swapped = {"H1": gw170104["data-dict"]["L1"], "L1": gw170104["data-dict"]["H1"]}
+    with pytest.raises(ConfigError) as err:
+        load({**gw170104, "data-dict": swapped})
+    one_line_naming(err, "data-dict.H1", "holds L1's")
+
+
+def test_a_trigger_time_outside_the_file(gw170104):
+    with pytest.raises(ConfigError) as err:
+        load({**gw170104, "trigger-time": gw170104["trigger-time"] + 1000})
+    one_line_naming(err, "trigger-time", "outside")
+
+
+def test_too_little_off_source_data_for_the_psd(gw170104):
+    # A 16 s segment in a 32 s file leaves no off-source stretch of 16 s for Welch.
+    with pytest.raises(ConfigError) as err:
+        load(gw170104, duration=16)
+    one_line_naming(err, "off-source")
+
+
+def test_a_file_copied_under_another_name_still_reads(gw170104, tmp_path):
+    # The check reads the file's own metadata, not its name.
+    copy = tmp_path / "renamed.hdf5"
+    shutil.copy(gw170104["data-dict"]["H1"], copy)
+    data = load({**gw170104, "data-dict": {**gw170104["data-dict"], "H1": str(copy)}})
+    assert data.detectors == ("H1", "L1")
