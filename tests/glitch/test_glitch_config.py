@@ -82,5 +82,7 @@ def test_schema_defaults_are_the_default_config():
     from snakemake.utils import validate
 
     filled = {}
-    validate(filled, str(REPO / "workflow" / "schemas" / "glitch.schema.yaml"), set_default=True)
+    validate(
+        filled, str(REPO / "src" / "twinflow" / "schemas" / "glitch.schema.yaml"), set_default=True
+    )
     assert filled == load_yaml(REPO / "config" / "config.yaml")["glitch"]

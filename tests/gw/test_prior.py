@@ -13,9 +13,9 @@ from twinflow.gw.prior import EXTRINSIC, build_prior, sample, sampled_parameters
 @pytest.fixture(scope="module")
 def spec(repo):
     """The default prior of the schema (the configs may narrow it, e.g. fix the sky)."""
-    return load_yaml(repo / "workflow" / "schemas" / "gw-dataset.schema.yaml")["properties"][
-        "prior"
-    ]["default"]
+    return load_yaml(repo / "src" / "twinflow" / "schemas" / "gw-dataset.schema.yaml")[
+        "properties"
+    ]["prior"]["default"]
 
 
 def test_default_prior_is_bilbys(spec):

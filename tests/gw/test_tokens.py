@@ -30,7 +30,9 @@ CPU_NODES = [20.0, 72.0, 96.0, 128.0, 192.0, 256.0]  # what nodes: auto gives fo
 @pytest.fixture(scope="module")
 def gw_config(repo):
     """The CPU default's analysis with the schema's default (full) prior and masks."""
-    schema = load_yaml(repo / "workflow" / "schemas" / "gw-dataset.schema.yaml")["properties"]
+    schema = load_yaml(repo / "src" / "twinflow" / "schemas" / "gw-dataset.schema.yaml")[
+        "properties"
+    ]
     masks = {
         k: (
             v["default"]

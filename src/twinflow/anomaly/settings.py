@@ -10,9 +10,10 @@ import copy
 from collections.abc import Mapping
 from pathlib import Path
 
+from twinflow.core.config import SCHEMA_DIR
 from twinflow.core.settings import load_yaml
 
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "anomaly.schema.yaml"
+SCHEMA = SCHEMA_DIR / "anomaly.schema.yaml"
 
 
 def _fill(node: dict, schema: Mapping) -> dict:

@@ -17,10 +17,9 @@ from typing import Any
 
 from twinflow.core.settings import ConfigError, load_yaml, require, select_section
 
-#: The schema files (config.schema.yaml and one per section, referenced from it).
+#: The schema files (config.schema.yaml and one per section, referenced from it), shipped
+#: with the package so an installed twinflow checks configs like a source checkout does.
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
-if not SCHEMA_DIR.is_dir():  # a source checkout: the workflow's own copy
-    SCHEMA_DIR = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
 
 
 def _validator(schema_path: Path):
