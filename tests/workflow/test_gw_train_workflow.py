@@ -82,6 +82,24 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
     )
     assert planned_rules(edited) == {"gw_train"}
 
+    # A rerun that fails (an edit the job itself refuses: a fixed parameter to infer) keeps
+    # the previous model: Snakemake backs up the update() output and restores it.
+    before = (out / "model.pt").read_bytes()
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(
+        yaml.safe_dump({"gw": {"train": {**gw["train"], "parameters": ["chirp_mass", "ra"]}}})
+    )
+    result = run_snakemake(
+        tmp_path,
+        "--cores",
+        "2",
+        "gw_train",
+        configfiles=[repo / "config" / "test.yaml", failing],
+        check=False,
+    )
+    assert result.returncode != 0
+    assert (out / "model.pt").read_bytes() == before
+
     # Bad settings stop the stage with one line naming the key, before any output.
     settings = train_settings_for(gw)
     for key, value in (("parameters", ["chirp_mass", "ra"]), ("batch-size", 1)):
