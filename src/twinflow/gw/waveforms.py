@@ -23,6 +23,21 @@ import numpy as np
 from twinflow.core.settings import ConfigError, require_positive
 from twinflow.gw.domain import MultibandedFrequencyDomain
 
+#: LALSimulation's leading SimInspiralChooseFDWaveform arguments, in order.
+LAL_ARGUMENTS = (
+    "mass_1",
+    "mass_2",
+    "spin_1x",
+    "spin_1y",
+    "spin_1z",
+    "spin_2x",
+    "spin_2y",
+    "spin_2z",
+    "luminosity_distance",
+    "iota",
+    "phase",
+)
+
 
 def check_approximant(approximant: str, key: str = "dataset.approximant") -> int:
     """Return LALSimulation's number for ``approximant``, a frequency-domain approximant."""
@@ -167,22 +182,7 @@ class WaveformGenerator:
         if out is None:
             out = (np.empty((n, hi - lo), dtype=dtype), np.empty((n, hi - lo), dtype=dtype))
         h_plus, h_cross = out
-        columns = [
-            lal[k].tolist()
-            for k in (
-                "mass_1",
-                "mass_2",
-                "spin_1x",
-                "spin_1y",
-                "spin_1z",
-                "spin_2x",
-                "spin_2y",
-                "spin_2z",
-                "luminosity_distance",
-                "iota",
-                "phase",
-            )
-        ]
+        columns = [lal[k].tolist() for k in LAL_ARGUMENTS]
         delta_f, f_min, f_max, f_ref = (
             self.domain.base.delta_f,
             self.minimum_frequency,
@@ -207,22 +207,9 @@ class WaveformGenerator:
                     approximant,
                 )
             except RuntimeError as err:
-                names = (
-                    "mass_1",
-                    "mass_2",
-                    "spin_1x",
-                    "spin_1y",
-                    "spin_1z",
-                    "spin_2x",
-                    "spin_2y",
-                    "spin_2z",
-                    "luminosity_distance",
-                    "iota",
-                    "phase",
-                )
                 raise RuntimeError(
                     f"LALSimulation {self.approximant} failed ({err}) at "
-                    f"{dict(zip(names, args))} (SI units)"
+                    f"{dict(zip(LAL_ARGUMENTS, args))} (SI units)"
                 ) from err
             data_p, data_c = hp.data.data, hc.data.data
             stop = min(hi, len(data_p))

@@ -19,22 +19,7 @@ from twinflow.gw.detectors import (
     time_delay_from_geocenter,
 )
 from twinflow.gw.inference.events import EventData
-from twinflow.gw.waveforms import check_approximant, lal_parameters
-
-#: LALSimulation's leading SimInspiralChooseFDWaveform arguments, in order.
-LAL_ARGUMENTS = (
-    "mass_1",
-    "mass_2",
-    "spin_1x",
-    "spin_1y",
-    "spin_1z",
-    "spin_2x",
-    "spin_2y",
-    "spin_2z",
-    "luminosity_distance",
-    "iota",
-    "phase",
-)
+from twinflow.gw.waveforms import LAL_ARGUMENTS, check_approximant, lal_parameters
 
 
 @dataclasses.dataclass(frozen=True)
