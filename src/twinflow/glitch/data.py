@@ -15,6 +15,14 @@ Each sample is ``duration`` seconds of K + 1 channels at ``sampling-frequency``:
   shift), a gain and an optional quadratic term ``c * y**2 / max|y|`` (which puts power at twice
   the glitch frequency). The amplitude is set so the strain glitch has optimal SNR drawn
   log-uniformly from ``glitch.snr``.
+- Background (``noise-source``): Gaussian noise of the configured PSD (``gaussian``), or real
+  LIGO strain (``real-recoloured``): GWOSC files read with gwpy, resampled to the sampling
+  frequency, whitened (gwpy's ``whiten``, median Welch ASD, the filter's corrupted edges cut)
+  and rescaled to unit variance by a robust (MAD) estimate, stretches around ``veto-gps``
+  (known events) left out; each sample is a window at a random offset, recoloured to the
+  configured PSD in the frequency domain. Its glitches, lines and non-stationarity stay; the
+  witnesses keep Gaussian noise (they are simulated sensors). A few minutes of strain feed
+  thousands of samples, so windows overlap: samples are less independent than Gaussian ones.
 - Optional GW chirps in strain only: leading-order (Newtonian) inspirals of an equal-mass
   binary, ended at the ISCO frequency, at a random coalescence time inside the image window.
 
@@ -47,6 +55,9 @@ from twinflow.core.settings import (
 
 GLITCH_TYPES = ("sine-gaussian", "blip", "scattered-light")
 NOISE_CURVES = ("aLIGO-O3-low", "AdV-O3-low")
+SOURCES = ("simulate", "files")
+NOISE_SOURCES = ("gaussian", "real-recoloured")
+WHITEN_FDURATION = 2.0  # s, gwpy's whitening filter length; half of it is cut at each edge
 STRAIN_CHANNEL = "H1:GDS-CALIB_STRAIN"
 GPS_START = 1238166018.0  # start of O3 (April 2019); sample i starts at GPS_START + i * duration
 G_MSUN_OVER_C3 = 4.925490947641267e-06  # G M_sun / c^3 [s]
@@ -77,6 +88,14 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     ``image_band`` (the Q-transform's frequency range) bounds the glitch frequencies from
     below: glitches must fall inside the images.
     """
+    require_choice("source", settings["source"], SOURCES)
+    require_choice("noise-source", settings["noise-source"], NOISE_SOURCES)
+    if settings["noise-source"] != "gaussian":
+        check_real_noise_settings(settings)
+    if settings["source"] == "files":
+        from twinflow.glitch.detector_data import check_files_settings
+
+        check_files_settings(settings)
     for key in ("sampling-frequency", "duration", "witness-snr-ratio", "low-frequency-cutoff"):
         require_positive(key, settings[key])
     for key in ("n-shards", "samples-per-shard"):
@@ -209,6 +228,34 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     )
 
 
+def check_real_noise_settings(settings: Mapping) -> None:
+    """Raise :class:`ConfigError` for the first invalid ``real-noise`` setting."""
+    real = settings["real-noise"]
+    paths = real["paths"]
+    require(
+        isinstance(paths, list) and len(paths) > 0,
+        "real-noise.paths",
+        paths,
+        f"a list of GWOSC HDF5 strain files (noise-source is {settings['noise-source']!r})",
+    )
+    for path in paths:
+        path = require_file("real-noise.paths", path)
+        require(
+            h5py.is_hdf5(path),
+            "real-noise.paths",
+            str(path),
+            "GWOSC strain files in HDF5 (gwpy format hdf5.gwosc)",
+        )
+    require(
+        isinstance(real["veto-gps"], list)
+        and all(isinstance(t, (int, float)) for t in real["veto-gps"]),
+        "real-noise.veto-gps",
+        real["veto-gps"],
+        "a list of GPS times [s] to keep out (e.g. known events)",
+    )
+    require_positive("real-noise.veto-window", real["veto-window"], allow_zero=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Waveforms
 
@@ -280,6 +327,13 @@ def strain_psd(settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def aux_noise_psd(settings: Mapping, psd: np.ndarray) -> np.ndarray:
+    """Return the witnesses' noise PSDs [K, n_f]: the strain PSD's shape at an amplitude
+    1 / (gain_k * witness-snr-ratio) of it."""
+    gains = np.asarray(settings["coupling"]["gain"], dtype=float)
+    return psd[None, :] / (gains[:, None] * settings["witness-snr-ratio"]) ** 2
+
+
 def n_samples(settings: Mapping) -> int:
     return int(round(settings["sampling-frequency"] * settings["duration"]))
 
@@ -327,6 +381,73 @@ def coupling_transfer(y: np.ndarray, channel: int, settings: Mapping) -> np.ndar
 
 
 # --------------------------------------------------------------------------------------------
+# Real noise
+
+
+class RealNoise:
+    """Whitened stretches of real strain, drawn as recoloured windows (see module docstring)."""
+
+    def __init__(self, settings: Mapping):
+        from gwpy.timeseries import TimeSeries
+
+        fs, n = settings["sampling-frequency"], n_samples(settings)
+        real = settings["real-noise"]
+        self.n, self.fs = n, fs
+        self.stretches: list[np.ndarray] = []  # whitened, unit variance
+        self.starts: list[np.ndarray] = []  # allowed window starts (sample indices) per stretch
+        for path in real["paths"]:
+            series = TimeSeries.read(str(path), format="hdf5.gwosc")
+            rate = float(series.sample_rate.value)
+            if rate < fs:
+                raise ConfigError(
+                    f"real-noise.paths: {str(path)!r} is sampled at {rate:g} Hz, below "
+                    f"sampling-frequency {fs:g} Hz"
+                )
+            if not np.all(np.isfinite(series.value)):
+                raise ConfigError(f"real-noise.paths: {str(path)!r} has NaN or inf samples")
+            if rate != fs:
+                series = series.resample(fs)
+            white = series.whiten(
+                fftlength=settings["duration"], method="median", fduration=WHITEN_FDURATION
+            )
+            values = np.asarray(white.value, dtype=float)
+            # Robust scale: glitches in the stretch should not set it.
+            values = values / (1.4826 * np.median(np.abs(values - np.median(values))))
+            times = float(series.t0.value) + np.arange(len(values)) / fs
+            edge = int(WHITEN_FDURATION / 2 * fs)
+            ok = np.zeros(len(values), dtype=bool)
+            ok[edge : len(values) - edge] = True
+            for t in real["veto-gps"]:
+                ok &= np.abs(times - t) > real["veto-window"]
+            # A window may start at i when all its n samples are usable.
+            usable = np.convolve(ok, np.ones(n), mode="valid") >= n
+            starts = np.flatnonzero(usable)
+            if len(starts):
+                self.stretches.append(values)
+                self.starts.append(starts)
+        if not self.stretches:
+            raise ConfigError(
+                f"real-noise.paths: no {settings['duration']:g} s window of usable strain "
+                "(files too short, or all vetoed)"
+            )
+        self.seconds = sum(len(s) for s in self.starts) / fs
+
+    def draw(self, psd: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Return ``count`` windows [count, n] of real noise recoloured to the one-sided ``psd``
+        (on the rfft grid of n samples): white noise of unit variance has PSD 2 / fs, so each
+        frequency bin is scaled by sqrt(psd * fs / 2)."""
+        sizes = np.array([len(s) for s in self.starts], dtype=float)
+        which = rng.choice(len(self.stretches), size=count, p=sizes / sizes.sum())
+        out = np.empty((count, self.n))
+        for i, k in enumerate(which):
+            start = int(self.starts[k][rng.integers(len(self.starts[k]))])
+            out[i] = self.stretches[k][start : start + self.n]
+        spectrum = np.fft.rfft(out, axis=-1) * np.sqrt(psd * self.fs / 2)
+        spectrum[..., 0] = 0.0
+        return np.fft.irfft(spectrum, n=self.n, axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
 # One shard
 
 
@@ -351,12 +472,13 @@ def simulate_shard(
     types = [name for name in GLITCH_TYPES if glitch_cfg["types"].get(name, 0) > 0]
     weights = np.array([glitch_cfg["types"][name] for name in types], dtype=float)
     weights /= weights.sum()
-    gains = np.asarray(settings["coupling"]["gain"], dtype=float)
-    ratio = settings["witness-snr-ratio"]
     f_low = image_band[0]
 
-    strain_noise = coloured_noise(np.broadcast_to(psd, (n_per, len(psd))), n, fs, rng)
-    aux_psd = psd[None, :] / (gains[:, None] * ratio) ** 2  # [K, n_f]
+    if settings["noise-source"] == "gaussian":
+        strain_noise = coloured_noise(np.broadcast_to(psd, (n_per, len(psd))), n, fs, rng)
+    else:
+        strain_noise = RealNoise(settings).draw(psd, n_per, rng)
+    aux_psd = aux_noise_psd(settings, psd)  # [K, n_f]
     aux = coloured_noise(np.broadcast_to(aux_psd, (n_per, k_aux, len(psd))), n, fs, rng)
 
     glitch_strain = np.zeros((n_per, n))
@@ -449,10 +571,12 @@ def simulate_dataset_shard(
             f.create_dataset(name, data=value, **compress)
         f.create_dataset("psd_frequencies", data=frequencies)
         f.create_dataset("strain_psd", data=psd)
+        f.create_dataset("aux_psd", data=aux_noise_psd(settings, psd))
         write_provenance(
             f,
             settings,
             shard=shard,
+            truth=True,
             sampling_frequency=settings["sampling-frequency"],
             duration=settings["duration"],
             strain_channel=STRAIN_CHANNEL,
