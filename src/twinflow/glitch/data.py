@@ -18,7 +18,7 @@ Each sample is ``duration`` seconds of K + 1 channels at ``sampling-frequency``:
 - Background (``noise-source``): Gaussian noise of the configured PSD (``gaussian``), or real
   LIGO strain (``real-recoloured``): GWOSC files read with gwpy, resampled to the sampling
   frequency, whitened (gwpy's ``whiten``, median Welch ASD, the filter's corrupted edges cut)
-  and rescaled to unit variance by a robust (MAD) estimate, stretches around ``veto-gps``
+  and rescaled to unit variance, stretches around ``veto-gps``
   (known events) left out; each sample is a window at a random offset, recoloured to the
   configured PSD in the frequency domain. Its glitches, lines and non-stationarity stay; the
   witnesses keep Gaussian noise (they are simulated sensors). A few minutes of strain feed
@@ -395,6 +395,7 @@ class RealNoise:
         self.n, self.fs = n, fs
         self.stretches: list[np.ndarray] = []  # whitened, unit variance
         self.starts: list[np.ndarray] = []  # allowed window starts (sample indices) per stretch
+        self.gps_start: list[float] = []  # GPS time of each stretch's first sample
         for path in real["paths"]:
             series = TimeSeries.read(str(path), format="hdf5.gwosc")
             rate = float(series.sample_rate.value)
@@ -411,20 +412,22 @@ class RealNoise:
                 fftlength=settings["duration"], method="median", fduration=WHITEN_FDURATION
             )
             values = np.asarray(white.value, dtype=float)
-            # Robust scale: glitches in the stretch should not set it.
-            values = values / (1.4826 * np.median(np.abs(values - np.median(values))))
             times = float(series.t0.value) + np.arange(len(values)) / fs
             edge = int(WHITEN_FDURATION / 2 * fs)
             ok = np.zeros(len(values), dtype=bool)
             ok[edge : len(values) - edge] = True
             for t in real["veto-gps"]:
                 ok &= np.abs(times - t) > real["veto-window"]
+            # Unit variance over the usable samples, so the recoloured noise has the configured
+            # PSD; its shape (tails, glitches, lines the whitening left) is the detector's.
+            values = values / np.std(values[ok]) if ok.any() else values
             # A window may start at i when all its n samples are usable.
             usable = np.convolve(ok, np.ones(n), mode="valid") >= n
             starts = np.flatnonzero(usable)
             if len(starts):
                 self.stretches.append(values)
                 self.starts.append(starts)
+                self.gps_start.append(float(times[0]))
         if not self.stretches:
             raise ConfigError(
                 f"real-noise.paths: no {settings['duration']:g} s window of usable strain "
