@@ -10,6 +10,14 @@ Each sample is ``duration`` seconds of K + 1 channels at ``sampling-frequency``:
   sine-Gaussians (random frequency and Q), blips (the derivative of a short Gaussian pulse) and
   scattered-light arches (instantaneous frequency ``f_peak |cos(2 pi f_m t)|``), all kept above
   the Q-transform's lower frequency.
+  Five more classes, after Gravity Spy's (Zevin et al. 2017), each a unit-peak waveform:
+  koi fish (a narrow blip, its broadband head, with a low-frequency sine-Gaussian tail of
+  relative amplitude ``koi-tail-amplitude`` at ``koi-tail-frequency``, Q 4); tomte (a
+  low-Q sine-Gaussian, Q 2, at ``tomte-frequency``: short, low-frequency, broadband); whistle (a
+  linear frequency sweep, up or down at random, across ``whistle-frequency`` in a Tukey-windowed
+  ``whistle-duration``); wandering line (a sinusoid at ``line-frequency`` whose frequency wanders
+  sinusoidally by ``line-excursion`` Hz over the whole sample); repeated blips (2 to
+  ``repeat-count`` blips of one width, ``repeat-spacing`` apart).
 - Coupling: channel k's glitch reaches strain through its own transfer, the one the models must
   learn: a causal 2nd-order Butterworth low-pass (optional), a delay (exact, by an FFT phase
   shift), a gain and an optional quadratic term ``c * y**2 / max|y|`` (which puts power at twice
@@ -53,7 +61,16 @@ from twinflow.core.settings import (
     require_positive,
 )
 
-GLITCH_TYPES = ("sine-gaussian", "blip", "scattered-light")
+GLITCH_TYPES = (
+    "sine-gaussian",
+    "blip",
+    "scattered-light",
+    "koi-fish",
+    "tomte",
+    "whistle",
+    "wandering-line",
+    "repeated-blips",
+)
 NOISE_CURVES = ("aLIGO-O3-low", "AdV-O3-low")
 SOURCES = ("simulate", "files")
 NOISE_SOURCES = ("gaussian", "real-recoloured")
@@ -140,8 +157,39 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
         require_choice("glitch.types", name, GLITCH_TYPES)
         require_positive(f"glitch.types.{name}", weight, allow_zero=True)
     require(sum(weights.values()) > 0, "glitch.types", weights, "at least one weight > 0")
-    for key in ("snr", "frequency", "q", "blip-width", "arch-frequency", "arch-duration"):
+    for key in (
+        "snr",
+        "frequency",
+        "q",
+        "blip-width",
+        "arch-frequency",
+        "arch-duration",
+        *MORPHOLOGY_RANGES,
+    ):
         _require_range(f"glitch.{key}", glitch[key])
+    require_positive("glitch.koi-tail-amplitude", glitch["koi-tail-amplitude"])
+    require(
+        isinstance(glitch["repeat-count"], int) and glitch["repeat-count"] >= 2,
+        "glitch.repeat-count",
+        glitch["repeat-count"],
+        "an integer >= 2 (the most blips in a repeated-blips glitch)",
+    )
+    for key in ("koi-tail-frequency", "tomte-frequency", "whistle-frequency", "line-frequency"):
+        require_nyquist(f"glitch.{key}", glitch[key][1], fs)
+    require(
+        glitch["whistle-duration"][1] <= duration / 2,
+        "glitch.whistle-duration",
+        glitch["whistle-duration"],
+        f"durations of at most half the sample ({duration / 2:g} s)",
+    )
+    span = glitch["repeat-spacing"][1] * (glitch["repeat-count"] - 1)
+    require(
+        span <= duration / 2,
+        "glitch.repeat-spacing",
+        glitch["repeat-spacing"],
+        f"spacings whose (repeat-count - 1) multiple stays within half the sample "
+        f"({duration / 2:g} s; now {span:g} s)",
+    )
     require_positive("glitch.time-jitter", glitch["time-jitter"], allow_zero=True)
     require(
         glitch["time-jitter"] < duration / 4,
@@ -160,7 +208,14 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     )
     if image_band is not None:
         q_minimum_frequency = image_band[0]
-        for key in ("frequency", "arch-frequency"):
+        for key in (
+            "frequency",
+            "arch-frequency",
+            "koi-tail-frequency",
+            "tomte-frequency",
+            "whistle-frequency",
+            "line-frequency",
+        ):
             require(
                 glitch[key][0] >= q_minimum_frequency,
                 f"glitch.{key}",
@@ -228,6 +283,18 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     )
 
 
+#: Ranges [low, high] of the parameters of the Gravity-Spy-like classes (see the docstring).
+MORPHOLOGY_RANGES = (
+    "koi-tail-frequency",
+    "tomte-frequency",
+    "whistle-frequency",
+    "whistle-duration",
+    "line-frequency",
+    "line-excursion",
+    "repeat-spacing",
+)
+
+
 def check_real_noise_settings(settings: Mapping) -> None:
     """Raise :class:`ConfigError` for the first invalid ``real-noise`` setting."""
     real = settings["real-noise"]
@@ -290,6 +357,53 @@ def scattered_light_arch(
     inside = (np.abs(t) < half) & (np.abs(t) < arch_duration / 2)
     envelope = np.where(inside, np.cos(0.5 * np.pi * t / max(half, 1e-9)) ** 2, 0.0)
     return envelope * np.sin(2 * np.pi * phase)
+
+
+def koi_fish(
+    t: np.ndarray, width: float, tail_frequency: float, tail_amplitude: float, phase: float
+) -> np.ndarray:
+    """Return a koi fish centred on t = 0: a blip of ``width`` [s] (the broadband head) plus a
+    sine-Gaussian tail at ``tail_frequency`` (Q 4) of relative amplitude ``tail_amplitude``,
+    scaled to unit peak."""
+    y = blip(t, width) + tail_amplitude * sine_gaussian(t, tail_frequency, 4.0, phase)
+    return y / np.max(np.abs(y))
+
+
+def tomte(t: np.ndarray, frequency: float, phase: float) -> np.ndarray:
+    """Return a tomte centred on t = 0: a low-Q (Q 2) sine-Gaussian at ``frequency``, short and
+    broadband at low frequency."""
+    return sine_gaussian(t, frequency, 2.0, phase)
+
+
+def whistle(
+    t: np.ndarray, f_start: float, f_end: float, duration: float, phase: float
+) -> np.ndarray:
+    """Return a whistle centred on t = 0: a linear sweep from ``f_start`` to ``f_end`` [Hz] over
+    ``duration`` [s] (scipy's ``chirp``) under a Tukey (alpha 0.5) window."""
+    inside = np.abs(t) < duration / 2
+    y = np.zeros_like(t)
+    ts = t[inside] + duration / 2
+    sweep = scipy.signal.chirp(
+        ts, f_start, duration, f_end, method="linear", phi=np.degrees(phase)
+    )
+    y[inside] = sweep * scipy.signal.windows.tukey(int(inside.sum()), 0.5)
+    return y
+
+
+def wandering_line(
+    t: np.ndarray, frequency: float, excursion: float, period: float, phase: float
+) -> np.ndarray:
+    """Return a wandering line: a unit sinusoid whose frequency is
+    ``frequency + excursion sin(2 pi t / period)``, Tukey-tapered over the whole sample."""
+    f_mod = 1.0 / period
+    cycles = frequency * t - excursion / (2 * np.pi * f_mod) * np.cos(2 * np.pi * f_mod * t)
+    return np.sin(2 * np.pi * cycles + phase) * scipy.signal.windows.tukey(len(t), 0.2)
+
+
+def repeated_blips(t: np.ndarray, width: float, count: int, spacing: float) -> np.ndarray:
+    """Return ``count`` blips of ``width`` [s], ``spacing`` [s] apart, centred on t = 0."""
+    offsets = (np.arange(count) - (count - 1) / 2) * spacing
+    return sum(blip(t - dt, width) for dt in offsets)
 
 
 def newtonian_chirp(t: np.ndarray, chirp_mass: float, phase: float) -> np.ndarray:
@@ -458,6 +572,36 @@ def _draw_log_uniform(rng: np.random.Generator, bounds) -> float:
     return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
 
+def _draw_morphology(
+    name: str, t: np.ndarray, glitch: Mapping, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """Return (representative frequency [Hz], unit-peak waveform) of one of the
+    Gravity-Spy-like classes, with its parameters drawn from the ``glitch`` ranges."""
+    phase = rng.uniform(0, 2 * np.pi)
+    if name == "koi-fish":
+        width = rng.uniform(*glitch["blip-width"])
+        tail = rng.uniform(*glitch["koi-tail-frequency"])
+        return tail, koi_fish(t, width, tail, glitch["koi-tail-amplitude"], phase)
+    if name == "tomte":
+        freq = rng.uniform(*glitch["tomte-frequency"])
+        return freq, tomte(t, freq, phase)
+    if name == "whistle":
+        low, high = glitch["whistle-frequency"]
+        f_a, f_b = (low, high) if rng.uniform() < 0.5 else (high, low)
+        duration = rng.uniform(*glitch["whistle-duration"])
+        return 0.5 * (low + high), whistle(t, f_a, f_b, duration, phase)
+    if name == "wandering-line":
+        freq = rng.uniform(*glitch["line-frequency"])
+        excursion = rng.uniform(*glitch["line-excursion"])
+        period = float(t[-1] - t[0])
+        return freq, wandering_line(t, freq, excursion, period, phase)
+    width = rng.uniform(*glitch["blip-width"])
+    count = int(rng.integers(2, glitch["repeat-count"] + 1))
+    spacing = rng.uniform(*glitch["repeat-spacing"])
+    y = repeated_blips(t, width, count, spacing)
+    return 1 / (2 * np.pi * width), y / np.max(np.abs(y))
+
+
 def simulate_shard(
     settings: Mapping, shard: int, image_band: tuple[float, float]
 ) -> dict[str, np.ndarray]:
@@ -517,11 +661,14 @@ def simulate_shard(
                 width = rng.uniform(*glitch_cfg["blip-width"])
                 freq, q = 1 / (2 * np.pi * width), np.nan
                 y = blip(t - t0, width)
-            else:
+            elif name == "scattered-light":
                 freq = rng.uniform(*glitch_cfg["arch-frequency"])
                 arch = rng.uniform(*glitch_cfg["arch-duration"])
                 q = np.nan
                 y = scattered_light_arch(t - t0, freq, arch, f_low)
+            else:
+                freq, y = _draw_morphology(name, t - t0, glitch_cfg, rng)
+                q = np.nan
             s = coupling_transfer(y, channel, settings)
             target_snr = _draw_log_uniform(rng, glitch_cfg["snr"])
             scale = target_snr / optimal_snr(s, psd, fs, image_band)

@@ -343,6 +343,7 @@ def score_vae(
         "average_precision_snr_ge_threshold": float(average_precision_score(y[loud], scores[loud]))
         if 0 < y[loud].sum() < loud.sum()
         else None,
+        "roc_auc_by_class": roc_auc_by_class(y, scores, labels["glitch_type"][use]),
         "snr_threshold": float(settings["snr-threshold"]),
         "score": settings["score"],
         "settings": dict(settings),
@@ -373,6 +374,26 @@ def score_vae(
         f"{result['roc_auc_snr_ge_threshold']}), average precision {result['average_precision']:.4f}"
     )
     return result
+
+
+def roc_auc_by_class(y: np.ndarray, scores: np.ndarray, glitch_type: np.ndarray) -> dict:
+    """Return the ROC AUC of each glitch class present (its glitches against all clean images;
+    the VAE trains on clean images only, so each is a class it never saw), with its count."""
+    from sklearn.metrics import roc_auc_score
+
+    from twinflow.glitch.data import GLITCH_TYPES
+
+    out = {}
+    clean = y == 0
+    for index, name in enumerate(GLITCH_TYPES):
+        mine = (y == 1) & (glitch_type == index)
+        if mine.any() and clean.any():
+            keep = clean | mine
+            out[name] = {
+                "roc_auc": float(roc_auc_score(y[keep], scores[keep])),
+                "n": int(mine.sum()),
+            }
+    return out
 
 
 def plot_reconstructions(path, x, recon, y, snr, scores, to_energy, n: int = 3) -> None:
