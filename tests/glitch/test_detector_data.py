@@ -116,6 +116,13 @@ def test_trigger_windows_are_the_data_around_each_trigger(
         np.testing.assert_allclose(strain[j], channels[STRAIN][i : i + n], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(aux[j, 0], channels[AUX[0]][i : i + n], rtol=1e-6, atol=1e-6)
         assert snr[j] == 20.0 + j and abs(times[j]) < 1 / FS
+    # One window back as a gwpy TimeSeriesDict, by channel name and GPS time.
+    from twinflow.glitch.data import sample_timeseries
+
+    series = sample_timeseries(out, 1)
+    assert list(series) == [STRAIN, *AUX]
+    assert float(series[AUX[1]].t0.value) == pytest.approx(gps[1])
+    np.testing.assert_allclose(series[STRAIN].value, strain[1])
     # Clean windows keep clear of every trigger's window and its padding (1 s).
     for start in gps[~has_glitch]:
         assert all(start + 2 <= tt - 2 or start >= tt + 2 for tt in TRIGGER_TIMES)

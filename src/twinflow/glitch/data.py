@@ -722,6 +722,9 @@ def simulate_dataset_shard(
         f.create_dataset("psd_frequencies", data=frequencies)
         f.create_dataset("strain_psd", data=psd)
         f.create_dataset("aux_psd", data=aux_noise_psd(settings, psd))
+        first = GPS_START + shard * settings["samples-per-shard"] * settings["duration"]
+        n_written = len(arrays["strain"])
+        f.create_dataset("gps_start", data=first + np.arange(n_written) * settings["duration"])
         write_provenance(
             f,
             settings,
@@ -757,9 +760,10 @@ def sample_timeseries(path: str | Path, index: int):
     from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
     with h5py.File(require_file("glitch shard", path), "r") as f:
-        fs, duration = float(f.attrs["sampling_frequency"]), float(f.attrs["duration"])
-        t0 = float(f.attrs["gps_start"]) + index * duration
-        names = [STRAIN_CHANNEL, *read_settings_list(f.attrs["aux_channels"])]
+        fs = float(f.attrs["sampling_frequency"])
+        t0 = float(f["gps_start"][index])
+        strain_name = str(f.attrs.get("strain_channel", STRAIN_CHANNEL))
+        names = [strain_name, *read_settings_list(f.attrs["aux_channels"])]
         data = [f["strain"][index], *f["aux"][index]]
     out = TimeSeriesDict()
     for name, values in zip(names, data):

@@ -476,7 +476,7 @@ def build_images(
             ):
                 parts.setdefault(name, []).append(value)
             bar.update(len(strain))
-        for name in LABELS:
+        for name in (*LABELS, "gps_start"):
             parts.setdefault(name, []).append(arrays[name])
     bar.close()
     data = {name: np.concatenate(values) for name, values in parts.items()}
