@@ -234,6 +234,7 @@ def test_config_check_refuses_bad_files_settings(detector_files, glitch_config):
     g = copy.deepcopy(glitch_config)
     g["data"] = _data_settings(glitch_config, [h5], csv)
     g["qtransform"]["frange"] = [20, 100]
+    g["data"]["coupling"]["gain"] = [1.0]  # the simulator's settings are not used for files
     check_config(g)
     g["data"]["files"]["aux-channels"] = [AUX[0]]
     with pytest.raises(ConfigError, match="files.aux-channels"):

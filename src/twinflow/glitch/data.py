@@ -103,17 +103,24 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     """Raise :class:`ConfigError` for the first invalid data setting, before any work.
 
     ``image_band`` (the Q-transform's frequency range) bounds the glitch frequencies from
-    below: glitches must fall inside the images.
+    below: glitches must fall inside the images. With ``source: files`` only the keys that
+    describe the data (sampling frequency, duration, n-auxiliary, ``files``) are checked: the
+    simulator's are not used.
     """
     require_choice("source", settings["source"], SOURCES)
-    require_choice("noise-source", settings["noise-source"], NOISE_SOURCES)
-    if settings["noise-source"] != "gaussian":
-        check_real_noise_settings(settings)
+    for key in ("sampling-frequency", "duration"):
+        require_positive(key, settings[key])
     if settings["source"] == "files":
         from twinflow.glitch.detector_data import check_files_settings
 
+        k = settings["n-auxiliary"]
+        require(isinstance(k, int) and k >= 1, "n-auxiliary", k, "an integer >= 1")
         check_files_settings(settings)
-    for key in ("sampling-frequency", "duration", "witness-snr-ratio", "low-frequency-cutoff"):
+        return
+    require_choice("noise-source", settings["noise-source"], NOISE_SOURCES)
+    if settings["noise-source"] != "gaussian":
+        check_real_noise_settings(settings)
+    for key in ("witness-snr-ratio", "low-frequency-cutoff"):
         require_positive(key, settings[key])
     for key in ("n-shards", "samples-per-shard"):
         require(
