@@ -18,6 +18,8 @@ VAE_TRAIN_KEYS = (
     "output-activation",
     "beta",
     "fft-weight",
+    "covariance",
+    "covariance-rank",
     "epochs",
     "batch-size",
     "learning-rate",
