@@ -41,6 +41,19 @@ def test_shipped_configurations_are_valid(name):
             r"glitch.qtransform: frange = \[20, 300\] Hz: the upper frequency exceeds the Nyquist",
         ),
         ("data", "n-auxiliary", 0, r"glitch.data: n-auxiliary = 0 is invalid"),
+        ("data", "source", "frames", r"glitch.data: source = 'frames' is invalid: choose one of"),
+        (
+            "data",
+            "noise-source",
+            "real-recoloured",
+            r"glitch.data: real-noise.paths = \[\] is invalid: a list of GWOSC HDF5",
+        ),
+        (
+            "translation",
+            "peak-weight",
+            -1,
+            r"glitch.translation: peak-weight = -1 is invalid: a number >= 0",
+        ),
         (
             "vae",
             "output-activation",

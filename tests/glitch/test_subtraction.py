@@ -129,3 +129,27 @@ def test_clusters_are_connected_pixels_above_threshold():
     exclude = np.zeros((8, 8), bool)
     exclude[3, 3] = True
     assert not has_cluster(image, 16, exclude)
+
+
+def test_cluster_overlap_metrics_by_hand():
+    from twinflow.glitch.subtraction import cluster_overlap_metrics
+
+    target = np.zeros((4, 8, 8))
+    target[:, 2:4, 2:6] = 50.0  # an 8-pixel cluster above 16 in each sample
+    residual = target.copy()
+    residual[0] = 0.0  # removed: IoU 0, disappears
+    residual[1, 2:4, 2:4] = 0.0  # half left: IoU 4 / 8
+    residual[2, 5, 5] = 30.0  # untouched plus one new pixel: IoU 8 / 9
+    has_glitch = np.array([True, True, True, False])
+    snr = np.array([7.0, 12.0, 25.0, 0.0])
+    m = cluster_overlap_metrics(
+        target, residual, has_glitch, snr, 16.0, np.zeros_like(target, bool)
+    )
+    assert m["n_glitch_with_cluster"] == 3
+    assert m["cluster_iou_median"] == pytest.approx(0.5)
+    assert m["cluster_vanished_share"] == pytest.approx(1 / 3)
+    by = m["cluster_metrics_by_snr"]
+    assert by["6-8"] == {"n": 1, "iou_median": 0.0, "vanished_share": 1.0}
+    assert by["10-15"]["iou_median"] == pytest.approx(0.5)
+    assert by["20-30"]["iou_median"] == pytest.approx(8 / 9)
+    assert by["5-6"]["n"] == 0 and by["5-6"]["iou_median"] is None

@@ -191,3 +191,21 @@ def test_training_resumes_exactly(easy_images, tmp_path):
         log=messages.append,
     )
     assert any("starting afresh" in m for m in messages)
+
+
+@pytest.mark.parametrize("name", ["l1", "mse", "log-cosh"])
+def test_peak_weighted_loss_is_numpys_weighted_average(name):
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.uniform(0, 1, (4, 1, 8, 8)))
+    prediction = torch.from_numpy(rng.uniform(0, 1, (4, 1, 8, 8)))
+    err = (prediction - target).numpy()
+    pixel = {
+        "l1": np.abs(err),
+        "mse": err**2,
+        "log-cosh": np.log(np.cosh(err)),
+    }[name]
+    weighted = float(make_loss(name, peak_weight=5.0)(prediction, target))
+    assert weighted == pytest.approx(np.average(pixel, weights=1 + 5.0 * target.numpy()))
+    assert float(make_loss(name, peak_weight=0.0)(prediction, target)) == pytest.approx(
+        pixel.mean()
+    )

@@ -109,3 +109,37 @@ def test_reconstruction_score_is_the_mean_squared_error():
     np.testing.assert_allclose(
         scores, ((recon - x.numpy()) ** 2).reshape(6, -1).mean(1), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "low-rank", "full"])
+def test_posterior_covariance_kl_matches_the_gaussian_formula(covariance):
+    """KL(N(mu, Sigma) || N(0, I)) = (tr Sigma + mu^T mu - d - log det Sigma) / 2, with Sigma
+    built here in numpy from the head outputs as the module docstring says."""
+    d, r = 4, 2
+    model = ConvVAE(16, d, 0.0, "none", covariance, r).double()
+    rng = np.random.default_rng(3)
+    extra = {"diagonal": 0, "low-rank": d * r, "full": d * (d - 1) // 2}[covariance]
+    mu = torch.from_numpy(rng.normal(size=(3, d)))
+    params = torch.from_numpy(rng.normal(scale=0.5, size=(3, d + extra)))
+    kl = model.kl(mu, params).numpy()
+    for i in range(3):
+        logvar, rest = params[i, :d].numpy(), params[i, d:].numpy()
+        if covariance == "diagonal":
+            sigma = np.diag(np.exp(logvar))
+        elif covariance == "low-rank":
+            factor = rest.reshape(d, r)
+            sigma = np.diag(np.exp(logvar)) + factor @ factor.T
+        else:
+            tril = np.diag(np.exp(0.5 * logvar))
+            tril[np.tril_indices(d, -1)] = rest
+            sigma = tril @ tril.T
+        m = mu[i].numpy()
+        expected = 0.5 * (np.trace(sigma) + m @ m - d - np.linalg.slogdet(sigma)[1])
+        assert kl[i] == pytest.approx(expected, rel=1e-10)
+    # A training step runs and reaches the covariance head.
+    model.train()
+    recon, mu, params = model(torch.rand(2, 1, 16, 16, dtype=torch.float64))
+    assert params.shape == (2, d + extra)
+    (recon.sum() + model.kl(mu, params).sum()).backward()
+    if extra:
+        assert model.fc_covariance.weight.grad.abs().sum() > 0

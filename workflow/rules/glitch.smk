@@ -1,34 +1,63 @@
 # glitch branch (Glitch Flow): dataset shards -> Q-transform images -> aux->strain translation
 # -> subtraction and metrics; VAE glitch detector trained on clean Q-plots -> ROC.
-from twinflow.glitch.settings import check_config, stage_settings
+from twinflow.glitch.settings import check_config, data_input_files, stage_settings
 
 GLITCH = f"{RESULTS}/glitch"
-GLITCH_SHARDS = range(config["glitch"]["data"]["n-shards"])
+# Detector data (source: files) is one shard of windows; the simulator writes n-shards.
+GLITCH_FROM_FILES = config["glitch"]["data"]["source"] == "files"
+GLITCH_SHARDS = range(1 if GLITCH_FROM_FILES else config["glitch"]["data"]["n-shards"])
 
 # A bad glitch setting stops the workflow here, before any job runs.
 check_config(config["glitch"])
 
 
-rule glitch_simulate:
-    """One shard of the synthetic strain + auxiliary-channel dataset."""
-    output:
-        f"{GLITCH}/data/shard-{{shard}}.h5",
-    log:
-        f"{RESULTS}/logs/glitch/data/shard-{{shard}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/glitch/data/shard-{{shard}}.tsv"
-    wildcard_constraints:
-        shard="[0-9]+",
-    conda:
-        "../../envs/glitch.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=20,
-    params:
-        settings=as_json(stage_settings(config["glitch"], "simulate")),
-    shell:
-        "twinflow glitch simulate --settings {params.settings:q} --shard {wildcards.shard} "
-        "--out {output:q} > {log:q} 2>&1"
+if GLITCH_FROM_FILES:
+
+    rule glitch_load:
+        """Strain and auxiliary channels read from GWF/HDF5 files, cut into windows (on the
+        trigger list or a grid) and whitened with an off-source PSD: one shard."""
+        input:
+            data_input_files(config["glitch"]),
+        output:
+            f"{GLITCH}/data/shard-0.h5",
+        log:
+            f"{RESULTS}/logs/glitch/data/load.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/glitch/data/load.tsv"
+        conda:
+            "../../envs/glitch.yaml"
+        resources:
+            mem_mb=4000,
+            runtime=20,
+        params:
+            settings=as_json(stage_settings(config["glitch"], "load")),
+        shell:
+            "twinflow glitch load --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+
+else:
+
+    rule glitch_simulate:
+        """One shard of the synthetic strain + auxiliary-channel dataset."""
+        input:
+            data_input_files(config["glitch"]),
+        output:
+            f"{GLITCH}/data/shard-{{shard}}.h5",
+        log:
+            f"{RESULTS}/logs/glitch/data/shard-{{shard}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/glitch/data/shard-{{shard}}.tsv"
+        wildcard_constraints:
+            shard="[0-9]+",
+        conda:
+            "../../envs/glitch.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=20,
+        params:
+            settings=as_json(stage_settings(config["glitch"], "simulate")),
+        shell:
+            "twinflow glitch simulate --settings {params.settings:q} --shard {wildcards.shard} "
+            "--out {output:q} > {log:q} 2>&1"
 
 
 rule glitch_images:

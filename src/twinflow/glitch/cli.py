@@ -22,6 +22,12 @@ def _simulate(args: argparse.Namespace) -> None:
     simulate_dataset_shard(s["data"], args.shard, args.out, image_band=s["image-band"])
 
 
+def _load(args: argparse.Namespace) -> None:
+    from twinflow.glitch.detector_data import load_detector_data
+
+    load_detector_data(_settings(args, "load")["data"], args.out)
+
+
 def _images(args: argparse.Namespace) -> None:
     from twinflow.glitch.qtransform import build_images
 
@@ -87,6 +93,14 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", type=int, required=True, help="shard index (0 .. n-shards - 1)")
     p.add_argument("--out", required=True, help="output shard (HDF5)")
     p.set_defaults(func=_simulate)
+
+    p = stages.add_parser(
+        "load",
+        help="read strain and auxiliary channels from GWF/HDF5 files into one shard of windows",
+    )
+    add_settings_arguments(p, "glitch")
+    p.add_argument("--out", required=True, help="output shard (HDF5)")
+    p.set_defaults(func=_load)
 
     p = stages.add_parser(
         "images", help="Q-transform images, seeded split and training-split normalisation"

@@ -10,11 +10,27 @@ Each sample is ``duration`` seconds of K + 1 channels at ``sampling-frequency``:
   sine-Gaussians (random frequency and Q), blips (the derivative of a short Gaussian pulse) and
   scattered-light arches (instantaneous frequency ``f_peak |cos(2 pi f_m t)|``), all kept above
   the Q-transform's lower frequency.
+  Five more classes, after Gravity Spy's (Zevin et al. 2017), each a unit-peak waveform:
+  koi fish (a narrow blip, its broadband head, with a low-frequency sine-Gaussian tail of
+  relative amplitude ``koi-tail-amplitude`` at ``koi-tail-frequency``, Q 4); tomte (a
+  low-Q sine-Gaussian, Q 2, at ``tomte-frequency``: short, low-frequency, broadband); whistle (a
+  linear frequency sweep, up or down at random, across ``whistle-frequency`` in a Tukey-windowed
+  ``whistle-duration``); wandering line (a sinusoid at ``line-frequency`` whose frequency wanders
+  sinusoidally by ``line-excursion`` Hz over the whole sample); repeated blips (2 to
+  ``repeat-count`` blips of one width, ``repeat-spacing`` apart).
 - Coupling: channel k's glitch reaches strain through its own transfer, the one the models must
   learn: a causal 2nd-order Butterworth low-pass (optional), a delay (exact, by an FFT phase
   shift), a gain and an optional quadratic term ``c * y**2 / max|y|`` (which puts power at twice
   the glitch frequency). The amplitude is set so the strain glitch has optimal SNR drawn
   log-uniformly from ``glitch.snr``.
+- Background (``noise-source``): Gaussian noise of the configured PSD (``gaussian``), or real
+  LIGO strain (``real-recoloured``): GWOSC files read with gwpy, resampled to the sampling
+  frequency, whitened (gwpy's ``whiten``, median Welch ASD, the filter's corrupted edges cut)
+  and rescaled to unit variance, stretches around ``veto-gps``
+  (known events) left out; each sample is a window at a random offset, recoloured to the
+  configured PSD in the frequency domain. Its glitches, lines and non-stationarity stay; the
+  witnesses keep Gaussian noise (they are simulated sensors). A few minutes of strain feed
+  thousands of samples, so windows overlap: samples are less independent than Gaussian ones.
 - Optional GW chirps in strain only: leading-order (Newtonian) inspirals of an equal-mass
   binary, ended at the ISCO frequency, at a random coalescence time inside the image window.
 
@@ -45,8 +61,20 @@ from twinflow.core.settings import (
     require_positive,
 )
 
-GLITCH_TYPES = ("sine-gaussian", "blip", "scattered-light")
+GLITCH_TYPES = (
+    "sine-gaussian",
+    "blip",
+    "scattered-light",
+    "koi-fish",
+    "tomte",
+    "whistle",
+    "wandering-line",
+    "repeated-blips",
+)
 NOISE_CURVES = ("aLIGO-O3-low", "AdV-O3-low")
+SOURCES = ("simulate", "files")
+NOISE_SOURCES = ("gaussian", "real-recoloured")
+WHITEN_FDURATION = 2.0  # s, gwpy's whitening filter length; half of it is cut at each edge
 STRAIN_CHANNEL = "H1:GDS-CALIB_STRAIN"
 GPS_START = 1238166018.0  # start of O3 (April 2019); sample i starts at GPS_START + i * duration
 G_MSUN_OVER_C3 = 4.925490947641267e-06  # G M_sun / c^3 [s]
@@ -75,9 +103,24 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     """Raise :class:`ConfigError` for the first invalid data setting, before any work.
 
     ``image_band`` (the Q-transform's frequency range) bounds the glitch frequencies from
-    below: glitches must fall inside the images.
+    below: glitches must fall inside the images. With ``source: files`` only the keys that
+    describe the data (sampling frequency, duration, n-auxiliary, ``files``) are checked: the
+    simulator's are not used.
     """
-    for key in ("sampling-frequency", "duration", "witness-snr-ratio", "low-frequency-cutoff"):
+    require_choice("source", settings["source"], SOURCES)
+    for key in ("sampling-frequency", "duration"):
+        require_positive(key, settings[key])
+    if settings["source"] == "files":
+        from twinflow.glitch.detector_data import check_files_settings
+
+        k = settings["n-auxiliary"]
+        require(isinstance(k, int) and k >= 1, "n-auxiliary", k, "an integer >= 1")
+        check_files_settings(settings)
+        return
+    require_choice("noise-source", settings["noise-source"], NOISE_SOURCES)
+    if settings["noise-source"] != "gaussian":
+        check_real_noise_settings(settings)
+    for key in ("witness-snr-ratio", "low-frequency-cutoff"):
         require_positive(key, settings[key])
     for key in ("n-shards", "samples-per-shard"):
         require(
@@ -121,8 +164,39 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
         require_choice("glitch.types", name, GLITCH_TYPES)
         require_positive(f"glitch.types.{name}", weight, allow_zero=True)
     require(sum(weights.values()) > 0, "glitch.types", weights, "at least one weight > 0")
-    for key in ("snr", "frequency", "q", "blip-width", "arch-frequency", "arch-duration"):
+    for key in (
+        "snr",
+        "frequency",
+        "q",
+        "blip-width",
+        "arch-frequency",
+        "arch-duration",
+        *MORPHOLOGY_RANGES,
+    ):
         _require_range(f"glitch.{key}", glitch[key])
+    require_positive("glitch.koi-tail-amplitude", glitch["koi-tail-amplitude"])
+    require(
+        isinstance(glitch["repeat-count"], int) and glitch["repeat-count"] >= 2,
+        "glitch.repeat-count",
+        glitch["repeat-count"],
+        "an integer >= 2 (the most blips in a repeated-blips glitch)",
+    )
+    for key in ("koi-tail-frequency", "tomte-frequency", "whistle-frequency", "line-frequency"):
+        require_nyquist(f"glitch.{key}", glitch[key][1], fs)
+    require(
+        glitch["whistle-duration"][1] <= duration / 2,
+        "glitch.whistle-duration",
+        glitch["whistle-duration"],
+        f"durations of at most half the sample ({duration / 2:g} s)",
+    )
+    span = glitch["repeat-spacing"][1] * (glitch["repeat-count"] - 1)
+    require(
+        span <= duration / 2,
+        "glitch.repeat-spacing",
+        glitch["repeat-spacing"],
+        f"spacings whose (repeat-count - 1) multiple stays within half the sample "
+        f"({duration / 2:g} s; now {span:g} s)",
+    )
     require_positive("glitch.time-jitter", glitch["time-jitter"], allow_zero=True)
     require(
         glitch["time-jitter"] < duration / 4,
@@ -141,7 +215,14 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     )
     if image_band is not None:
         q_minimum_frequency = image_band[0]
-        for key in ("frequency", "arch-frequency"):
+        for key in (
+            "frequency",
+            "arch-frequency",
+            "koi-tail-frequency",
+            "tomte-frequency",
+            "whistle-frequency",
+            "line-frequency",
+        ):
             require(
                 glitch[key][0] >= q_minimum_frequency,
                 f"glitch.{key}",
@@ -209,6 +290,46 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     )
 
 
+#: Ranges [low, high] of the parameters of the Gravity-Spy-like classes (see the docstring).
+MORPHOLOGY_RANGES = (
+    "koi-tail-frequency",
+    "tomte-frequency",
+    "whistle-frequency",
+    "whistle-duration",
+    "line-frequency",
+    "line-excursion",
+    "repeat-spacing",
+)
+
+
+def check_real_noise_settings(settings: Mapping) -> None:
+    """Raise :class:`ConfigError` for the first invalid ``real-noise`` setting."""
+    real = settings["real-noise"]
+    paths = real["paths"]
+    require(
+        isinstance(paths, list) and len(paths) > 0,
+        "real-noise.paths",
+        paths,
+        f"a list of GWOSC HDF5 strain files (noise-source is {settings['noise-source']!r})",
+    )
+    for path in paths:
+        path = require_file("real-noise.paths", path)
+        require(
+            h5py.is_hdf5(path),
+            "real-noise.paths",
+            str(path),
+            "GWOSC strain files in HDF5 (gwpy format hdf5.gwosc)",
+        )
+    require(
+        isinstance(real["veto-gps"], list)
+        and all(isinstance(t, (int, float)) for t in real["veto-gps"]),
+        "real-noise.veto-gps",
+        real["veto-gps"],
+        "a list of GPS times [s] to keep out (e.g. known events)",
+    )
+    require_positive("real-noise.veto-window", real["veto-window"], allow_zero=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Waveforms
 
@@ -245,6 +366,53 @@ def scattered_light_arch(
     return envelope * np.sin(2 * np.pi * phase)
 
 
+def koi_fish(
+    t: np.ndarray, width: float, tail_frequency: float, tail_amplitude: float, phase: float
+) -> np.ndarray:
+    """Return a koi fish centred on t = 0: a blip of ``width`` [s] (the broadband head) plus a
+    sine-Gaussian tail at ``tail_frequency`` (Q 4) of relative amplitude ``tail_amplitude``,
+    scaled to unit peak."""
+    y = blip(t, width) + tail_amplitude * sine_gaussian(t, tail_frequency, 4.0, phase)
+    return y / np.max(np.abs(y))
+
+
+def tomte(t: np.ndarray, frequency: float, phase: float) -> np.ndarray:
+    """Return a tomte centred on t = 0: a low-Q (Q 2) sine-Gaussian at ``frequency``, short and
+    broadband at low frequency."""
+    return sine_gaussian(t, frequency, 2.0, phase)
+
+
+def whistle(
+    t: np.ndarray, f_start: float, f_end: float, duration: float, phase: float
+) -> np.ndarray:
+    """Return a whistle centred on t = 0: a linear sweep from ``f_start`` to ``f_end`` [Hz] over
+    ``duration`` [s] (scipy's ``chirp``) under a Tukey (alpha 0.5) window."""
+    inside = np.abs(t) < duration / 2
+    y = np.zeros_like(t)
+    ts = t[inside] + duration / 2
+    sweep = scipy.signal.chirp(
+        ts, f_start, duration, f_end, method="linear", phi=np.degrees(phase)
+    )
+    y[inside] = sweep * scipy.signal.windows.tukey(int(inside.sum()), 0.5)
+    return y
+
+
+def wandering_line(
+    t: np.ndarray, frequency: float, excursion: float, period: float, phase: float
+) -> np.ndarray:
+    """Return a wandering line: a unit sinusoid whose frequency is
+    ``frequency + excursion sin(2 pi t / period)``, Tukey-tapered over the whole sample."""
+    f_mod = 1.0 / period
+    cycles = frequency * t - excursion / (2 * np.pi * f_mod) * np.cos(2 * np.pi * f_mod * t)
+    return np.sin(2 * np.pi * cycles + phase) * scipy.signal.windows.tukey(len(t), 0.2)
+
+
+def repeated_blips(t: np.ndarray, width: float, count: int, spacing: float) -> np.ndarray:
+    """Return ``count`` blips of ``width`` [s], ``spacing`` [s] apart, centred on t = 0."""
+    offsets = (np.arange(count) - (count - 1) / 2) * spacing
+    return sum(blip(t - dt, width) for dt in offsets)
+
+
 def newtonian_chirp(t: np.ndarray, chirp_mass: float, phase: float) -> np.ndarray:
     """Return the leading-order (Newtonian) inspiral h(t) of an equal-mass binary, coalescing at
     t = 0, in arbitrary units (the caller fixes the SNR); zero after the ISCO frequency.
@@ -278,6 +446,13 @@ def strain_psd(settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
     return frequencies, source_psd(
         settings["noise-curve"], frequencies, settings["low-frequency-cutoff"]
     )
+
+
+def aux_noise_psd(settings: Mapping, psd: np.ndarray) -> np.ndarray:
+    """Return the witnesses' noise PSDs [K, n_f]: the strain PSD's shape at an amplitude
+    1 / (gain_k * witness-snr-ratio) of it."""
+    gains = np.asarray(settings["coupling"]["gain"], dtype=float)
+    return psd[None, :] / (gains[:, None] * settings["witness-snr-ratio"]) ** 2
 
 
 def n_samples(settings: Mapping) -> int:
@@ -327,11 +502,111 @@ def coupling_transfer(y: np.ndarray, channel: int, settings: Mapping) -> np.ndar
 
 
 # --------------------------------------------------------------------------------------------
+# Real noise
+
+
+class RealNoise:
+    """Whitened stretches of real strain, drawn as recoloured windows (see module docstring)."""
+
+    def __init__(self, settings: Mapping):
+        from gwpy.timeseries import TimeSeries
+
+        fs, n = settings["sampling-frequency"], n_samples(settings)
+        real = settings["real-noise"]
+        self.n, self.fs = n, fs
+        self.stretches: list[np.ndarray] = []  # whitened, unit variance
+        self.starts: list[np.ndarray] = []  # allowed window starts (sample indices) per stretch
+        self.gps_start: list[float] = []  # GPS time of each stretch's first sample
+        for path in real["paths"]:
+            series = TimeSeries.read(str(path), format="hdf5.gwosc")
+            rate = float(series.sample_rate.value)
+            if rate < fs:
+                raise ConfigError(
+                    f"real-noise.paths: {str(path)!r} is sampled at {rate:g} Hz, below "
+                    f"sampling-frequency {fs:g} Hz"
+                )
+            if not np.all(np.isfinite(series.value)):
+                raise ConfigError(f"real-noise.paths: {str(path)!r} has NaN or inf samples")
+            if rate != fs:
+                series = series.resample(fs)
+            white = series.whiten(
+                fftlength=settings["duration"], method="median", fduration=WHITEN_FDURATION
+            )
+            values = np.asarray(white.value, dtype=float)
+            times = float(series.t0.value) + np.arange(len(values)) / fs
+            edge = int(WHITEN_FDURATION / 2 * fs)
+            ok = np.zeros(len(values), dtype=bool)
+            ok[edge : len(values) - edge] = True
+            for t in real["veto-gps"]:
+                ok &= np.abs(times - t) > real["veto-window"]
+            # Unit variance over the usable samples, so the recoloured noise has the configured
+            # PSD; its shape (tails, glitches, lines the whitening left) is the detector's.
+            values = values / np.std(values[ok]) if ok.any() else values
+            # A window may start at i when all its n samples are usable.
+            usable = np.convolve(ok, np.ones(n), mode="valid") >= n
+            starts = np.flatnonzero(usable)
+            if len(starts):
+                self.stretches.append(values)
+                self.starts.append(starts)
+                self.gps_start.append(float(times[0]))
+        if not self.stretches:
+            raise ConfigError(
+                f"real-noise.paths: no {settings['duration']:g} s window of usable strain "
+                "(files too short, or all vetoed)"
+            )
+        self.seconds = sum(len(s) for s in self.starts) / fs
+
+    def draw(self, psd: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Return ``count`` windows [count, n] of real noise recoloured to the one-sided ``psd``
+        (on the rfft grid of n samples): white noise of unit variance has PSD 2 / fs, so each
+        frequency bin is scaled by sqrt(psd * fs / 2)."""
+        sizes = np.array([len(s) for s in self.starts], dtype=float)
+        which = rng.choice(len(self.stretches), size=count, p=sizes / sizes.sum())
+        out = np.empty((count, self.n))
+        for i, k in enumerate(which):
+            start = int(self.starts[k][rng.integers(len(self.starts[k]))])
+            out[i] = self.stretches[k][start : start + self.n]
+        spectrum = np.fft.rfft(out, axis=-1) * np.sqrt(psd * self.fs / 2)
+        spectrum[..., 0] = 0.0
+        return np.fft.irfft(spectrum, n=self.n, axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
 # One shard
 
 
 def _draw_log_uniform(rng: np.random.Generator, bounds) -> float:
     return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
+def _draw_morphology(
+    name: str, t: np.ndarray, glitch: Mapping, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """Return (representative frequency [Hz], unit-peak waveform) of one of the
+    Gravity-Spy-like classes, with its parameters drawn from the ``glitch`` ranges."""
+    phase = rng.uniform(0, 2 * np.pi)
+    if name == "koi-fish":
+        width = rng.uniform(*glitch["blip-width"])
+        tail = rng.uniform(*glitch["koi-tail-frequency"])
+        return tail, koi_fish(t, width, tail, glitch["koi-tail-amplitude"], phase)
+    if name == "tomte":
+        freq = rng.uniform(*glitch["tomte-frequency"])
+        return freq, tomte(t, freq, phase)
+    if name == "whistle":
+        low, high = glitch["whistle-frequency"]
+        f_a, f_b = (low, high) if rng.uniform() < 0.5 else (high, low)
+        duration = rng.uniform(*glitch["whistle-duration"])
+        return 0.5 * (low + high), whistle(t, f_a, f_b, duration, phase)
+    if name == "wandering-line":
+        freq = rng.uniform(*glitch["line-frequency"])
+        excursion = rng.uniform(*glitch["line-excursion"])
+        period = float(t[-1] - t[0])
+        return freq, wandering_line(t, freq, excursion, period, phase)
+    width = rng.uniform(*glitch["blip-width"])
+    count = int(rng.integers(2, glitch["repeat-count"] + 1))
+    spacing = rng.uniform(*glitch["repeat-spacing"])
+    y = repeated_blips(t, width, count, spacing)
+    return 1 / (2 * np.pi * width), y / np.max(np.abs(y))
 
 
 def simulate_shard(
@@ -351,12 +626,13 @@ def simulate_shard(
     types = [name for name in GLITCH_TYPES if glitch_cfg["types"].get(name, 0) > 0]
     weights = np.array([glitch_cfg["types"][name] for name in types], dtype=float)
     weights /= weights.sum()
-    gains = np.asarray(settings["coupling"]["gain"], dtype=float)
-    ratio = settings["witness-snr-ratio"]
     f_low = image_band[0]
 
-    strain_noise = coloured_noise(np.broadcast_to(psd, (n_per, len(psd))), n, fs, rng)
-    aux_psd = psd[None, :] / (gains[:, None] * ratio) ** 2  # [K, n_f]
+    if settings["noise-source"] == "gaussian":
+        strain_noise = coloured_noise(np.broadcast_to(psd, (n_per, len(psd))), n, fs, rng)
+    else:
+        strain_noise = RealNoise(settings).draw(psd, n_per, rng)
+    aux_psd = aux_noise_psd(settings, psd)  # [K, n_f]
     aux = coloured_noise(np.broadcast_to(aux_psd, (n_per, k_aux, len(psd))), n, fs, rng)
 
     glitch_strain = np.zeros((n_per, n))
@@ -392,11 +668,14 @@ def simulate_shard(
                 width = rng.uniform(*glitch_cfg["blip-width"])
                 freq, q = 1 / (2 * np.pi * width), np.nan
                 y = blip(t - t0, width)
-            else:
+            elif name == "scattered-light":
                 freq = rng.uniform(*glitch_cfg["arch-frequency"])
                 arch = rng.uniform(*glitch_cfg["arch-duration"])
                 q = np.nan
                 y = scattered_light_arch(t - t0, freq, arch, f_low)
+            else:
+                freq, y = _draw_morphology(name, t - t0, glitch_cfg, rng)
+                q = np.nan
             s = coupling_transfer(y, channel, settings)
             target_snr = _draw_log_uniform(rng, glitch_cfg["snr"])
             scale = target_snr / optimal_snr(s, psd, fs, image_band)
@@ -449,10 +728,15 @@ def simulate_dataset_shard(
             f.create_dataset(name, data=value, **compress)
         f.create_dataset("psd_frequencies", data=frequencies)
         f.create_dataset("strain_psd", data=psd)
+        f.create_dataset("aux_psd", data=aux_noise_psd(settings, psd))
+        first = GPS_START + shard * settings["samples-per-shard"] * settings["duration"]
+        n_written = len(arrays["strain"])
+        f.create_dataset("gps_start", data=first + np.arange(n_written) * settings["duration"])
         write_provenance(
             f,
             settings,
             shard=shard,
+            truth=True,
             sampling_frequency=settings["sampling-frequency"],
             duration=settings["duration"],
             strain_channel=STRAIN_CHANNEL,
@@ -483,9 +767,10 @@ def sample_timeseries(path: str | Path, index: int):
     from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
     with h5py.File(require_file("glitch shard", path), "r") as f:
-        fs, duration = float(f.attrs["sampling_frequency"]), float(f.attrs["duration"])
-        t0 = float(f.attrs["gps_start"]) + index * duration
-        names = [STRAIN_CHANNEL, *read_settings_list(f.attrs["aux_channels"])]
+        fs = float(f.attrs["sampling_frequency"])
+        t0 = float(f["gps_start"][index])
+        strain_name = str(f.attrs.get("strain_channel", STRAIN_CHANNEL))
+        names = [strain_name, *read_settings_list(f.attrs["aux_channels"])]
         data = [f["strain"][index], *f["aux"][index]]
     out = TimeSeriesDict()
     for name, values in zip(names, data):

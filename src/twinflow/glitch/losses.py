@@ -3,6 +3,11 @@
 ``ssim-mix`` is ``w * (1 - SSIM) + (1 - w) * L1`` with SSIM of Wang et al. (2004): an 11x11
 Gaussian window of sigma 1.5, C1 = (0.01 L)^2, C2 = (0.03 L)^2 with data range L = 1 (the
 images are min-max normalised), averaged over the valid (unpadded) pixels.
+
+``peak-weight`` a > 0 weights each pixel's L1 / MSE / log-cosh term by ``1 + a * target``
+(normalised by the batch's mean weight): the images are almost all noise, so an unweighted loss
+barely sees the few bright glitch pixels whose peaks the subtraction must reach. In ssim-mix it
+weights the L1 part. The weight uses the target image only, so it needs no glitch truth.
 """
 
 from __future__ import annotations
@@ -20,8 +25,30 @@ LOSSES = ("l1", "mse", "log-cosh", "ssim-mix")
 
 def log_cosh(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Return mean log(cosh(prediction - target)), computed stably as |x| + log1p(e^-2|x|) - log 2."""
+    return _log_cosh_pixels(prediction, target).mean()
+
+
+def _log_cosh_pixels(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     x = (prediction - target).abs()
-    return (x + torch.log1p(torch.exp(-2 * x)) - math.log(2.0)).mean()
+    return x + torch.log1p(torch.exp(-2 * x)) - math.log(2.0)
+
+
+_PIXEL_LOSSES = {
+    "l1": lambda p, t: (p - t).abs(),
+    "mse": lambda p, t: (p - t) ** 2,
+    "log-cosh": _log_cosh_pixels,
+}
+
+
+def peak_weighted(pixel_loss: Callable, peak_weight: float) -> Callable:
+    """Return ``loss(prediction, target)``: the mean of ``pixel_loss`` weighted by
+    ``1 + peak_weight * target`` over the mean weight."""
+
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = 1 + peak_weight * target.clamp(min=0)
+        return (weight * pixel_loss(prediction, target)).sum() / weight.sum()
+
+    return loss
 
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
@@ -50,8 +77,14 @@ def ssim(
     return value.mean()
 
 
-def check_loss_settings(name: str, ssim_weight: float) -> None:
+def check_loss_settings(name: str, ssim_weight: float, peak_weight: float = 0.0) -> None:
     require_choice("loss", name, LOSSES)
+    require(
+        isinstance(peak_weight, (int, float)) and peak_weight >= 0,
+        "peak-weight",
+        peak_weight,
+        "a number >= 0 (0: every pixel weighs the same)",
+    )
     require(
         isinstance(ssim_weight, (int, float)) and 0 <= ssim_weight <= 1,
         "ssim-weight",
@@ -61,10 +94,16 @@ def check_loss_settings(name: str, ssim_weight: float) -> None:
 
 
 def make_loss(
-    name: str, ssim_weight: float = 0.5
+    name: str, ssim_weight: float = 0.5, peak_weight: float = 0.0
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Return the loss function ``loss(prediction, target)`` named ``name``."""
-    check_loss_settings(name, ssim_weight)
+    check_loss_settings(name, ssim_weight, peak_weight)
+    if peak_weight > 0:
+        pixel = _PIXEL_LOSSES[name if name != "ssim-mix" else "l1"]
+        weighted = peak_weighted(pixel, peak_weight)
+        if name != "ssim-mix":
+            return weighted
+        return lambda p, t: ssim_weight * (1 - ssim(p, t)) + (1 - ssim_weight) * weighted(p, t)
     if name == "l1":
         return F.l1_loss
     if name == "mse":

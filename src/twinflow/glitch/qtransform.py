@@ -6,7 +6,8 @@ batch of series at once: the tiling (Q planes, rows, bi-square windows, padding)
 row, the choice of the plane with the loudest tile inside the output window, the cubic-spline
 interpolation onto the output time grid and the spline interpolation onto log-spaced
 frequencies all follow gwpy, vectorised over the batch with numpy and scipy. Whitening divides
-the spectrum by the known noise ASD (the data are simulated, so the PSD is exact).
+the spectrum by the noise ASD stored with the data (exact for simulated data; an off-source
+estimate for detector data).
 ``tests/glitch/test_qtransform.py`` checks images against gwpy's ``q_transform`` itself.
 
 Images are ``[S, S]``: axis 0 is frequency (log-spaced, increasing), axis 1 is time; values
@@ -20,6 +21,9 @@ aux ``[N, K, S, S]``, strain ``[N, S, S]`` scaled to [0, 1] by min-max statistic
 training split only (of the energies, or of ``log1p`` of them with ``scaling: log``, which
 keeps both noise and loud glitches visible), plus the strain glitch-only and chirp-only energies (in the same
 normalised-energy units as the strain image, same plane and row medians) used by the metrics.
+Each shard carries the PSDs that whiten it (the configured curve for simulated data, the
+off-source estimate for detector data, whose glitch-only and chirp-only energies are unknown:
+they are NaN and the file says ``truth = False``).
 """
 
 from __future__ import annotations
@@ -421,39 +425,48 @@ def build_images(
     log=print,
 ) -> None:
     """Q-transform every sample of ``shards`` and write the normalised, split images to ``out``."""
-    from twinflow.glitch.data import check_data_settings, read_shard, strain_psd
+    from twinflow.glitch.data import check_data_settings, read_shard
 
     check_data_settings(data_settings, settings["frange"])
     fs, duration = data_settings["sampling-frequency"], data_settings["duration"]
     check_qtransform_settings(settings, fs, duration)
+    n_shards = 1 if data_settings["source"] == "files" else data_settings["n-shards"]
     require(
-        len(shards) == data_settings["n-shards"],
+        len(shards) == n_shards,
         "shards",
         len(shards),
-        f"one file per shard (n-shards = {data_settings['n-shards']})",
+        f"one file per shard ({n_shards})",
     )
     for path in shards:
         require_file("glitch shard", path)
     qt = transform_for(settings, fs, duration)
-    _, psd = strain_psd(data_settings)
-    asd = np.sqrt(psd)
-    gains = np.asarray(data_settings["coupling"]["gain"], dtype=float)
-    aux_asd = asd[None, :] / (gains[:, None] * data_settings["witness-snr-ratio"])
     k = data_settings["n-auxiliary"]
     batch_size = settings["batch-size"]
 
     parts: dict[str, list[np.ndarray]] = {}
-    total = sum(data_settings["samples-per-shard"] for _ in shards)
+    total = 0
+    for path in shards:
+        with h5py.File(path, "r") as f:
+            total += len(f["strain"])
     bar = progress(total=total, desc="Q-transform images", unit="sample")
+    truth = True
     for path in shards:
         arrays, _ = read_shard(path)
+        # Whitening with the shard's own PSDs: the configured curve for simulated data, the
+        # off-source estimate for detector data.
+        asd, aux_asd = np.sqrt(arrays["strain_psd"]), np.sqrt(arrays["aux_psd"])
+        truth = truth and "glitch_strain" in arrays
         for start in range(0, len(arrays["strain"]), batch_size):
             sl = slice(start, start + batch_size)
-            strain, (glitch_only, chirp_only) = qt(
-                arrays["strain"][sl],
-                asd,
-                components=(arrays["glitch_strain"][sl], arrays["chirp_strain"][sl]),
-            )
+            if truth:
+                strain, (glitch_only, chirp_only) = qt(
+                    arrays["strain"][sl],
+                    asd,
+                    components=(arrays["glitch_strain"][sl], arrays["chirp_strain"][sl]),
+                )
+            else:  # detector data: the glitch alone and the chirp alone are unknown
+                strain = qt(arrays["strain"][sl], asd)
+                glitch_only = chirp_only = np.full_like(strain, np.nan)
             aux = np.stack([qt(arrays["aux"][sl, c], aux_asd[c]) for c in range(k)], axis=1)
             for name, value in (
                 ("strain", strain),
@@ -463,7 +476,7 @@ def build_images(
             ):
                 parts.setdefault(name, []).append(value)
             bar.update(len(strain))
-        for name in LABELS:
+        for name in (*LABELS, "gps_start"):
             parts.setdefault(name, []).append(arrays[name])
     bar.close()
     data = {name: np.concatenate(values) for name, values in parts.items()}
@@ -491,6 +504,7 @@ def build_images(
             data_settings=dict(data_settings),
             noise_energy_mean=noise_energy_mean(settings["norm"]),
             log_scaling=log_scale,
+            truth=truth,
         )
     counts = np.bincount(split, minlength=3)
     log(
@@ -517,6 +531,7 @@ class ImageSet:
     frequencies: np.ndarray
     times: np.ndarray
     settings: dict
+    truth: bool = True  # False for detector data: glitch_energy and chirp_energy are unknown
 
     def strain_energy(self, images: np.ndarray) -> np.ndarray:
         """Return normalised strain images [N, S, S] in tile-energy units."""
@@ -542,4 +557,5 @@ def load_images(path: str | Path, split: str | None = None) -> ImageSet:
             frequencies=f["frequencies"][()],
             times=f["times"][()],
             settings=read_settings(f),
+            truth=bool(f.attrs.get("truth", True)),
         )

@@ -18,6 +18,8 @@ VAE_TRAIN_KEYS = (
     "output-activation",
     "beta",
     "fft-weight",
+    "covariance",
+    "covariance-rank",
     "epochs",
     "batch-size",
     "learning-rate",
@@ -27,7 +29,7 @@ VAE_TRAIN_KEYS = (
     "device",
 )
 VAE_SCORE_KEYS = ("score", "snr-threshold", "device")
-STAGES = ("simulate", "images", "train-translation", "subtract", "train-vae", "score-vae")
+STAGES = ("simulate", "load", "images", "train-translation", "subtract", "train-vae", "score-vae")
 
 
 def stage_settings(glitch: Mapping, stage: str) -> dict:
@@ -35,6 +37,8 @@ def stage_settings(glitch: Mapping, stage: str) -> dict:
     require_choice("stage", stage, STAGES)
     if stage == "simulate":
         return {"data": dict(glitch["data"]), "image-band": list(glitch["qtransform"]["frange"])}
+    if stage == "load":
+        return {"data": dict(glitch["data"])}
     if stage == "images":
         return {"data": dict(glitch["data"]), "qtransform": dict(glitch["qtransform"])}
     if stage == "train-translation":
@@ -43,6 +47,18 @@ def stage_settings(glitch: Mapping, stage: str) -> dict:
         return dict(glitch["subtraction"])
     keys = VAE_TRAIN_KEYS if stage == "train-vae" else VAE_SCORE_KEYS
     return {key: glitch["vae"][key] for key in keys}
+
+
+def data_input_files(glitch: Mapping) -> list[str]:
+    """Return the files the data stage reads: the detector data and trigger list (source
+    files), or the real strain of the background (noise-source real-recoloured); else none."""
+    data = glitch["data"]
+    if data["source"] == "files":
+        triggers = data["files"]["triggers"]
+        return [*data["files"]["paths"], *([] if triggers is None else [triggers])]
+    if data["noise-source"] != "gaussian":
+        return list(data["real-noise"]["paths"])
+    return []
 
 
 def check_config(glitch: Mapping) -> None:

@@ -211,7 +211,7 @@ def check_translation_settings(settings: Mapping, image_size: int) -> None:
     from twinflow.glitch.models import check_model_settings
 
     check_model_settings(settings, image_size)
-    check_loss_settings(settings["loss"], settings["ssim-weight"])
+    check_loss_settings(settings["loss"], settings["ssim-weight"], settings["peak-weight"])
     check_optimiser_settings(settings)
 
 
@@ -245,7 +245,7 @@ def train_translation(
     }
     seed_everything(derive_seed(settings["seed"], TRANSLATION_KIND, "init"))
     model = build_translation_model(model_settings, in_channels)
-    loss_fn = make_loss(settings["loss"], settings["ssim-weight"])
+    loss_fn = make_loss(settings["loss"], settings["ssim-weight"], settings["peak-weight"])
 
     def batch_loss(net, batch):
         aux, strain = batch

@@ -5,7 +5,12 @@ Architecture (input 1 x S x S, S a multiple of 16):
 
 - encoder: four stride-2 4x4 convolutions 1 -> 32 -> 64 -> 128 -> 256, each followed by ReLU and
   Dropout2d, then flatten (256 * (S/16)^2 features);
-- heads ``fc_mu`` and ``fc_logvar`` to the latent space; reparameterisation z = mu + sigma * eps;
+- heads ``fc_mu`` and ``fc_logvar`` to the latent space; the posterior covariance
+  (``covariance``) is ``diagonal`` (diag exp(logvar)), ``low-rank`` (diag exp(logvar) + F F^T
+  with a head for the D x r factor F, r = ``covariance-rank``) or ``full`` (Cholesky factor
+  L = diag(exp(logvar / 2)) + a strictly lower triangle from a head: positive diagonal, so
+  always a valid covariance); reparameterised samples and the KL to N(0, I) come from
+  ``torch.distributions`` (``Normal``, ``LowRankMultivariateNormal``, ``MultivariateNormal``);
 - decoder: fc -> (64, S/16, S/16) -> ConvTranspose2d(64, 32, 4, stride 4) -> ReLU ->
   ConvTranspose2d(32, 1, 4, stride 4) -> S x S;
 - output activation: sigmoid for the BCE loss, none for MSE or the spectral loss (the config
@@ -37,6 +42,7 @@ VAE_KIND = "glitch-vae"
 RECONSTRUCTION_LOSSES = ("bce", "mse", "spectral")
 ACTIVATIONS = ("sigmoid", "none")
 SCORES = ("reconstruction", "elbo")
+COVARIANCES = ("diagonal", "low-rank", "full")
 #: The output activation each reconstruction loss needs.
 ACTIVATION_FOR_LOSS = {"bce": "sigmoid", "mse": "none", "spectral": "none"}
 
@@ -74,6 +80,14 @@ def check_vae_settings(settings: Mapping, image_size: int | None = None) -> None
     )
     require_positive("beta", settings["beta"], allow_zero=True)
     require_positive("fft-weight", settings["fft-weight"], allow_zero=True)
+    require_choice("covariance", settings["covariance"], COVARIANCES)
+    rank = settings["covariance-rank"]
+    require(
+        isinstance(rank, int) and 1 <= rank <= settings["latent-dim"],
+        "covariance-rank",
+        rank,
+        f"an integer in [1, latent-dim = {settings['latent-dim']}]",
+    )
 
 
 def check_score_settings(settings: Mapping) -> None:
@@ -91,9 +105,12 @@ class ConvVAE(nn.Module):
         latent_dim: int = 16,
         dropout: float = 0.1,
         output_activation: str = "none",
+        covariance: str = "diagonal",
+        covariance_rank: int = 2,
     ):
         super().__init__()
         self.image_size, self.latent_dim = image_size, latent_dim
+        self.covariance, self.covariance_rank = covariance, covariance_rank
         self.output_activation = output_activation
         s = image_size // 16
         layers = []
@@ -106,6 +123,12 @@ class ConvVAE(nn.Module):
         self.encoder = nn.Sequential(*layers, nn.Flatten())
         self.fc_mu = nn.Linear(256 * s * s, latent_dim)
         self.fc_logvar = nn.Linear(256 * s * s, latent_dim)
+        extra = {
+            "diagonal": 0,
+            "low-rank": latent_dim * covariance_rank,
+            "full": latent_dim * (latent_dim - 1) // 2,
+        }[covariance]
+        self.fc_covariance = nn.Linear(256 * s * s, extra) if extra else None
         self.fc_decode = nn.Linear(latent_dim, 64 * s * s)
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(64, 32, 4, stride=4),
@@ -113,11 +136,38 @@ class ConvVAE(nn.Module):
             nn.ConvTranspose2d(32, 1, 4, stride=4),
         )
 
-    def encode(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # [B, 1, S, S] -> 2 x [B, D]
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (mu [B, D], posterior parameters [B, P]): logvar, then (low-rank, full) the
+        covariance factor's entries."""
         h = self.encoder(x)
-        return self.fc_mu(h), self.fc_logvar(h)
+        params = self.fc_logvar(h)
+        if self.fc_covariance is not None:
+            params = torch.cat([params, self.fc_covariance(h)], dim=-1)
+        return self.fc_mu(h), params
+
+    def posterior(self, mu: torch.Tensor, params: torch.Tensor):
+        """Return q(z | x) as a torch distribution with event shape [D]."""
+        d = self.latent_dim
+        logvar, rest = params[..., :d], params[..., d:]
+        if self.covariance == "diagonal":
+            return torch.distributions.Independent(
+                torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), 1
+            )
+        if self.covariance == "low-rank":
+            factor = rest.reshape(*rest.shape[:-1], d, self.covariance_rank)
+            return torch.distributions.LowRankMultivariateNormal(mu, factor, torch.exp(logvar))
+        tril = torch.diag_embed(torch.exp(0.5 * logvar))
+        rows, cols = torch.tril_indices(d, d, offset=-1)
+        tril[..., rows, cols] = rest
+        return torch.distributions.MultivariateNormal(mu, scale_tril=tril)
+
+    def kl(self, mu: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Return KL(q(z | x) || N(0, I)) per sample."""
+        if self.covariance == "diagonal":
+            return kl_divergence(mu, params)
+        eye = torch.eye(self.latent_dim, dtype=mu.dtype, device=mu.device)
+        prior = torch.distributions.MultivariateNormal(torch.zeros_like(mu), scale_tril=eye)
+        return torch.distributions.kl_divergence(self.posterior(mu, params), prior)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:  # [B, D] -> [B, 1, S, S]
         s = self.image_size // 16
@@ -129,9 +179,15 @@ class ConvVAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x)
-        z = self.reparameterise(mu, logvar) if self.training else mu
-        return self.decode(z), mu, logvar
+        """Return (reconstruction, mu, posterior parameters); z is sampled in training mode."""
+        mu, params = self.encode(x)
+        if not self.training:
+            z = mu
+        elif self.covariance == "diagonal":
+            z = self.reparameterise(mu, params)
+        else:
+            z = self.posterior(mu, params).rsample()
+        return self.decode(z), mu, params
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -161,12 +217,17 @@ def reconstruction_error(recon: torch.Tensor, x: torch.Tensor, loss: str) -> tor
 
 
 def vae_loss(
-    recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, settings: Mapping
+    recon: torch.Tensor,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    settings: Mapping,
+    kl: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Return the per-image loss: reconstruction + beta * KL (+ fft-weight * FFT distance)."""
-    loss = reconstruction_error(recon, x, settings["loss"]) + settings["beta"] * kl_divergence(
-        mu, logvar
-    )
+    """Return the per-image loss: reconstruction + beta * KL (+ fft-weight * FFT distance);
+    ``kl`` (per image) replaces the diagonal closed form for the other covariances."""
+    kl = kl_divergence(mu, logvar) if kl is None else kl
+    loss = reconstruction_error(recon, x, settings["loss"]) + settings["beta"] * kl
     if settings["fft-weight"] > 0 and settings["loss"] != "spectral":
         loss = loss + settings["fft-weight"] * fft_distance(recon, x)
     return loss
@@ -178,6 +239,8 @@ def build_vae(model_settings: Mapping) -> ConvVAE:
         model_settings["latent-dim"],
         model_settings["dropout"],
         model_settings["output-activation"],
+        model_settings.get("covariance", "diagonal"),
+        model_settings.get("covariance-rank", 2),
     )
 
 
@@ -218,15 +281,24 @@ def train_vae(
     )
     model_settings = {
         "image-size": size,
-        **{k: settings[k] for k in ("latent-dim", "dropout", "output-activation")},
+        **{
+            k: settings[k]
+            for k in (
+                "latent-dim",
+                "dropout",
+                "output-activation",
+                "covariance",
+                "covariance-rank",
+            )
+        },
     }
     seed_everything(derive_seed(settings["seed"], VAE_KIND, "init"))
     model = build_vae(model_settings)
 
     def batch_loss(net, batch):
         (x,) = batch
-        recon, mu, logvar = net(x)
-        return vae_loss(recon, x, mu, logvar, settings).mean()
+        recon, mu, params = net(x)
+        return vae_loss(recon, x, mu, params, settings, kl=net.kl(mu, params)).mean()
 
     identity = training_identity(settings, x_train.numpy())
     state = Path(state) if state is not None else Path(out).with_name(Path(out).stem + "-state.pt")
@@ -288,7 +360,7 @@ def anomaly_scores(
         if settings["score"] == "reconstruction":
             score = (recon - batch).pow(2).flatten(1).mean(-1)
         else:
-            score = vae_loss(recon, batch, mu, logvar, settings)
+            score = vae_loss(recon, batch, mu, logvar, settings, kl=model.kl(mu, logvar))
         scores.append(score.cpu())
         recons.append(recon.cpu())
         mus.append(mu.cpu())
@@ -343,6 +415,7 @@ def score_vae(
         "average_precision_snr_ge_threshold": float(average_precision_score(y[loud], scores[loud]))
         if 0 < y[loud].sum() < loud.sum()
         else None,
+        "roc_auc_by_class": roc_auc_by_class(y, scores, labels["glitch_type"][use]),
         "snr_threshold": float(settings["snr-threshold"]),
         "score": settings["score"],
         "settings": dict(settings),
@@ -373,6 +446,26 @@ def score_vae(
         f"{result['roc_auc_snr_ge_threshold']}), average precision {result['average_precision']:.4f}"
     )
     return result
+
+
+def roc_auc_by_class(y: np.ndarray, scores: np.ndarray, glitch_type: np.ndarray) -> dict:
+    """Return the ROC AUC of each glitch class present (its glitches against all clean images;
+    the VAE trains on clean images only, so each is a class it never saw), with its count."""
+    from sklearn.metrics import roc_auc_score
+
+    from twinflow.glitch.data import GLITCH_TYPES
+
+    out = {}
+    clean = y == 0
+    for index, name in enumerate(GLITCH_TYPES):
+        mine = (y == 1) & (glitch_type == index)
+        if mine.any() and clean.any():
+            keep = clean | mine
+            out[name] = {
+                "roc_auc": float(roc_auc_score(y[keep], scores[keep])),
+                "n": int(mine.sum()),
+            }
+    return out
 
 
 def plot_reconstructions(path, x, recon, y, snr, scores, to_energy, n: int = 3) -> None:
