@@ -1,6 +1,7 @@
 # glitch branch (Glitch Flow): dataset shards -> Q-transform images -> aux->strain translation
 # -> subtraction and metrics; VAE glitch detector trained on clean Q-plots -> ROC.
-from twinflow.glitch.settings import check_config, data_input_files, stage_settings
+from twinflow.glitch.settings import check_config as check_glitch_config
+from twinflow.glitch.settings import data_input_files, stage_settings
 
 GLITCH = f"{RESULTS}/glitch"
 # Detector data (source: files) is one shard of windows; the simulator writes n-shards.
@@ -8,7 +9,7 @@ GLITCH_FROM_FILES = config["glitch"]["data"]["source"] == "files"
 GLITCH_SHARDS = range(1 if GLITCH_FROM_FILES else config["glitch"]["data"]["n-shards"])
 
 # A bad glitch setting stops the workflow here, before any job runs.
-check_config(config["glitch"])
+check_glitch_config(config["glitch"])
 
 
 if GLITCH_FROM_FILES:

@@ -22,51 +22,63 @@ from twinflow.core.settings import ConfigError, load_yaml, require, select_secti
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
-def _validator(schema_path: Path):
-    import jsonschema
-    from referencing import Registry, Resource
-
-    def retrieve(uri: str) -> Resource:
-        name = uri.rsplit("/", 1)[-1]
-        return Resource.from_contents(load_yaml(schema_path.parent / name))
-
-    schema = load_yaml(schema_path)
-    registry = Registry(retrieve=retrieve)
-    validator_class = jsonschema.validators.validator_for(schema)
-
-    def fill_defaults(validator, properties, instance, schema) -> Iterator:
-        # jsonschema's recipe (as snakemake's validate): set defaults, then validate.
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if "$ref" in sub and "default" not in sub:
-                    continue
-                if key not in instance and "default" in sub:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from validator_class.VALIDATORS["properties"](
-            validator, properties, instance, schema
-        )
-
-    extended = jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
-    return extended(schema, registry=registry)
-
-
 def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def validate_config(config: dict, source: str = "config", schema: str = "config") -> dict:
+def schema(name: str = "config") -> dict:
+    """Return the schema ``<name>.schema.yaml`` with every ``$ref`` to a sibling file inlined.
+
+    Inlining matters: jsonschema's recipe for filling in defaults (which
+    ``snakemake.utils.validate`` uses too) stops at a ``$ref``, so keys nested in a referenced
+    file (``gw.psd.overlap``, ``glitch.qtransform.image-size``) would stay missing.
+    """
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                referenced = load_yaml(SCHEMA_DIR / node["$ref"])
+                referenced.pop("$schema", None)
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return inline({**referenced, **rest})
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(load_yaml(SCHEMA_DIR / f"{name}.schema.yaml"))
+
+
+def _validator(schema_dict: dict):
+    """A draft 2020-12 validator that fills in defaults as it goes (jsonschema's recipe)."""
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema_dict)
+
+    def fill_defaults(validator, properties, instance, schema_node) -> Iterator:
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if key not in instance and "default" in sub:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema_node)
+
+    return jsonschema.validators.extend(base, {"properties": fill_defaults})(schema_dict)
+
+
+def validate_config(config: dict, source: str = "config", schema_name: str = "config") -> dict:
     """Fill in the schema's defaults in ``config`` (in place) and check it; return it.
 
     Raises :class:`ConfigError` with one line for the first error: the dotted key, the value
-    and what the schema says would be valid.
+    and what the schema requires.
     """
-    validator = _validator(SCHEMA_DIR / f"{schema}.schema.yaml")
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        _validator(schema(schema_name)).iter_errors(config),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
     if errors:
-        # The deepest error of the first failing key says most (oneOf/anyOf nest the cause).
         error = errors[0]
-        while error.context:
-            error = min(error.context, key=lambda e: len(e.absolute_path) * -1)
+        while error.context:  # oneOf/anyOf: the deepest cause says most
+            error = max(error.context, key=lambda e: len(e.absolute_path))
         key = _key(error.absolute_path)
         if error.validator == "additionalProperties":
             raise ConfigError(f"{source}: {key}: {error.message} (misspelt key?)")

@@ -11,9 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from twinflow.core.settings import require_choice
-
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+from twinflow.core.settings import DEVICE_CHOICES, require_choice
 
 
 def select_device(preference: str = "auto") -> torch.device:

@@ -20,6 +20,10 @@ class ConfigError(ValueError):
     """A setting or input file is invalid; the message names it and what would be valid."""
 
 
+#: Where a stage may run: ``auto`` picks CUDA, then MPS, then the CPU.
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
 def fail(key: str, value: Any, valid: str) -> None:
     """Raise a :class:`ConfigError` for ``key`` set to ``value``; ``valid`` says what would do."""
     raise ConfigError(f"{key} = {value!r} is invalid: {valid}")

@@ -46,7 +46,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy.signal
 
 from twinflow.core.io import atomic_path, read_settings, write_provenance
 from twinflow.core.noise import coloured_noise
@@ -55,29 +54,28 @@ from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import (
     ConfigError,
     require,
-    require_choice,
     require_file,
-    require_nyquist,
-    require_positive,
+)
+from twinflow.glitch.morphologies import (
+    blip,
+    koi_fish,
+    newtonian_chirp,
+    repeated_blips,
+    scattered_light_arch,
+    sine_gaussian,
+    tomte,
+    wandering_line,
+    whistle,
+)
+from twinflow.glitch.real_noise import RealNoise
+from twinflow.glitch.validation import (
+    GLITCH_TYPES,
+    check_data_settings,
+    n_samples,
 )
 
-GLITCH_TYPES = (
-    "sine-gaussian",
-    "blip",
-    "scattered-light",
-    "koi-fish",
-    "tomte",
-    "whistle",
-    "wandering-line",
-    "repeated-blips",
-)
-NOISE_CURVES = ("aLIGO-O3-low", "AdV-O3-low")
-SOURCES = ("simulate", "files")
-NOISE_SOURCES = ("gaussian", "real-recoloured")
-WHITEN_FDURATION = 2.0  # s, gwpy's whitening filter length; half of it is cut at each edge
 STRAIN_CHANNEL = "H1:GDS-CALIB_STRAIN"
 GPS_START = 1238166018.0  # start of O3 (April 2019); sample i starts at GPS_START + i * duration
-G_MSUN_OVER_C3 = 4.925490947641267e-06  # G M_sun / c^3 [s]
 
 
 def aux_channel_names(n_auxiliary: int) -> list[str]:
@@ -89,348 +87,8 @@ def aux_channel_names(n_auxiliary: int) -> list[str]:
 # Settings
 
 
-def _require_range(key: str, value, low: float = 0.0, allow_equal: bool = True) -> None:
-    ok = (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
-    ok = ok and value[0] > low and (value[0] <= value[1] if allow_equal else value[0] < value[1])
-    require(ok, key, value, f"a pair [low, high] with {low} < low <= high")
-
-
-def check_data_settings(settings: Mapping, image_band: tuple[float, float] | None = None) -> None:
-    """Raise :class:`ConfigError` for the first invalid data setting, before any work.
-
-    ``image_band`` (the Q-transform's frequency range) bounds the glitch frequencies from
-    below: glitches must fall inside the images. With ``source: files`` only the keys that
-    describe the data (sampling frequency, duration, n-auxiliary, ``files``) are checked: the
-    simulator's are not used.
-    """
-    require_choice("source", settings["source"], SOURCES)
-    for key in ("sampling-frequency", "duration"):
-        require_positive(key, settings[key])
-    if settings["source"] == "files":
-        from twinflow.glitch.detector_data import check_files_settings
-
-        k = settings["n-auxiliary"]
-        require(isinstance(k, int) and k >= 1, "n-auxiliary", k, "an integer >= 1")
-        check_files_settings(settings)
-        return
-    require_choice("noise-source", settings["noise-source"], NOISE_SOURCES)
-    if settings["noise-source"] != "gaussian":
-        check_real_noise_settings(settings)
-    for key in ("witness-snr-ratio", "low-frequency-cutoff"):
-        require_positive(key, settings[key])
-    for key in ("n-shards", "samples-per-shard"):
-        require(
-            isinstance(settings[key], int) and settings[key] >= 1,
-            key,
-            settings[key],
-            "an integer >= 1",
-        )
-    k = settings["n-auxiliary"]
-    require(
-        isinstance(k, int) and k >= 1,
-        "n-auxiliary",
-        k,
-        "an integer >= 1 (the witness channels to translate from)",
-    )
-    fs, duration = settings["sampling-frequency"], settings["duration"]
-    require(
-        float(fs * duration).is_integer(),
-        "duration",
-        duration,
-        f"duration x sampling-frequency must be a whole number of samples (fs = {fs} Hz)",
-    )
-    clean = settings["clean-fraction"]
-    require(
-        isinstance(clean, (int, float)) and 0 <= clean <= 1,
-        "clean-fraction",
-        clean,
-        "a fraction in [0, 1]",
-    )
-    require_choice("noise-curve", settings["noise-curve"], NOISE_CURVES)
-
-    glitch = settings["glitch"]
-    weights = glitch["types"]
-    require(
-        isinstance(weights, Mapping) and len(weights) > 0,
-        "glitch.types",
-        weights,
-        f"a mapping from glitch type ({list(GLITCH_TYPES)}) to a weight",
-    )
-    for name, weight in weights.items():
-        require_choice("glitch.types", name, GLITCH_TYPES)
-        require_positive(f"glitch.types.{name}", weight, allow_zero=True)
-    require(sum(weights.values()) > 0, "glitch.types", weights, "at least one weight > 0")
-    for key in (
-        "snr",
-        "frequency",
-        "q",
-        "blip-width",
-        "arch-frequency",
-        "arch-duration",
-        *MORPHOLOGY_RANGES,
-    ):
-        _require_range(f"glitch.{key}", glitch[key])
-    require_positive("glitch.koi-tail-amplitude", glitch["koi-tail-amplitude"])
-    require(
-        isinstance(glitch["repeat-count"], int) and glitch["repeat-count"] >= 2,
-        "glitch.repeat-count",
-        glitch["repeat-count"],
-        "an integer >= 2 (the most blips in a repeated-blips glitch)",
-    )
-    for key in ("koi-tail-frequency", "tomte-frequency", "whistle-frequency", "line-frequency"):
-        require_nyquist(f"glitch.{key}", glitch[key][1], fs)
-    require(
-        glitch["whistle-duration"][1] <= duration / 2,
-        "glitch.whistle-duration",
-        glitch["whistle-duration"],
-        f"durations of at most half the sample ({duration / 2:g} s)",
-    )
-    span = glitch["repeat-spacing"][1] * (glitch["repeat-count"] - 1)
-    require(
-        span <= duration / 2,
-        "glitch.repeat-spacing",
-        glitch["repeat-spacing"],
-        f"spacings whose (repeat-count - 1) multiple stays within half the sample "
-        f"({duration / 2:g} s; now {span:g} s)",
-    )
-    require_positive("glitch.time-jitter", glitch["time-jitter"], allow_zero=True)
-    require(
-        glitch["time-jitter"] < duration / 4,
-        "glitch.time-jitter",
-        glitch["time-jitter"],
-        f"less than a quarter of the sample duration ({duration / 4:g} s)",
-    )
-    nyquist_limit = fs / 2
-    require_nyquist("glitch.frequency", glitch["frequency"][1], fs)
-    require_nyquist("glitch.arch-frequency", glitch["arch-frequency"][1], fs)
-    require(
-        1 / (2 * np.pi * glitch["blip-width"][0]) < nyquist_limit,
-        "glitch.blip-width",
-        glitch["blip-width"],
-        f"widths whose peak frequency 1/(2 pi width) stays below the Nyquist frequency {nyquist_limit:g} Hz",
-    )
-    if image_band is not None:
-        q_minimum_frequency = image_band[0]
-        for key in (
-            "frequency",
-            "arch-frequency",
-            "koi-tail-frequency",
-            "tomte-frequency",
-            "whistle-frequency",
-            "line-frequency",
-        ):
-            require(
-                glitch[key][0] >= q_minimum_frequency,
-                f"glitch.{key}",
-                glitch[key],
-                f"frequencies >= the Q-transform's lower frequency {q_minimum_frequency:g} Hz "
-                "(glitches must fall inside the images)",
-            )
-        blip_peak = 1 / (2 * np.pi * glitch["blip-width"][1])
-        require(
-            blip_peak >= q_minimum_frequency,
-            "glitch.blip-width",
-            glitch["blip-width"],
-            f"widths whose peak frequency 1/(2 pi width) is >= the Q-transform's lower frequency "
-            f"{q_minimum_frequency:g} Hz (the widest here peaks at {blip_peak:.1f} Hz)",
-        )
-
-    coupling = settings["coupling"]
-    for key in ("gain", "delay", "lowpass", "quadratic"):
-        values = coupling[key]
-        require(
-            isinstance(values, list) and len(values) == k,
-            f"coupling.{key}",
-            values,
-            f"a list with one entry per auxiliary channel (n-auxiliary = {k})",
-        )
-    for i in range(k):
-        require_positive(f"coupling.gain[{i}]", coupling["gain"][i])
-        delay = coupling["delay"][i]
-        require(
-            isinstance(delay, (int, float)) and abs(delay) < duration / 4,
-            f"coupling.delay[{i}]",
-            delay,
-            f"a delay in seconds with |delay| < duration / 4 = {duration / 4:g} s",
-        )
-        cutoff = coupling["lowpass"][i]
-        if cutoff is not None:
-            require_positive(f"coupling.lowpass[{i}]", cutoff)
-            require(
-                cutoff < fs / 2,
-                f"coupling.lowpass[{i}]",
-                cutoff,
-                f"a cutoff below the Nyquist frequency {fs / 2:g} Hz, or null for no filter",
-            )
-        q = coupling["quadratic"][i]
-        require(
-            isinstance(q, (int, float)) and q >= 0, f"coupling.quadratic[{i}]", q, "a number >= 0"
-        )
-
-    chirps = settings["chirps"]
-    frac = chirps["fraction"]
-    require(
-        isinstance(frac, (int, float)) and 0 <= frac <= 1,
-        "chirps.fraction",
-        frac,
-        "a fraction in [0, 1]",
-    )
-    _require_range("chirps.snr", chirps["snr"])
-    _require_range("chirps.chirp-mass", chirps["chirp-mass"])
-    require_positive("chirps.time-jitter", chirps["time-jitter"], allow_zero=True)
-    require(
-        chirps["time-jitter"] < duration / 4,
-        "chirps.time-jitter",
-        chirps["time-jitter"],
-        f"less than a quarter of the sample duration ({duration / 4:g} s)",
-    )
-
-
-#: Ranges [low, high] of the parameters of the Gravity-Spy-like classes (see the docstring).
-MORPHOLOGY_RANGES = (
-    "koi-tail-frequency",
-    "tomte-frequency",
-    "whistle-frequency",
-    "whistle-duration",
-    "line-frequency",
-    "line-excursion",
-    "repeat-spacing",
-)
-
-
-def check_real_noise_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` for the first invalid ``real-noise`` setting."""
-    real = settings["real-noise"]
-    paths = real["paths"]
-    require(
-        isinstance(paths, list) and len(paths) > 0,
-        "real-noise.paths",
-        paths,
-        f"a list of GWOSC HDF5 strain files (noise-source is {settings['noise-source']!r})",
-    )
-    for path in paths:
-        path = require_file("real-noise.paths", path)
-        require(
-            h5py.is_hdf5(path),
-            "real-noise.paths",
-            str(path),
-            "GWOSC strain files in HDF5 (gwpy format hdf5.gwosc)",
-        )
-    require(
-        isinstance(real["veto-gps"], list)
-        and all(isinstance(t, (int, float)) for t in real["veto-gps"]),
-        "real-noise.veto-gps",
-        real["veto-gps"],
-        "a list of GPS times [s] to keep out (e.g. known events)",
-    )
-    require_positive("real-noise.veto-window", real["veto-window"], allow_zero=True)
-
-
 # --------------------------------------------------------------------------------------------
 # Waveforms
-
-
-def sine_gaussian(t: np.ndarray, frequency: float, q: float, phase: float) -> np.ndarray:
-    """Return a unit-peak sine-Gaussian centred on t = 0 (tau = Q / (sqrt(2) pi f))."""
-    tau = q / (np.sqrt(2) * np.pi * frequency)
-    return np.exp(-((t / tau) ** 2)) * np.sin(2 * np.pi * frequency * t + phase)
-
-
-def blip(t: np.ndarray, width: float) -> np.ndarray:
-    """Return the (unit-peak) time derivative of a Gaussian pulse of ``width`` [s]: a broadband
-    burst whose spectrum peaks at 1 / (2 pi width)."""
-    x = t / width
-    return -x * np.exp(0.5 - 0.5 * x**2)
-
-
-def scattered_light_arch(
-    t: np.ndarray, peak_frequency: float, arch_duration: float, low_frequency: float
-) -> np.ndarray:
-    """Return one scattered-light arch centred on t = 0.
-
-    The scatterer moves as x(t) = x0 sin(2 pi f_m t) with f_m = 1 / (2 * arch_duration), so the
-    fringe frequency is ``peak_frequency * |cos(2 pi f_m t)|``. A sin^2 envelope keeps only the
-    part of the arch above ``low_frequency``.
-    """
-    f_mod = 1.0 / (2.0 * arch_duration)
-    phase = peak_frequency / (2 * np.pi * f_mod) * np.sin(2 * np.pi * f_mod * t)  # [cycles]
-    half = np.arccos(min(low_frequency / peak_frequency, 1.0)) / (
-        2 * np.pi * f_mod
-    )  # |t| where f = f_low
-    inside = (np.abs(t) < half) & (np.abs(t) < arch_duration / 2)
-    envelope = np.where(inside, np.cos(0.5 * np.pi * t / max(half, 1e-9)) ** 2, 0.0)
-    return envelope * np.sin(2 * np.pi * phase)
-
-
-def koi_fish(
-    t: np.ndarray, width: float, tail_frequency: float, tail_amplitude: float, phase: float
-) -> np.ndarray:
-    """Return a koi fish centred on t = 0: a blip of ``width`` [s] (the broadband head) plus a
-    sine-Gaussian tail at ``tail_frequency`` (Q 4) of relative amplitude ``tail_amplitude``,
-    scaled to unit peak."""
-    y = blip(t, width) + tail_amplitude * sine_gaussian(t, tail_frequency, 4.0, phase)
-    return y / np.max(np.abs(y))
-
-
-def tomte(t: np.ndarray, frequency: float, phase: float) -> np.ndarray:
-    """Return a tomte centred on t = 0: a low-Q (Q 2) sine-Gaussian at ``frequency``, short and
-    broadband at low frequency."""
-    return sine_gaussian(t, frequency, 2.0, phase)
-
-
-def whistle(
-    t: np.ndarray, f_start: float, f_end: float, duration: float, phase: float
-) -> np.ndarray:
-    """Return a whistle centred on t = 0: a linear sweep from ``f_start`` to ``f_end`` [Hz] over
-    ``duration`` [s] (scipy's ``chirp``) under a Tukey (alpha 0.5) window."""
-    inside = np.abs(t) < duration / 2
-    y = np.zeros_like(t)
-    ts = t[inside] + duration / 2
-    sweep = scipy.signal.chirp(
-        ts, f_start, duration, f_end, method="linear", phi=np.degrees(phase)
-    )
-    y[inside] = sweep * scipy.signal.windows.tukey(int(inside.sum()), 0.5)
-    return y
-
-
-def wandering_line(
-    t: np.ndarray, frequency: float, excursion: float, period: float, phase: float
-) -> np.ndarray:
-    """Return a wandering line: a unit sinusoid whose frequency is
-    ``frequency + excursion sin(2 pi t / period)``, Tukey-tapered over the whole sample."""
-    f_mod = 1.0 / period
-    cycles = frequency * t - excursion / (2 * np.pi * f_mod) * np.cos(2 * np.pi * f_mod * t)
-    return np.sin(2 * np.pi * cycles + phase) * scipy.signal.windows.tukey(len(t), 0.2)
-
-
-def repeated_blips(t: np.ndarray, width: float, count: int, spacing: float) -> np.ndarray:
-    """Return ``count`` blips of ``width`` [s], ``spacing`` [s] apart, centred on t = 0."""
-    offsets = (np.arange(count) - (count - 1) / 2) * spacing
-    return sum(blip(t - dt, width) for dt in offsets)
-
-
-def newtonian_chirp(t: np.ndarray, chirp_mass: float, phase: float) -> np.ndarray:
-    """Return the leading-order (Newtonian) inspiral h(t) of an equal-mass binary, coalescing at
-    t = 0, in arbitrary units (the caller fixes the SNR); zero after the ISCO frequency.
-
-    f(tau) = (1 / 8 pi) (5 / tau)^(3/8) (G Mc / c^3)^(-5/8) with tau = -t; amplitude ~ f^(2/3);
-    phase(tau) = -2 (tau / (5 G Mc / c^3))^(5/8).
-    """
-    mc = chirp_mass * G_MSUN_OVER_C3
-    total_mass = chirp_mass * 2 ** (6 / 5) * G_MSUN_OVER_C3
-    f_isco = 1.0 / (6**1.5 * np.pi * total_mass)
-    tau = np.maximum(-t, 1e-12)
-    freq = (5.0 / tau) ** (3 / 8) / (8 * np.pi) * mc ** (-5 / 8)
-    orbital_phase = -2.0 * (tau / (5 * mc)) ** (5 / 8)
-    h = freq ** (2 / 3) * np.cos(orbital_phase + phase)
-    keep = (t < 0) & (freq <= f_isco)
-    # Taper the last cycles before the ISCO cut so the end is not a step.
-    taper = np.clip((f_isco - freq) / (0.1 * f_isco), 0, 1)
-    return np.where(keep, h * taper, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,10 +111,6 @@ def aux_noise_psd(settings: Mapping, psd: np.ndarray) -> np.ndarray:
     1 / (gain_k * witness-snr-ratio) of it."""
     gains = np.asarray(settings["coupling"]["gain"], dtype=float)
     return psd[None, :] / (gains[:, None] * settings["witness-snr-ratio"]) ** 2
-
-
-def n_samples(settings: Mapping) -> int:
-    return int(round(settings["sampling-frequency"] * settings["duration"]))
 
 
 def optimal_snr(
@@ -487,6 +141,8 @@ def delay_series(x: np.ndarray, delay: float, sampling_frequency: float) -> np.n
 
 def coupling_transfer(y: np.ndarray, channel: int, settings: Mapping) -> np.ndarray:
     """Return the strain glitch caused by auxiliary glitch ``y`` [..., n] in ``channel``."""
+    import scipy.signal  # here, not at the top: the Snakefile imports this module
+
     coupling, fs = settings["coupling"], settings["sampling-frequency"]
     out = np.asarray(y, dtype=float)
     cutoff = coupling["lowpass"][channel]
@@ -503,72 +159,6 @@ def coupling_transfer(y: np.ndarray, channel: int, settings: Mapping) -> np.ndar
 
 # --------------------------------------------------------------------------------------------
 # Real noise
-
-
-class RealNoise:
-    """Whitened stretches of real strain, drawn as recoloured windows (see module docstring)."""
-
-    def __init__(self, settings: Mapping):
-        from gwpy.timeseries import TimeSeries
-
-        fs, n = settings["sampling-frequency"], n_samples(settings)
-        real = settings["real-noise"]
-        self.n, self.fs = n, fs
-        self.stretches: list[np.ndarray] = []  # whitened, unit variance
-        self.starts: list[np.ndarray] = []  # allowed window starts (sample indices) per stretch
-        self.gps_start: list[float] = []  # GPS time of each stretch's first sample
-        for path in real["paths"]:
-            series = TimeSeries.read(str(path), format="hdf5.gwosc")
-            rate = float(series.sample_rate.value)
-            if rate < fs:
-                raise ConfigError(
-                    f"real-noise.paths: {str(path)!r} is sampled at {rate:g} Hz, below "
-                    f"sampling-frequency {fs:g} Hz"
-                )
-            if not np.all(np.isfinite(series.value)):
-                raise ConfigError(f"real-noise.paths: {str(path)!r} has NaN or inf samples")
-            if rate != fs:
-                series = series.resample(fs)
-            white = series.whiten(
-                fftlength=settings["duration"], method="median", fduration=WHITEN_FDURATION
-            )
-            values = np.asarray(white.value, dtype=float)
-            times = float(series.t0.value) + np.arange(len(values)) / fs
-            edge = int(WHITEN_FDURATION / 2 * fs)
-            ok = np.zeros(len(values), dtype=bool)
-            ok[edge : len(values) - edge] = True
-            for t in real["veto-gps"]:
-                ok &= np.abs(times - t) > real["veto-window"]
-            # Unit variance over the usable samples, so the recoloured noise has the configured
-            # PSD; its shape (tails, glitches, lines the whitening left) is the detector's.
-            values = values / np.std(values[ok]) if ok.any() else values
-            # A window may start at i when all its n samples are usable.
-            usable = np.convolve(ok, np.ones(n), mode="valid") >= n
-            starts = np.flatnonzero(usable)
-            if len(starts):
-                self.stretches.append(values)
-                self.starts.append(starts)
-                self.gps_start.append(float(times[0]))
-        if not self.stretches:
-            raise ConfigError(
-                f"real-noise.paths: no {settings['duration']:g} s window of usable strain "
-                "(files too short, or all vetoed)"
-            )
-        self.seconds = sum(len(s) for s in self.starts) / fs
-
-    def draw(self, psd: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-        """Return ``count`` windows [count, n] of real noise recoloured to the one-sided ``psd``
-        (on the rfft grid of n samples): white noise of unit variance has PSD 2 / fs, so each
-        frequency bin is scaled by sqrt(psd * fs / 2)."""
-        sizes = np.array([len(s) for s in self.starts], dtype=float)
-        which = rng.choice(len(self.stretches), size=count, p=sizes / sizes.sum())
-        out = np.empty((count, self.n))
-        for i, k in enumerate(which):
-            start = int(self.starts[k][rng.integers(len(self.starts[k]))])
-            out[i] = self.stretches[k][start : start + self.n]
-        spectrum = np.fft.rfft(out, axis=-1) * np.sqrt(psd * self.fs / 2)
-        spectrum[..., 0] = 0.0
-        return np.fft.irfft(spectrum, n=self.n, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------

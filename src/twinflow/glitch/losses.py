@@ -18,9 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from twinflow.core.settings import require, require_choice
-
-LOSSES = ("l1", "mse", "log-cosh", "ssim-mix")
+from twinflow.glitch.validation import check_loss_settings
 
 
 def log_cosh(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,22 +73,6 @@ def ssim(
         (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
     )
     return value.mean()
-
-
-def check_loss_settings(name: str, ssim_weight: float, peak_weight: float = 0.0) -> None:
-    require_choice("loss", name, LOSSES)
-    require(
-        isinstance(peak_weight, (int, float)) and peak_weight >= 0,
-        "peak-weight",
-        peak_weight,
-        "a number >= 0 (0: every pixel weighs the same)",
-    )
-    require(
-        isinstance(ssim_weight, (int, float)) and 0 <= ssim_weight <= 1,
-        "ssim-weight",
-        ssim_weight,
-        "a weight in [0, 1]",
-    )
 
 
 def make_loss(

@@ -18,10 +18,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from twinflow.core.settings import require, require_choice
-
-ARCHITECTURES = ("decoder-shallow", "decoder-deep", "unet")
-
 
 def init_weights(module: nn.Module) -> None:
     """Conv weights ~ N(0, 0.02), norm weights ~ N(1, 0.02), biases 0 (apply with ``model.apply``)."""
@@ -89,25 +85,6 @@ class EncoderDecoder(nn.Module):
         for up, merge in zip(self.up, self.merge):
             h = merge(torch.cat([up(h), skips.pop()], dim=1))
         return self.head(h)
-
-
-def check_model_settings(settings: Mapping, image_size: int) -> None:
-    require_choice("model", settings["model"], ARCHITECTURES)
-    require(
-        isinstance(settings["width"], int) and settings["width"] >= 1,
-        "width",
-        settings["width"],
-        "an integer >= 1",
-    )
-    depth = settings["depth"]
-    require(isinstance(depth, int) and depth >= 1, "depth", depth, "an integer >= 1")
-    if settings["model"] == "unet":
-        require(
-            image_size % 2**depth == 0,
-            "depth",
-            depth,
-            f"a depth whose 2**depth divides image-size {image_size}",
-        )
 
 
 def build_translation_model(settings: Mapping, in_channels: int) -> nn.Module:

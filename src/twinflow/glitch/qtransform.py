@@ -35,7 +35,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.fft
-from scipy.interpolate import make_interp_spline
 
 from twinflow.core.io import atomic_path, read_settings, write_provenance
 from twinflow.core.progress import progress
@@ -252,6 +251,10 @@ class QTransform:
         """Return the [S, ntiles] matrix of gwpy's cubic interpolating spline (FITPACK's
         ``InterpolatedUnivariateSpline``, i.e. not-a-knot) from a row's tile times to the
         output times; interpolation is linear in the data, so one matrix serves every image."""
+        from scipy.interpolate import (
+            make_interp_spline,  # here, not at the top: the Snakefile imports this module
+        )
+
         if ntiles not in self._time_matrices:
             x = np.arange(ntiles) * (self.duration / ntiles)
             self._time_matrices[ntiles] = make_interp_spline(x, np.eye(ntiles), k=3, axis=0)(

@@ -67,11 +67,14 @@ def check_config(glitch: Mapping) -> None:
     Each stage checks its own settings again when it runs (by hand, too).
     """
     from twinflow.core.settings import ConfigError
-    from twinflow.glitch.data import check_data_settings
     from twinflow.glitch.qtransform import check_qtransform_settings
-    from twinflow.glitch.subtraction import check_subtraction_settings
-    from twinflow.glitch.train import check_translation_settings
-    from twinflow.glitch.vae import check_score_settings, check_vae_settings
+    from twinflow.glitch.validation import (
+        check_data_settings,
+        check_score_settings,
+        check_subtraction_settings,
+        check_translation_settings,
+        check_vae_settings,
+    )
 
     data, qtransform = glitch["data"], glitch["qtransform"]
     checks = (

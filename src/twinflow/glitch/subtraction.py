@@ -42,7 +42,7 @@ import torch
 
 from twinflow.core.io import write_json
 from twinflow.core.plotting import figure, save_figure
-from twinflow.core.settings import require, require_positive
+from twinflow.glitch.validation import check_subtraction_settings
 
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 SNR_BINS = (5, 6, 8, 10, 15, 20, 30)
@@ -55,17 +55,6 @@ NEEDS_TRUTH = (
     "veto_accuracy",
     "chirp_power_retained",
 )
-
-
-def check_subtraction_settings(settings: Mapping) -> None:
-    require_positive("cluster-threshold", settings["cluster-threshold"])
-    require_positive("mask-energy", settings["mask-energy"])
-    require(
-        isinstance(settings["gallery-size"], int) and settings["gallery-size"] >= 1,
-        "gallery-size",
-        settings["gallery-size"],
-        "an integer >= 1",
-    )
 
 
 def has_cluster(image: np.ndarray, threshold: float, exclude: np.ndarray | None = None) -> bool:

@@ -30,26 +30,9 @@ from twinflow.core.io import dumps_settings
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed, seed_everything
-from twinflow.core.settings import require, require_positive
+from twinflow.glitch.validation import check_translation_settings
 
 TRANSLATION_KIND = "glitch-translation-model"
-
-
-def check_optimiser_settings(settings: Mapping) -> None:
-    for key in ("epochs", "batch-size", "patience"):
-        require(
-            isinstance(settings[key], int) and settings[key] >= 1,
-            key,
-            settings[key],
-            "an integer >= 1",
-        )
-    require_positive("learning-rate", settings["learning-rate"])
-    require_positive("weight-decay", settings["weight-decay"], allow_zero=True)
-    require(isinstance(settings["seed"], int), "seed", settings["seed"], "an integer")
-    from twinflow.core.device import DEVICE_CHOICES
-    from twinflow.core.settings import require_choice
-
-    require_choice("device", settings["device"], DEVICE_CHOICES)
 
 
 def fingerprint(*arrays: np.ndarray) -> str:
@@ -204,15 +187,6 @@ def predict(
 
 # --------------------------------------------------------------------------------------------
 # The translation stage
-
-
-def check_translation_settings(settings: Mapping, image_size: int) -> None:
-    from twinflow.glitch.losses import check_loss_settings
-    from twinflow.glitch.models import check_model_settings
-
-    check_model_settings(settings, image_size)
-    check_loss_settings(settings["loss"], settings["ssim-weight"], settings["peak-weight"])
-    check_optimiser_settings(settings)
 
 
 def train_translation(

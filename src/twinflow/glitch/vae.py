@@ -36,64 +36,13 @@ from twinflow.core.io import write_json
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.plotting import figure, save_figure
 from twinflow.core.seeding import derive_seed, seed_everything
-from twinflow.core.settings import require, require_choice, require_positive
+from twinflow.core.settings import require
+from twinflow.glitch.validation import (
+    check_score_settings,
+    check_vae_settings,
+)
 
 VAE_KIND = "glitch-vae"
-RECONSTRUCTION_LOSSES = ("bce", "mse", "spectral")
-ACTIVATIONS = ("sigmoid", "none")
-SCORES = ("reconstruction", "elbo")
-COVARIANCES = ("diagonal", "low-rank", "full")
-#: The output activation each reconstruction loss needs.
-ACTIVATION_FOR_LOSS = {"bce": "sigmoid", "mse": "none", "spectral": "none"}
-
-
-def check_vae_settings(settings: Mapping, image_size: int | None = None) -> None:
-    """Raise :class:`ConfigError` for the first invalid VAE setting."""
-    size = settings.get("image-size") if image_size is None else image_size
-    require(
-        isinstance(size, int) and size >= 16 and size % 16 == 0,
-        "image-size",
-        size,
-        "a multiple of 16 (the VAE halves the image four times and upsamples by 4 twice)",
-    )
-    require(
-        isinstance(settings["latent-dim"], int) and settings["latent-dim"] >= 1,
-        "latent-dim",
-        settings["latent-dim"],
-        "an integer >= 1",
-    )
-    dropout = settings["dropout"]
-    require(
-        isinstance(dropout, (int, float)) and 0 <= dropout < 1,
-        "dropout",
-        dropout,
-        "a probability in [0, 1)",
-    )
-    require_choice("loss", settings["loss"], RECONSTRUCTION_LOSSES)
-    require_choice("output-activation", settings["output-activation"], ACTIVATIONS)
-    needed = ACTIVATION_FOR_LOSS[settings["loss"]]
-    require(
-        settings["output-activation"] == needed,
-        "output-activation",
-        settings["output-activation"],
-        f"{needed!r} with loss {settings['loss']!r} (sigmoid for bce; none for mse and spectral)",
-    )
-    require_positive("beta", settings["beta"], allow_zero=True)
-    require_positive("fft-weight", settings["fft-weight"], allow_zero=True)
-    require_choice("covariance", settings["covariance"], COVARIANCES)
-    rank = settings["covariance-rank"]
-    require(
-        isinstance(rank, int) and 1 <= rank <= settings["latent-dim"],
-        "covariance-rank",
-        rank,
-        f"an integer in [1, latent-dim = {settings['latent-dim']}]",
-    )
-
-
-def check_score_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` for an invalid scoring setting."""
-    require_choice("score", settings["score"], SCORES)
-    require_positive("snr-threshold", settings["snr-threshold"], allow_zero=True)
 
 
 class ConvVAE(nn.Module):
@@ -265,7 +214,8 @@ def train_vae(
     """Train the VAE on the clean strain Q-plots of the training split (validated on the clean
     validation images); write the best model, metrics CSV and loss curve."""
     from twinflow.glitch.qtransform import load_images
-    from twinflow.glitch.train import check_optimiser_settings, train_loop, training_identity
+    from twinflow.glitch.train import train_loop, training_identity
+    from twinflow.glitch.validation import check_optimiser_settings
 
     train_set, val_set = load_images(images, "train"), load_images(images, "validation")
     size = train_set.strain.shape[-1]
