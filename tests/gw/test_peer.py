@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.stats
+from tests.conftest import TEST_CONFIG
 
 from twinflow.core.config import validate_config
 from twinflow.core.settings import ConfigError, load_yaml
@@ -20,7 +21,6 @@ from twinflow.gw.settings import (
     pp_settings_for,
 )
 from twinflow.gw.validation import check_config
-from tests.conftest import TEST_CONFIG
 
 
 def exact_jsd(p, q) -> float:
@@ -61,11 +61,11 @@ def test_jsd_limits_and_weights():
     # the same distribution: far below the goal of 0.005 nat
     assert jensen_shannon_divergence(a, rng.normal(0, 1, 40_000)) < 5e-4
     # no overlap: ln 2
-    assert jensen_shannon_divergence(a, a + 50) == pytest.approx(np.log(2), rel=1e-3)
+    assert jensen_shannon_divergence(a[:5000], a[:5000] + 50) == pytest.approx(np.log(2), rel=1e-3)
     # weighted samples: a wide Gaussian reweighted to N(0.5, 1) against direct draws of N(0.5, 1)
-    wide = rng.normal(0, 3, 200_000)
+    wide = rng.normal(0, 3, 30_000)
     w = scipy.stats.norm(0.5, 1).pdf(wide) / scipy.stats.norm(0, 3).pdf(wide)
-    direct = rng.normal(0.5, 1, 40_000)
+    direct = rng.normal(0.5, 1, 10_000)
     assert jensen_shannon_divergence(wide, direct, weights_a=w) < 1e-3
     assert jensen_shannon_divergence(wide, direct) > 0.1  # unweighted they differ
 
@@ -84,7 +84,7 @@ INJECTION = dict(
     chi_2=-0.2,
     theta_jn=0.6,
     phase=1.3,
-    luminosity_distance=900.0,
+    luminosity_distance=2000.0,
     ra=1.2,
     dec=-0.4,
     psi=0.7,
@@ -93,7 +93,7 @@ INJECTION = dict(
 # two free parameters (and the phase, marginalised); everything else fixed at the injection
 PRIOR = {
     **{k: v for k, v in INJECTION.items()},
-    "luminosity_distance": {"distribution": "Uniform", "minimum": 300, "maximum": 2000},
+    "luminosity_distance": {"distribution": "Uniform", "minimum": 500, "maximum": 4000},
     "theta_jn": {"distribution": "Sine"},
     "phase": {"distribution": "Uniform", "minimum": 0, "maximum": 2 * np.pi},
 }
@@ -140,7 +140,7 @@ def test_bilby_likelihood_from_our_event_data_is_ours(event):
     n = 12
     parameters = {k: np.full(n, float(v)) for k, v in INJECTION.items()}
     parameters["geocent_time"] = np.full(n, TRIGGER)
-    parameters["luminosity_distance"] = rng.uniform(300, 2000, n)
+    parameters["luminosity_distance"] = rng.uniform(500, 4000, n)
     parameters["theta_jn"] = rng.uniform(0, np.pi, n)
     for window_factor in (1.0, 0.9):
         data = dataclasses.replace(event, window_factor=window_factor)
@@ -148,8 +148,7 @@ def test_bilby_likelihood_from_our_event_data_is_ours(event):
         theirs = peer_likelihood(data, priors, WAVEFORM, phase_marginalization=True)
         reference = []
         for i in range(n):
-            theirs.parameters.update({k: v[i] for k, v in parameters.items()})
-            reference.append(theirs.log_likelihood_ratio())
+            reference.append(theirs.log_likelihood_ratio({k: v[i] for k, v in parameters.items()}))
         with GaussianLikelihood(
             data, "IMRPhenomXAS", 20.0, phase_marginalization=True, processes=1
         ) as ours:
@@ -163,8 +162,8 @@ def quadrature_log_bayes_factor(event) -> float:
     """ln of the integral of L / L_noise over the prior of (d_L, theta_jn), by the trapezoid rule."""
     from twinflow.gw.inference.likelihood import GaussianLikelihood
 
-    distance = np.linspace(300, 2000, 121)
-    theta = np.linspace(0, np.pi, 121)
+    distance = np.linspace(500, 4000, 81)
+    theta = np.linspace(0, np.pi, 81)
     dd, tt = np.meshgrid(distance, theta, indexing="ij")
     parameters = {k: np.full(dd.size, float(v)) for k, v in INJECTION.items()}
     parameters["geocent_time"] = np.full(dd.size, TRIGGER)
@@ -174,7 +173,7 @@ def quadrature_log_bayes_factor(event) -> float:
     ) as likelihood:
         log_l = likelihood.log_likelihood_ratio(parameters).reshape(dd.shape)
     peak = log_l.max()
-    density = np.exp(log_l - peak) * (np.sin(tt) / 2) / (2000 - 300)
+    density = np.exp(log_l - peak) * (np.sin(tt) / 2) / (4000 - 500)
     integral = np.trapezoid(np.trapezoid(density, theta, axis=1), distance)
     return float(np.log(integral) + peak)
 
@@ -186,10 +185,10 @@ def test_dynesty_peer_run_matches_quadrature(event):
     settings = {
         **WAVEFORM,
         "peer": {
-            "nlive": 60,
+            "nlive": 40,
             "dlogz": 0.5,
             "sample": "acceptance-walk",
-            "naccept": 10,
+            "naccept": 5,
             "npool": 1,
             "seed": 4,
         },

@@ -300,7 +300,9 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--event", help="event name (needed with --config): an event of gw.inference")
     p.add_argument("--psd", nargs="*", help="PSD banks as DETECTOR=PATH (for injections)")
     p.add_argument("--out", required=True, help="output dynesty result (bilby Result, JSON)")
-    p.add_argument("--npool", type=int, help="dynesty's likelihood processes (default: peer.npool)")
+    p.add_argument(
+        "--npool", type=int, help="dynesty's likelihood processes (default: peer.npool)"
+    )
     p.set_defaults(func=_peer)
 
     p = stages.add_parser(
