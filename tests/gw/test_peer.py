@@ -158,8 +158,9 @@ def test_bilby_likelihood_from_our_event_data_is_ours(event):
             assert theirs.noise_log_likelihood() == pytest.approx(ours.noise_log_likelihood)
 
 
-def quadrature_log_bayes_factor(event) -> float:
-    """ln of the integral of L / L_noise over the prior of (d_L, theta_jn), by the trapezoid rule."""
+def quadrature(event) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
+    """Return ln BF (the integral of L / L_noise over the prior of (d_L, theta_jn), trapezoid
+    rule) and the grid as weighted posterior samples."""
     from twinflow.gw.inference.likelihood import GaussianLikelihood
 
     distance = np.linspace(500, 4000, 81)
@@ -175,10 +176,17 @@ def quadrature_log_bayes_factor(event) -> float:
     peak = log_l.max()
     density = np.exp(log_l - peak) * (np.sin(tt) / 2) / (4000 - 500)
     integral = np.trapezoid(np.trapezoid(density, theta, axis=1), distance)
-    return float(np.log(integral) + peak)
+    samples = {"luminosity_distance": dd.ravel(), "theta_jn": tt.ravel()}
+    return float(np.log(integral) + peak), samples, density.ravel() / density.sum()
 
 
-def test_dynesty_peer_run_matches_quadrature(event):
+@pytest.fixture(scope="module")
+def grid(event):
+    return quadrature(event)
+
+
+@pytest.fixture(scope="module")
+def dynesty_result(event):
     from twinflow.gw.inference.peer import run_dynesty
     from twinflow.gw.prior import build_prior
 
@@ -193,10 +201,15 @@ def test_dynesty_peer_run_matches_quadrature(event):
             "seed": 4,
         },
     }
-    prior = build_prior(PRIOR)
-    result = run_dynesty(event, prior, settings, phase_marginalization=True, log=lambda *_: None)
+    return run_dynesty(
+        event, build_prior(PRIOR), settings, phase_marginalization=True, log=lambda *_: None
+    )
+
+
+def test_dynesty_peer_run_matches_quadrature(grid, dynesty_result):
+    result = dynesty_result
     assert sorted(result.search_parameter_keys) == ["luminosity_distance", "theta_jn"]
-    reference = quadrature_log_bayes_factor(event)
+    reference = grid[0]
     assert reference > 5  # a detectable signal: ln BF is informative
     error = result.log_evidence_err
     assert 0 < error < 1
@@ -209,6 +222,65 @@ def test_dynesty_peer_run_matches_quadrature(event):
         < INJECTION["luminosity_distance"]
         < np.percentile(result.posterior["luminosity_distance"], 99)
     )
+
+
+def test_comparison_of_a_weighted_posterior_with_dynesty(tmp_path, grid, dynesty_result):
+    """The quadrature grid as 'our' weighted posterior: small JSDs, ln Z within errors, the table."""
+    import json
+
+    import pandas as pd
+
+    from twinflow.gw.inference.peer import collect_peer, compare_peer_event
+
+    log_bf, samples, weights = grid
+    frame = pd.DataFrame(samples)
+    weighted = frame.assign(weights=weights)
+    ours = bilby.core.result.Result(
+        label="tiny",
+        search_parameter_keys=list(samples),
+        priors=dynesty_result.priors,
+        posterior=frame.sample(2000, weights=weights, replace=True, random_state=0),
+        nested_samples=weighted,
+        log_bayes_factor=log_bf,
+        log_evidence_err=0.01,
+        sampling_time=2.0,
+        sampler="twinflow-importance-sampling",
+        meta_data={"effective_sample_size": 1 / np.sum(weights**2)},
+    )
+    ours.save_to_file(filename=str(tmp_path / "ours.json"), extension="json")
+    dynesty_result.save_to_file(filename=str(tmp_path / "dynesty.json"), extension="json")
+    (tmp_path / "summary.json").write_text(json.dumps({"phase_marginalized": True}))
+    c = compare_peer_event(
+        tmp_path / "ours.json",
+        tmp_path / "dynesty.json",
+        tmp_path / "comparison.json",
+        ours_summary_path=tmp_path / "summary.json",
+        corner_plot=tmp_path / "corner.png",
+    )
+    assert sorted(c["parameters"]) == ["luminosity_distance", "theta_jn"]
+    assert 0 <= c["max_jsd"] < 0.05  # dynesty's ~100 posterior samples limit the agreement
+    assert c["delta_log_evidence"] == pytest.approx(log_bf - dynesty_result.log_bayes_factor)
+    assert abs(c["delta_log_evidence"]) < 3 * c["delta_log_evidence_error"] + 0.1
+    assert c["speed_up"] == pytest.approx(c["wall_time"]["dynesty"] / 2.0)
+    assert (tmp_path / "corner.png").stat().st_size > 0
+    collected = collect_peer(
+        [tmp_path / "comparison.json"],
+        tmp_path / "peer.json",
+        csv=tmp_path / "peer.csv",
+        markdown=tmp_path / "peer.md",
+    )
+    assert collected["met"]["max_jsd"] == (c["max_jsd"] <= 0.005)
+    assert pd.read_csv(tmp_path / "peer.csv")["event"].tolist() == ["tiny"]
+    assert "| tiny |" in (tmp_path / "peer.md").read_text()
+    # a dynesty run with another phase marginalisation than ours is refused
+    (tmp_path / "summary.json").write_text(json.dumps({"phase_marginalized": False}))
+    with pytest.raises(ConfigError, match="phase marginalisation"):
+        compare_peer_event(
+            tmp_path / "ours.json",
+            tmp_path / "dynesty.json",
+            tmp_path / "other.json",
+            ours_summary_path=tmp_path / "summary.json",
+        )
 
 
 # --------------------------------------------------------------------------------------------

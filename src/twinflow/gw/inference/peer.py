@@ -276,6 +276,11 @@ def _samples(result) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     return {k: result.posterior[k].to_numpy() for k in result.posterior.columns}, None
 
 
+def _seconds(value) -> float:
+    """Return a duration in seconds (bilby reads ``sampling_time`` back as a timedelta)."""
+    return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+
+
 def compare_event(
     ours_path: str | Path, dynesty_path: str | Path, ours_summary: Mapping | None = None
 ) -> dict:
@@ -305,8 +310,8 @@ def compare_event(
         )
         for name in names
     }
-    ours_time = float(ours.sampling_time)
-    theirs_time = float(meta.get("wall_time", theirs.sampling_time))
+    ours_time = _seconds(ours.sampling_time)
+    theirs_time = _seconds(meta.get("wall_time", theirs.sampling_time))
     our_ess = (ours.meta_data or {}).get("effective_sample_size")
     delta = float(ours.log_bayes_factor - theirs.log_bayes_factor)
     error = math.hypot(float(ours.log_evidence_err), float(theirs.log_evidence_err))
