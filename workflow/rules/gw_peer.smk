@@ -163,7 +163,7 @@ rule gw_pp_collect:
         ),
         efficiency=report(
             f"{GW_PP}/efficiency.png",
-            caption="../report/gw_inference_efficiency.rst",
+            caption="../report/gw_pp_efficiency.rst",
             category="GW P-P test",
         ),
     log:
