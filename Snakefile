@@ -17,6 +17,7 @@ include: "workflow/rules/gw.smk"
 include: "workflow/rules/gw_dataset.smk"
 include: "workflow/rules/gw_train.smk"
 include: "workflow/rules/gw_inference.smk"
+include: "workflow/rules/gw_peer.smk"
 include: "workflow/rules/glitch.smk"
 include: "workflow/rules/anomaly.smk"
 

@@ -149,6 +149,43 @@ def _inference_collect(args: argparse.Namespace) -> None:
         )
 
 
+def _peer(args: argparse.Namespace) -> None:
+    from twinflow.cli import settings_from
+    from twinflow.core.settings import ConfigError
+    from twinflow.gw.inference.peer import run_peer_event
+    from twinflow.gw.settings import peer_settings_for
+
+    settings = settings_from(args)
+    if args.config is not None:  # a whole config file: resolve this event's settings
+        if not args.event:
+            raise ConfigError("--event is needed with --config (an event of gw.inference)")
+        settings = peer_settings_for(settings, args.event)
+    run_peer_event(settings, args.out, psd_paths=_psd_map(args.psd), npool=args.npool)
+
+
+def _peer_compare(args: argparse.Namespace) -> None:
+    from twinflow.gw.inference.peer import compare_peer_event
+
+    c = compare_peer_event(
+        args.ours,
+        args.dynesty,
+        args.out,
+        ours_summary_path=args.ours_summary,
+        corner_plot=args.corner_plot,
+    )
+    print(
+        f"{c['event']}: max JSD {c['max_jsd']} nat ({c['max_jsd_parameter']}), ln Z ours - dynesty "
+        f"{c['delta_log_evidence']:.2f} +- {c['delta_log_evidence_error']:.2f}, speed-up {c['speed_up']}"
+    )
+
+
+def _peer_collect(args: argparse.Namespace) -> None:
+    from twinflow.gw.inference.peer import collect_peer
+
+    collected = collect_peer(args.comparisons, args.out, csv=args.csv, markdown=args.markdown)
+    print(f"peer check over {len(collected['table'])} events; goals met: {collected['met']}")
+
+
 def register(stages: argparse._SubParsersAction) -> None:
     from twinflow.cli import add_settings_arguments
 
@@ -255,3 +292,32 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--efficiency-plot", help="output histogram of the sampling efficiency")
     p.add_argument("summaries", nargs="+", help="per-event summary.json files")
     p.set_defaults(func=_inference_collect)
+
+    p = stages.add_parser(
+        "peer", help="run bilby's dynesty on one event with our data, prior and likelihood"
+    )
+    add_settings_arguments(p, "gw")
+    p.add_argument("--event", help="event name (needed with --config): an event of gw.inference")
+    p.add_argument("--psd", nargs="*", help="PSD banks as DETECTOR=PATH (for injections)")
+    p.add_argument("--out", required=True, help="output dynesty result (bilby Result, JSON)")
+    p.add_argument(
+        "--npool", type=int, help="dynesty's likelihood processes (default: peer.npool)"
+    )
+    p.set_defaults(func=_peer)
+
+    p = stages.add_parser(
+        "peer-compare", help="compare our posterior with dynesty's: JSDs, ln Z, wall times"
+    )
+    p.add_argument("--ours", required=True, help="our bilby Result (inference result.json)")
+    p.add_argument("--ours-summary", help="our summary.json (checks the phase marginalisation)")
+    p.add_argument("--dynesty", required=True, help="dynesty's bilby Result (from `gw peer`)")
+    p.add_argument("--out", required=True, help="output comparison (JSON)")
+    p.add_argument("--corner-plot", help="output overlaid corner plot")
+    p.set_defaults(func=_peer_compare)
+
+    p = stages.add_parser("peer-collect", help="gather the peer comparisons into one table")
+    p.add_argument("--out", required=True, help="output peer.json")
+    p.add_argument("--csv", help="output table (CSV)")
+    p.add_argument("--markdown", help="output table (markdown)")
+    p.add_argument("comparisons", nargs="+", help="per-event comparison JSON files")
+    p.set_defaults(func=_peer_collect)

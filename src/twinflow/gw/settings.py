@@ -198,3 +198,68 @@ def inference_sweep_settings_for(gw: Mapping) -> dict:
     """Return the settings of the analysis-settings sweep: its event's settings plus the variants."""
     sweep = gw["inference"]["sweep"]
     return {**inference_settings_for(gw, sweep["event"]), "sweep": list(sweep["settings"])}
+
+
+# --- peer check and P-P test -------------------------------------------------------------------
+#: What the dynesty run of an event needs from its inference settings: the event's data, the
+#: prior and the likelihood, not how our sampler runs (so editing those does not rerun dynesty).
+PEER_EVENT_KEYS = (
+    "event",
+    "kind",
+    "injection",
+    "strain",
+    "analysis",
+    "prior",
+    "approximant",
+    "reference-frequency",
+    "reference-time",
+    "post-trigger-duration",
+    "psd",
+    "tukey-roll-off",
+    "phase-marginalization",
+)
+PEER_SAMPLER_KEYS = ("nlive", "dlogz", "sample", "naccept", "npool", "seed")
+
+
+def peer_event_names(gw: Mapping) -> list[str]:
+    """Return the events the peer check runs dynesty on (``gw.peer.events``, checked)."""
+    from twinflow.gw.validation import check_peer_settings
+
+    check_peer_settings(gw["peer"], inference_event_names(gw))
+    return list(gw["peer"]["events"])
+
+
+def peer_settings_for(gw: Mapping, event: str) -> dict:
+    """Return the settings of one event's dynesty run: the event, prior and likelihood as our
+    inference sees them, the model's parameters (they decide the phase marginalisation) and
+    ``gw.peer``'s sampler settings."""
+    inference = inference_settings_for(gw, event)
+    return {
+        **{k: inference[k] for k in PEER_EVENT_KEYS if k in inference},
+        "model-parameters": gw["train"]["parameters"],
+        "peer": {k: gw["peer"][k] for k in PEER_SAMPLER_KEYS},
+    }
+
+
+def pp_event_names(gw: Mapping) -> list[str]:
+    """Return the P-P injections: ``injection-0 .. injection-{n-1}`` of ``gw.pp``."""
+    return [f"{INJECTION_PREFIX}{i}" for i in range(gw["pp"]["n-injections"])]
+
+
+def pp_settings_for(gw: Mapping, event: str) -> dict:
+    """Return the inference settings of one P-P injection.
+
+    Exactly an injection's settings of ``gw.inference`` (sampling, refinement, prior,
+    likelihood), with the injections drawn from ``gw.pp.seed``'s streams instead of
+    ``gw.inference.injections.seed``, so the P-P set is independent of the default injections.
+    """
+    from twinflow.core.settings import ConfigError
+
+    if event not in pp_event_names(gw):
+        raise ConfigError(
+            f"event = {event!r} is not a P-P injection: choose injection-0 .. "
+            f"injection-{gw['pp']['n-injections'] - 1}"
+        )
+    settings = inference_settings_for(gw, event)
+    settings["injection"] = {**settings["injection"], "seed": gw["pp"]["seed"]}
+    return settings

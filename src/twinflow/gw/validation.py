@@ -284,6 +284,57 @@ def check_config(gw: Mapping) -> None:
             )
         else:
             resolve_analysis({}, settings["analysis"], "gw")
+    if "peer" in gw:
+        check_peer_settings(gw["peer"], slicing.inference_event_names(gw))
+    if "pp" in gw:
+        check_pp_settings(gw["pp"])
+
+
+#: dynesty's sampling methods as bilby offers them (``sample``).
+PEER_SAMPLE_METHODS = ("acceptance-walk", "act-walk", "rwalk", "unif", "rslice", "slice")
+
+
+def check_peer_sampler_settings(peer: Mapping, key: str = "peer") -> None:
+    """Raise :class:`ConfigError` for invalid dynesty settings of the peer check."""
+    _require_int(f"{key}.nlive", peer["nlive"], 1)
+    require_positive(f"{key}.dlogz", peer["dlogz"])
+    require_choice(f"{key}.sample", peer["sample"], PEER_SAMPLE_METHODS)
+    _require_int(f"{key}.naccept", peer["naccept"], 1)
+    _require_int(f"{key}.npool", peer["npool"], 1)
+    _require_int(f"{key}.seed", peer["seed"], 0)
+
+
+def check_peer_settings(peer: Mapping, event_names: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for invalid ``gw.peer`` settings: events the inference does
+    not analyse, non-positive live points, an unknown sampling method."""
+    events = peer["events"]
+    require(
+        isinstance(events, list) and len(events) >= 1,
+        "peer.events",
+        events,
+        "a non-empty list of events of gw.inference",
+    )
+    for name in events:
+        require_safe_name("peer.events", name)
+        require(
+            name in event_names,
+            "peer.events",
+            name,
+            f"an event the inference analyses, one of {list(event_names)}",
+        )
+    require(len(set(events)) == len(events), "peer.events", events, "distinct events")
+    check_peer_sampler_settings(peer)
+
+
+def check_pp_settings(pp: Mapping) -> None:
+    """Raise :class:`ConfigError` for invalid ``gw.pp`` settings (the P-P injections)."""
+    _require_int("pp.n-injections", pp["n-injections"], 1)
+    require(
+        isinstance(pp["seed"], int) and not isinstance(pp["seed"], bool),
+        "pp.seed",
+        pp["seed"],
+        "an integer",
+    )
 
 
 STRAIN_SUFFIXES = (".hdf5", ".h5", ".hdf", ".gwf", ".txt", ".dat", ".csv")
