@@ -14,9 +14,9 @@ from gwpy.timeseries import TimeSeries
 from twinflow.core.noise import coloured_noise, source_psd
 from twinflow.core.settings import ConfigError
 from twinflow.glitch.data import read_shard, sine_gaussian, strain_psd
+from twinflow.glitch.qplane import QTransform
 from twinflow.glitch.qtransform import (
     MinMax,
-    QTransform,
     check_qtransform_settings,
     load_images,
     split_indices,
