@@ -86,12 +86,14 @@ def test_no_import_cycles_between_modules():
             pytest.fail("import cycle: " + " -> ".join(cycle))
 
 
-@pytest.mark.parametrize("branch", ["gw"])
-def test_settings_layer_imports_nothing_heavy(branch):
+@pytest.mark.parametrize(
+    "branch, module", [("gw", "validation"), ("glitch", "settings"), ("anomaly", "settings")]
+)
+def test_settings_layer_imports_nothing_heavy(branch, module):
     """What the Snakefile imports to validate and slice a branch's config stays light."""
     code = (
         "import sys, yaml\n"
-        f"from twinflow.{branch}.validation import check_config\n"
+        f"from twinflow.{branch}.{module} import check_config\n"
         f"check_config(yaml.safe_load(open('config/config.yaml'))['{branch}'])\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
