@@ -112,3 +112,21 @@ def test_goals_from_a_table():
     assert goals["ranode_w_truth_inside_error"]["value"] == pytest.approx(2 / 3)
     assert goals["no_false_discoveries"]["seeds_above_threshold"] == {"sr1/cwola": [1, 3]}
     assert not goals["no_false_discoveries"]["met"]
+
+
+def test_out_of_fold_scores_carry_no_memorised_fluctuations():
+    """Two samples of one density: in-sample scores of class 1 sit above fresh events' scores,
+    out-of-fold ones do not (what makes the N_sig = 0 excess honest)."""
+    from twinflow.anomaly.classifiers import ClassifierEnsemble
+
+    rng = np.random.default_rng(8)
+    x0, x1, fresh = (rng.normal(size=(n, 3)) for n in (6000, 3000, 3000))
+    ens = ClassifierEnsemble(n_models=4, max_iter=60, max_leaf_nodes=63, seed=2).fit(x0, x1)
+    fresh_score = ens.predict(fresh)
+    in_sample = ens.predict(x1)
+    assert in_sample.mean() - fresh_score.mean() > 0.005  # the ensemble did memorise
+    # out of fold: the same mean as fresh events (means are unchanged by averaging members),
+    # within 4 standard errors of the difference
+    error = np.sqrt(ens.out_of_fold.var() / len(x1) + fresh_score.var() / len(fresh))
+    assert abs(ens.out_of_fold.mean() - fresh_score.mean()) < 4 * error
+    assert in_sample.mean() - fresh_score.mean() > 4 * error

@@ -98,6 +98,11 @@ class Detector:
         """Return extra arrays for the method's output file (none by default)."""
         return {}
 
+    def score_region_data(self, samples: Mapping[str, Events]) -> np.ndarray:
+        """Return the scores of the SR data (for the excess after a cut)."""
+        sr = self.region_data(samples)
+        return self.score(sr.x, sr.m)
+
 
 class ClassifierDetector(Detector):
     """A detector that trains a classifier of SR data (label 1) against a reference (label 0)."""
@@ -128,9 +133,18 @@ class ClassifierDetector(Detector):
     def score(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         return self.classifier.predict(x)
 
+    trains_on_region_data = True  # the positives are the SR data (all but the supervised one)
+
+    def score_region_data(self, samples):
+        """The SR data scored out of fold when the classifier trained on them."""
+        if self.trains_on_region_data:
+            return self.classifier.out_of_fold
+        return super().score_region_data(samples)
+
 
 class Supervised(ClassifierDetector):
     name = "supervised"
+    trains_on_region_data = False
 
     def positives(self, samples):
         sig = samples["signal_train"]

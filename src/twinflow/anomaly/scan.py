@@ -257,8 +257,9 @@ def run_method(
     sigma_cr_model: str | Path | None = None,
 ) -> dict:
     """Fit one method in one SR, score the test events and the data in that SR, write the scores
-    and timings (HDF5). The data are scored by a detector trained on them (no k-folding): their
-    excess after a cut shows how much a method finds in fluctuations of what it trained on."""
+    and timings (HDF5). Classifier methods score the data out of fold (see
+    :mod:`twinflow.anomaly.classifiers`); the density methods (ANODE, R-ANODE) score them with
+    the densities fitted to them, as those methods do."""
     method = settings["method"]
     require_choice("anomaly.methods", method, METHODS)
     region = SignalRegion.from_settings(settings["region"])
@@ -295,7 +296,7 @@ def run_method(
     detector.info["evaluate_seconds"] = time.perf_counter() - start
     score = _finite(raw)
     data_sr = samples["data"].select(region.inside(samples["data"].m))
-    data_score = _finite(detector.score(data_sr.x, data_sr.m))
+    data_score = _finite(detector.score_region_data(samples))
     extra = detector.extra_outputs(test)
     info = {
         **detector.info,
