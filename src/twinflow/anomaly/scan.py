@@ -398,14 +398,21 @@ def _goals(summary: dict, central: str) -> dict:
             "met": res["supervised"]["max_sic"] >= 10,
         }
     if "iad" in res:
-        for method in ("cathode", "sigma"):
+        for method in ("cathode", "sigma", "sigma-context"):
             if method in res:
                 ratio = res[method]["max_sic"] / res["iad"]["max_sic"]
-                goals[f"{method}_over_iad_max_sic"] = {
+                goals[f"{method.replace('-', '_')}_over_iad_max_sic"] = {
                     "value": ratio,
                     "goal": ">= 0.7",
                     "met": ratio >= 0.7,
                 }
+    if "sigma-cr" in res and "sigma-context" in res:
+        ratio = res["sigma-context"]["max_sic"] / res["sigma-cr"]["max_sic"]
+        goals["sigma_context_over_sigma_cr_max_sic"] = {
+            "value": ratio,
+            "goal": ">= 0.9",
+            "met": ratio >= 0.9,
+        }
     if "ranode" in res and "learned_w" in res["ranode"]:
         r = res["ranode"]
         rel = abs(r["learned_w"] - r["true_w"]) / r["true_w"] if r["true_w"] > 0 else float("nan")
@@ -417,13 +424,15 @@ def _goals(summary: dict, central: str) -> dict:
             "met": rel <= 0.3,
         }
     cost = summary.get("per_region_cost", {})
-    if "cathode_generative_seconds" in cost and "sigma_generative_seconds" in cost:
-        ratio = cost["cathode_generative_seconds"] / cost["sigma_generative_seconds"]
-        goals["cathode_over_sigma_cost_per_region"] = {
-            "value": ratio,
-            "goal": ">= 20",
-            "met": ratio >= 20,
-        }
+    for variant in ("sigma", "sigma_context"):
+        key = f"{variant}_generative_seconds"
+        if "cathode_generative_seconds" in cost and key in cost:
+            ratio = cost["cathode_generative_seconds"] / cost[key]
+            goals[f"cathode_over_{variant}_cost_per_region"] = {
+                "value": ratio,
+                "goal": ">= 20",
+                "met": ratio >= 20,
+            }
     return goals
 
 
@@ -492,6 +501,10 @@ def gather(
             np.mean([p["sigma"]["generate_seconds"] for p in per])
         )
         cost["sigma_total_seconds"] = float(np.mean([p["sigma"]["train_seconds"] for p in per]))
+    if "sigma-context" in settings["methods"]:
+        cost["sigma_context_generative_seconds"] = float(
+            np.mean([p["sigma-context"]["generate_seconds"] for p in per])
+        )
     summary["per_region_cost"] = cost
     summary["goals"] = _goals(summary, central)
     plotting.plot_sic(
