@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--cathode-regions", type=int, default=1)
     parser.add_argument("--flow-epochs", type=int, default=None, help="override flow.epochs")
     parser.add_argument("--sigma-epochs", type=int, default=None, help="override sigma.epochs")
+    parser.add_argument(
+        "--classifier-models", type=int, default=None, help="override classifier.n-models"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -81,6 +84,8 @@ def main() -> None:
         s["flow"]["epochs"] = args.flow_epochs
     if args.sigma_epochs:
         s["sigma"]["epochs"] = args.sigma_epochs
+    if args.classifier_models:
+        s["classifier"]["n-models"] = args.classifier_models
     gen, rng = LHCOLikeGenerator(), np.random.default_rng(0)
     data = Events.concatenate(
         [gen.background(args.n_background, rng), gen.signal(args.n_signal, rng)]
