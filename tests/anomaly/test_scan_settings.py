@@ -130,3 +130,21 @@ def test_out_of_fold_scores_carry_no_memorised_fluctuations():
     error = np.sqrt(ens.out_of_fold.var() / len(x1) + fresh_score.var() / len(fresh))
     assert abs(ens.out_of_fold.mean() - fresh_score.mean()) < 4 * error
     assert in_sample.mean() - fresh_score.mean() > 4 * error
+
+
+def test_no_excess_when_data_is_background():
+    """Data and reference from one density: the fold-matched excess after a cut is a
+    fluctuation (|Z| < 3.5), though in-sample scores would show one."""
+    from twinflow.anomaly.classifiers import ClassifierEnsemble
+
+    rng = np.random.default_rng(12)
+    x0, x1, test = (rng.normal(size=(n, 3)) for n in (20_000, 10_000, 40_000))
+    ens = ClassifierEnsemble(n_models=4, max_iter=60, max_leaf_nodes=63, seed=3).fit(x0, x1)
+    by_fold = np.stack([ens.predict_fold(test, k) for k in range(ens.n_folds)])
+    labels = np.zeros(len(x1), dtype=np.int8)
+    fair = metrics.selected_excess_by_group(
+        by_fold, ens.out_of_fold, ens.positive_fold, labels, 0.02
+    )
+    assert abs(fair["excess_significance"]) < 3.5
+    in_sample = metrics.selected_excess(ens.predict(test), ens.predict(x1), len(x1), 0.02)
+    assert in_sample["excess_significance"] > 3.5

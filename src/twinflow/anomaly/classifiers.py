@@ -56,6 +56,7 @@ class ClassifierEnsemble:
         self.seed, self.name = seed, name
         self.models: list = []
         self.out_of_fold: np.ndarray | None = None
+        self.positive_fold: np.ndarray | None = None
         self.fit_seconds = 0.0
 
     @property
@@ -123,8 +124,15 @@ class ClassifierEnsemble:
         if missing.any():
             oof_sum[missing], oof_count[missing] = self.predict(x1[missing]), 1
         self.out_of_fold = oof_sum / oof_count
+        self.positive_fold = fold[len(x0) :]
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def predict_fold(self, x: np.ndarray, k: int) -> np.ndarray:
+        """Return the mean probability of the members that held out fold k (the score
+        ``out_of_fold`` gives that fold's events), or of all members if none did."""
+        members = [m for i, m in enumerate(self.models) if i % self.n_folds == k]
+        return np.mean([m.predict_proba(x)[:, 1] for m in members or self.models], axis=0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Return the ensemble-mean probability of class 1, [N]."""

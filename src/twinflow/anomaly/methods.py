@@ -98,10 +98,20 @@ class Detector:
         """Return extra arrays for the method's output file (none by default)."""
         return {}
 
-    def score_region_data(self, samples: Mapping[str, Events]) -> np.ndarray:
-        """Return the scores of the SR data (for the excess after a cut)."""
+    def score_region_data(
+        self, samples: Mapping[str, Events], test: Events
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (SR data scores, their group, test scores per group [G, N_test]).
+
+        The excess after a cut compares each group of data with a cut set on the test events
+        scored the same way (one group here: the detector's score for all).
+        """
         sr = self.region_data(samples)
-        return self.score(sr.x, sr.m)
+        return (
+            self.score(sr.x, sr.m),
+            np.zeros(len(sr), dtype=np.int64),
+            self.score(test.x, test.m)[None],
+        )
 
 
 class ClassifierDetector(Detector):
@@ -135,11 +145,14 @@ class ClassifierDetector(Detector):
 
     trains_on_region_data = True  # the positives are the SR data (all but the supervised one)
 
-    def score_region_data(self, samples):
-        """The SR data scored out of fold when the classifier trained on them."""
-        if self.trains_on_region_data:
-            return self.classifier.out_of_fold
-        return super().score_region_data(samples)
+    def score_region_data(self, samples, test):
+        """The SR data scored out of fold when the classifier trained on them: each fold by the
+        members that held it out, and the test events by those members too, fold by fold."""
+        if not self.trains_on_region_data:
+            return super().score_region_data(samples, test)
+        clf = self.classifier
+        by_fold = np.stack([clf.predict_fold(test.x, k) for k in range(clf.n_folds)])
+        return clf.out_of_fold, clf.positive_fold, by_fold
 
 
 class Supervised(ClassifierDetector):

@@ -296,7 +296,9 @@ def run_method(
     detector.info["evaluate_seconds"] = time.perf_counter() - start
     score = _finite(raw)
     data_sr = samples["data"].select(region.inside(samples["data"].m))
-    data_score = _finite(detector.score_region_data(samples))
+    data_score, data_group, test_by_group = detector.score_region_data(samples, test)
+    data_score = _finite(data_score)
+    test_by_group = np.stack([_finite(t) for t in test_by_group])
     extra = detector.extra_outputs(test)
     info = {
         **detector.info,
@@ -317,6 +319,8 @@ def run_method(
         f.create_dataset("m", data=test.m.astype(np.float32))
         f.create_dataset("data_score", data=data_score.astype(np.float64))
         f.create_dataset("data_label", data=data_sr.label)
+        f.create_dataset("data_group", data=data_group)
+        f.create_dataset("test_score_by_group", data=test_by_group.astype(np.float64))
         for key, value in extra.items():
             f.create_dataset(key, data=np.asarray(value))
     return info
@@ -349,7 +353,13 @@ def _evaluate(result: Mapping, metric_settings: Mapping) -> dict:
     eps_b_target = metric_settings["significance-background-efficiency"]
     eps_s, eps_b = metrics.efficiency_at(label, score, eps_b_target)
     s, b = info["n_signal_region"], info["n_data_region"] - info["n_signal_region"]
-    excess = metrics.selected_excess(score[label == 0], result["data_score"], b, eps_b_target)
+    excess = metrics.selected_excess_by_group(
+        result["test_score_by_group"][:, label == 0],
+        result["data_score"],
+        result["data_group"],
+        result["data_label"],
+        eps_b_target,
+    )
     out = {
         "selected_events": excess["selected"],
         "expected_background_events": excess["expected"],
