@@ -8,7 +8,14 @@ from scipy import stats
 from twinflow.anomaly.data import Events, SignalRegion
 from twinflow.anomaly.flow_matching import FlowMatchingModel
 from twinflow.anomaly.flows import ConditionalFlow
-from twinflow.anomaly.methods import METHODS, Anode, RAnode, build_detector
+from twinflow.anomaly.methods import (
+    METHODS,
+    Anode,
+    RAnode,
+    RAnodeIdeal,
+    build_detector,
+    fisher_w_uncertainty,
+)
 from twinflow.anomaly.settings import with_defaults
 from twinflow.core.settings import ConfigError
 
@@ -94,15 +101,31 @@ def test_anode_ranks_like_the_true_likelihood_ratio(toy):
 
 @pytest.mark.parametrize("ideal", [False, True])
 def test_ranode_recovers_the_injected_signal_fraction(toy, ideal):
-    detector = RAnode(_settings("ranode", ranode={"ideal-w": ideal}), REGION, toy["flow"]).fit(
-        {"data": toy["data"]}
-    )
+    cls = RAnodeIdeal if ideal else RAnode
+    detector = cls(_settings("ranode"), REGION, toy["flow"]).fit({"data": toy["data"]})
     info = detector.info
     assert info["true_w"] == pytest.approx(700 / (700 + 24_000 * 0.4 / 1.6), rel=0.1)
     if ideal:
         assert info["learned_w"] == pytest.approx(info["true_w"], rel=1e-6)
     else:  # tolerance 30%, as the branch's goal on LHCO-like data
         assert info["learned_w"] == pytest.approx(info["true_w"], rel=0.3)
+        # the curvature error: of the size the toy's Fisher information with the true densities
+        # gives, and the truth within 3 of it
+        sr = toy["data"].select(REGION.inside(toy["data"].m))
+        reference = fisher_w_uncertainty(_log_sig(sr.x), _log_bkg(sr.x, sr.m), info["true_w"])
+        assert 0.5 * reference < info["learned_w_error"] < 2 * reference
+        assert abs(info["learned_w"] - info["true_w"]) < 3 * info["learned_w_error"]
+        # P_S(x, m) is conditional and its samples look like the signal (N(1.5, 0.3) each)
+        test = toy["test"]
+        samples = detector.extra_outputs(test)["signal_samples"]
+        assert samples.shape == (_settings("ranode")["ranode"]["signal-samples"], 2)
+        for k in range(2):
+            assert (
+                stats.ks_2samp(
+                    samples[:, k], stats.norm(1.5, 0.3).rvs(2000, random_state=k)
+                ).statistic
+                < 0.15
+            )
     test = toy["test"]
     true_llr = _log_sig(test.x) - _log_bkg(test.x, test.m)
     assert stats.spearmanr(detector.score(test.x, test.m), true_llr).statistic > 0.6
@@ -145,7 +168,9 @@ def test_every_method_fits_and_scores(lhco_like, method):
         cathode={"oversampling": 1},
         sigma={"oversampling": 1},
     )
-    detector = build_detector(settings, REGION, sideband_flow=flow, sigma_model=sigma).fit(samples)
+    detector = build_detector(
+        settings, REGION, sideband_flow=flow, sigma_model=sigma, sigma_cr_model=sigma
+    ).fit(samples)
     test = samples["test"].select(REGION.inside(samples["test"].m))
     score = detector.score(test.x, test.m)
     assert score.shape == (len(test),) and np.isfinite(score).all()
@@ -162,9 +187,45 @@ def test_unknown_method_and_missing_models(lhco_like):
         build_detector(_settings("sigma"), REGION, sideband_flow=flow)
 
 
-def test_sigma_interpolation_is_linear_in_the_anchors(lhco_like):
-    """At the left anchor the interpolated template is the plain conditional sample there."""
+@pytest.mark.parametrize("interpolation", ["field", "context"])
+def test_sigma_interpolation_is_linear_in_the_anchors(lhco_like, interpolation):
+    """At either anchor the interpolated template is the plain conditional sample there."""
     _, _, sigma = lhco_like
-    a = sigma.sample_interpolated(np.full(200, 3.25), 3.25, 3.75, seed=3)
-    b = sigma.sample(200, 3.25, seed=3)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for anchor in (3.25, 3.75):
+        a = sigma.sample_interpolated(
+            np.full(200, anchor), 3.25, 3.75, seed=3, interpolation=interpolation
+        )
+        b = sigma.sample(200, anchor, seed=3)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sigma_context_interpolation_differs_from_field_inside(lhco_like):
+    """Inside the SR the two interpolations are different models (both finite)."""
+    _, _, sigma = lhco_like
+    m = np.full(300, 3.5)
+    field = sigma.sample_interpolated(m, 3.25, 3.75, seed=3, interpolation="field")
+    context = sigma.sample_interpolated(m, 3.25, 3.75, seed=3, interpolation="context")
+    assert np.isfinite(context).all() and not np.allclose(field, context)
+
+
+def test_fisher_error_matches_the_spread_of_the_maximum_likelihood_w():
+    """Cramer-Rao: over toy replicas with known densities, the MLE of w scatters by 1/sqrt(I)."""
+    from scipy import optimize
+
+    rng = np.random.default_rng(4)
+    w_true, n = 0.05, 4000
+    log_b = lambda x: stats.norm.logpdf(x)  # noqa: E731
+    log_s = lambda x: stats.norm.logpdf(x, 2.5, 0.4)  # noqa: E731
+    estimates, errors = [], []
+    for _ in range(150):
+        is_signal = rng.random(n) < w_true
+        x = np.where(is_signal, rng.normal(2.5, 0.4, n), rng.normal(size=n))
+        ls, lb = log_s(x), log_b(x)
+
+        def nll(w, ls=ls, lb=lb):
+            return -np.logaddexp(np.log(w) + ls, np.log1p(-w) + lb).sum()
+
+        w_hat = optimize.minimize_scalar(nll, bounds=(1e-5, 0.5), method="bounded").x
+        estimates.append(w_hat)
+        errors.append(fisher_w_uncertainty(ls, lb, w_hat))
+    assert np.std(estimates) == pytest.approx(np.median(errors), rel=0.15)

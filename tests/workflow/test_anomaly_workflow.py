@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import planned_rules
 
 pytestmark = pytest.mark.workflow
 
@@ -14,7 +15,10 @@ def test_anomaly_workflow(tmp_path, run_snakemake, repo):
     run_snakemake(tmp_path, "--cores", "2", "anomaly")
     root = tmp_path / "results" / "anomaly"
     summary = json.loads((root / "summary.json").read_text())
-    methods = ["supervised", "iad", "cwola", "anode", "cathode", "ranode", "sigma"]
+    methods = [
+        *("supervised", "iad", "cwola", "anode", "cathode", "ranode", "ranode-ideal"),
+        *("sigma", "sigma-context", "sigma-data", "sigma-cr"),
+    ]
     assert sorted(summary["regions"]) == ["sr0", "sr1"]
     for region in summary["regions"].values():
         assert sorted(region["methods"]) == sorted(methods)
@@ -22,11 +26,18 @@ def test_anomaly_workflow(tmp_path, run_snakemake, repo):
             assert (
                 result["max_sic"] > 0 and 0 <= result["auc"] <= 1 and result["train_seconds"] > 0
             )
-    assert "learned_w" in summary["regions"]["sr0"]["methods"]["ranode"]
+    ranode = summary["regions"]["sr0"]["methods"]["ranode"]
+    assert ranode["learned_w_error"] > 0 and len(ranode["max_sic_w_grid"]) == 2
+    assert summary["regions"]["sr0"]["methods"]["ranode-ideal"]["learned_w"] == pytest.approx(
+        summary["regions"]["sr0"]["methods"]["ranode-ideal"]["true_w"], rel=1e-5
+    )
     assert {"supervised_max_sic", "cathode_over_iad_max_sic", "ranode_w_relative_error"} <= set(
         summary["goals"]
     )
-    for plot in ("sic", "roc", "w", "timing", "significance"):
+    for plot in (
+        *("sic", "roc", "w", "timing", "significance"),
+        *("ranode_w_grid", "ranode_signal_samples"),
+    ):
         assert (root / f"{plot}.png").stat().st_size > 1000
     # nothing left to do; a classifier edit reruns classifier methods but no flow and not SIGMA
     assert "Nothing to be done" in run_snakemake(tmp_path, "-n", "anomaly").stdout
@@ -37,6 +48,42 @@ def test_anomaly_workflow(tmp_path, run_snakemake, repo):
     ).stdout
     assert "anomaly_method" in dry and "anomaly_gather" in dry
     assert "anomaly_sideband_flow" not in dry and "anomaly_train_sigma" not in dry
+
+
+def test_signal_injection_scan_is_one_job_per_point(tmp_path, run_snakemake, repo):
+    """The scan target plans one method job per (N_sig, seed, SR, method), and bad settings stop
+    the workflow with one line before any job."""
+    override = tmp_path / "scan.yaml"
+    override.write_text(
+        "anomaly:\n  scan-nsig: {n-signal: [0, 300, 500], seeds: [1, 2], regions: [0, 1],"
+        " methods: [iad, sigma-cr]}\n"
+    )
+    dry = run_snakemake(
+        tmp_path, "-n", "anomaly_scan_nsig", configfiles=[repo / "config" / "test.yaml", override]
+    )
+    assert "anomaly_scan_nsig" in planned_rules(dry)
+    counts = {
+        parts[0]: int(parts[1])
+        for parts in (line.split() for line in dry.stdout.splitlines())
+        if len(parts) == 2 and parts[1].isdigit()
+    }
+    assert counts["anomaly_nsig_method"] == 3 * 2 * 2 * 2
+    assert counts["anomaly_nsig_events"] == 3 * 2
+    assert counts["anomaly_nsig_train_sigma_cr"] == 3 * 2 * 2
+    assert "anomaly_nsig_train_sigma" not in counts  # no method of the scan needs it
+    # the checks themselves are unit-tested (tests/anomaly/test_scan_settings.py); here, that
+    # the workflow runs them when it reads the config
+    override.write_text("anomaly:\n  scan-nsig: {n-signal: [0, -300]}\n")
+    result = run_snakemake(
+        tmp_path,
+        "-n",
+        "anomaly_scan_nsig",
+        configfiles=[repo / "config" / "test.yaml", override],
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "anomaly.scan-nsig.n-signal = -300" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_bad_settings_stop_before_output(tmp_path, repo):

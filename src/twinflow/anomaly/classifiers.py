@@ -1,8 +1,13 @@
 """Classifier ensembles for the classifier-based methods (CWoLa, CATHODE, SIGMA, IAD, supervised).
 
 ``ClassifierEnsemble(kind=...)`` trains ``n-models`` classifiers that differ in their seed and in
-their random training/validation split (early stopping on the validation part) and averages
-their probabilities: averaging tames the large run-to-run spread of weakly supervised training.
+the fold they hold out, and averages their probabilities: averaging tames the large run-to-run
+spread of weakly supervised training. The events are split at random into K = round(1 /
+validation-fraction) folds (at least 2); member i trains on all folds but fold i mod K, which it
+uses for early stopping. Every training event is thus held out by some members, and
+``out_of_fold`` gives each event of class 1 the mean of those members only: the score of the
+data a weakly supervised method trained on, free of what it memorised (k-folding, as CWoLa and
+CATHODE select their events).
 
 - ``hgb``: scikit-learn ``HistGradientBoostingClassifier``: cheap on a CPU and robust to
   uninformative features (Finke et al., arXiv:2309.13111);
@@ -50,7 +55,13 @@ class ClassifierEnsemble:
         self.validation_fraction, self.hidden = validation_fraction, tuple(hidden)
         self.seed, self.name = seed, name
         self.models: list = []
+        self.out_of_fold: np.ndarray | None = None
+        self.positive_fold: np.ndarray | None = None
         self.fit_seconds = 0.0
+
+    @property
+    def n_folds(self) -> int:
+        return max(2, int(round(1 / self.validation_fraction)))
 
     def _model(self, i: int):
         seed = derive_seed(self.seed, self.name, i) % 2**32
@@ -60,7 +71,6 @@ class ClassifierEnsemble:
                 learning_rate=self.learning_rate,
                 max_leaf_nodes=self.max_leaf_nodes,
                 early_stopping=True,
-                validation_fraction=self.validation_fraction,
                 n_iter_no_change=10,
                 class_weight="balanced",
                 random_state=seed,
@@ -80,12 +90,16 @@ class ClassifierEnsemble:
         )
 
     def fit(self, x0: np.ndarray, x1: np.ndarray) -> ClassifierEnsemble:
-        """Train to tell ``x1`` (label 1) from ``x0`` (label 0)."""
+        """Train to tell ``x1`` (label 1) from ``x0`` (label 0); set ``out_of_fold`` for x1."""
         start = time.perf_counter()
-        x = np.concatenate([x0, x1])
-        y = np.concatenate([np.zeros(len(x0)), np.ones(len(x1))])
+        x_all = np.concatenate([x0, x1])
+        y_all = np.concatenate([np.zeros(len(x0)), np.ones(len(x1))])
+        fold = numpy_rng(self.seed, self.name, "folds").permutation(len(x_all)) % self.n_folds
         self.models = []
+        oof_sum, oof_count = np.zeros(len(x1)), np.zeros(len(x1))
         for i in progress(range(self.n_models), desc=f"train {self.name}", unit="model"):
+            held_out = fold == i % self.n_folds
+            x, y = x_all[~held_out], y_all[~held_out]
             xi, yi = x, y
             if (
                 self.kind == "mlp"
@@ -97,9 +111,28 @@ class ClassifierEnsemble:
                 )
                 xi, yi = np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
                 assert (yi == large).sum() == (yi == small).sum()
-            self.models.append(self._model(i).fit(xi, yi))
+            if self.kind == "hgb":  # early stopping on the held-out fold
+                model = self._model(i).fit(xi, yi, X_val=x_all[held_out], y_val=y_all[held_out])
+            else:  # the MLP stops early on its own split of the training folds
+                model = self._model(i).fit(xi, yi)
+            self.models.append(model)
+            held_positive = held_out[len(x0) :]
+            oof_sum[held_positive] += model.predict_proba(x1[held_positive])[:, 1]
+            oof_count[held_positive] += 1
+        # events no member held out (fewer members than folds) get the ensemble's score
+        missing = oof_count == 0
+        if missing.any():
+            oof_sum[missing], oof_count[missing] = self.predict(x1[missing]), 1
+        self.out_of_fold = oof_sum / oof_count
+        self.positive_fold = fold[len(x0) :]
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def predict_fold(self, x: np.ndarray, k: int) -> np.ndarray:
+        """Return the mean probability of the members that held out fold k (the score
+        ``out_of_fold`` gives that fold's events), or of all members if none did."""
+        members = [m for i, m in enumerate(self.models) if i % self.n_folds == k]
+        return np.mean([m.predict_proba(x)[:, 1] for m in members or self.models], axis=0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Return the ensemble-mean probability of class 1, [N]."""

@@ -41,11 +41,12 @@ def _sideband_flow(args):
 
 
 def _train_sigma(args):
-    from twinflow.anomaly.scan import sigma_settings, train_sigma
+    from twinflow.anomaly.scan import region_index, sigma_settings, train_sigma
 
     settings, whole = _section(args)
     if whole:
-        settings = sigma_settings(_complete(settings))
+        index = region_index(args.region) if args.region else None
+        settings = sigma_settings(_complete(settings), index)
     train_sigma(settings, args.events, args.out)
 
 
@@ -61,6 +62,7 @@ def _method(args):
         args.out,
         sideband_flow=args.sideband_flow,
         sigma_model=args.sigma_model,
+        sigma_cr_model=args.sigma_cr_model,
     )
 
 
@@ -76,8 +78,25 @@ def _gather(args):
         "w": args.w_plot,
         "timing": args.timing_plot,
         "significance": args.significance_plot,
+        "w_grid": args.w_grid_plot,
+        "signal_samples": args.signal_samples_plot,
     }
     gather(settings, args.results, args.out, plots=plots, sigma_model=args.sigma_model)
+
+
+def _gather_nsig(args):
+    from twinflow.anomaly.scan import gather_nsig, nsig_gather_settings
+
+    settings, whole = _section(args)
+    if whole:
+        settings = nsig_gather_settings(_complete(settings))
+    plots = {
+        "max_sic": args.sic_plot,
+        "significance": args.significance_plot,
+        "w": args.w_plot,
+        "false_positives": args.false_positives_plot,
+    }
+    gather_nsig(settings, args.results, args.out, table=args.table, plots=plots)
 
 
 def register(stages: argparse._SubParsersAction) -> None:
@@ -97,8 +116,12 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output flow checkpoint")
     p.set_defaults(func=_sideband_flow)
 
-    p = stages.add_parser("train-sigma", help="train SIGMA's flow-matching model once on all data")
+    p = stages.add_parser(
+        "train-sigma",
+        help="train SIGMA's flow-matching model once on all data (or on one SR's sidebands)",
+    )
     add_settings_arguments(p, SECTION)
+    p.add_argument("--region", help="with --config: train on this SR's sidebands only (v_CR)")
     p.add_argument("--events", required=True, help="events file (HDF5)")
     p.add_argument("--out", required=True, help="output model checkpoint")
     p.set_defaults(func=_train_sigma)
@@ -111,7 +134,8 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="method (needed with --config)")
     p.add_argument("--events", required=True, help="events file (HDF5)")
     p.add_argument("--sideband-flow", help="the region's sideband flow (anode, cathode, ranode)")
-    p.add_argument("--sigma-model", help="the SIGMA model (sigma)")
+    p.add_argument("--sigma-model", help="the SIGMA model (sigma, sigma-context, sigma-data)")
+    p.add_argument("--sigma-cr-model", help="the SR's sideband SIGMA model (sigma-cr)")
     p.add_argument("--out", required=True, help="output scores (HDF5)")
     p.set_defaults(func=_method)
 
@@ -124,4 +148,18 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output summary (JSON)")
     for name in ("sic", "roc", "w", "timing", "significance"):
         p.add_argument(f"--{name}-plot", required=True, help=f"output {name} plot")
+    p.add_argument("--w-grid-plot", help="output plot of R-ANODE's SIC against a fixed w")
+    p.add_argument("--signal-samples-plot", help="output plot of samples of R-ANODE's P_S")
     p.set_defaults(func=_gather)
+
+    p = stages.add_parser(
+        "gather-nsig",
+        help="the signal-injection scan: table, summary and plots over (N_sig, seed, SR, method)",
+    )
+    add_settings_arguments(p, SECTION)
+    p.add_argument("--results", nargs="+", required=True, help="the method outputs (HDF5)")
+    p.add_argument("--out", required=True, help="output summary (JSON)")
+    p.add_argument("--table", required=True, help="output table (CSV), one row per job")
+    for name in ("sic", "significance", "w", "false-positives"):
+        p.add_argument(f"--{name}-plot", required=True, help=f"output {name} plot")
+    p.set_defaults(func=_gather_nsig)

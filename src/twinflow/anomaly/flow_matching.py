@@ -8,8 +8,11 @@ the field *interpolated* from anchor masses just outside the region on either si
 
     v_SR(z, t | m) = (1 - a) v(z, t | m_L) + a v(z, t | m_R),   a = (m - m_L) / (m_R - m_L)
 
-so the model's view of the region itself, where a signal would sit, is never used. Generating a
-new region's template costs one ODE integration, not a new training: that is SIGMA's point.
+(``interpolation="field"``), or in the conditioning: the frequency embedding of m is replaced by
+the same mix of the anchors' embeddings, (1 - a) e(m_L) + a e(m_R), and the field evaluated
+once there (``interpolation="context"``, half the network passes). Either way the model's view
+of the region itself, where a signal would sit, is never used. Generating a new region's
+template costs one ODE integration, not a new training: that is SIGMA's point.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from twinflow.core.seeding import numpy_rng
 
 SIGMA_KIND = "anomaly-sigma"
 SOLVERS = ("euler", "midpoint", "rk4")
+INTERPOLATIONS = ("field", "context")
 
 
 class FrequencyEmbedding(nn.Module):
@@ -77,7 +81,13 @@ class VectorField(nn.Module):
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         # z: [B, D], t: [B, 1] in [0, 1], c: [B, 1] the rescaled mass in [-1, 1]
-        ctx = torch.cat([self.embed(2 * t - 1), self.embed(c)], dim=-1)
+        return self.forward_embedded(z, t, self.embed(c))
+
+    def forward_embedded(
+        self, z: torch.Tensor, t: torch.Tensor, mass_embedding: torch.Tensor
+    ) -> torch.Tensor:
+        """The field with the mass given by its embedding [B, 1 + 2K] (context interpolation)."""
+        ctx = torch.cat([self.embed(2 * t - 1), mass_embedding], dim=-1)
         h = self.inp(torch.cat([z, ctx], dim=-1))
         for block in self.blocks:
             h = block(h, ctx)
@@ -210,9 +220,21 @@ class FlowMatchingModel:
 
     @torch.no_grad()
     def sample_interpolated(
-        self, m: np.ndarray, m_left: float, m_right: float, seed: int = 0, chunk: int = 65536
+        self,
+        m: np.ndarray,
+        m_left: float,
+        m_right: float,
+        seed: int = 0,
+        chunk: int = 65536,
+        interpolation: str = "field",
     ) -> np.ndarray:
-        """Return one sample of x per mass in ``m`` from the field interpolated between anchors."""
+        """Return one sample of x per mass in ``m`` from the model interpolated between anchors.
+
+        ``interpolation``: ``"field"`` mixes the two anchors' vector fields, ``"context"`` mixes
+        their mass embeddings and evaluates the field once.
+        """
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {interpolation!r}: choose one of {INTERPOLATIONS}")
         self.net.eval()
         m = np.asarray(m, dtype=np.float64)
         alpha_all = torch.as_tensor(
@@ -227,9 +249,18 @@ class FlowMatchingModel:
                 self.device
             )
 
-            def field(z, t, alpha=alpha, c=c, n=n):
-                v = self.net(torch.cat([z, z]), torch.cat([t, t]), c)  # both anchors in one batch
-                return (1 - alpha) * v[:n] + alpha * v[n:]
+            if interpolation == "field":
+
+                def field(z, t, alpha=alpha, c=c, n=n):
+                    v = self.net(torch.cat([z, z]), torch.cat([t, t]), c)  # both anchors at once
+                    return (1 - alpha) * v[:n] + alpha * v[n:]
+
+            else:
+                e = self.net.embed(c)
+                mixed = (1 - alpha) * e[:n] + alpha * e[n:]  # [n, 1 + 2K]
+
+                def field(z, t, mixed=mixed):
+                    return self.net.forward_embedded(z, t, mixed)
 
             z0 = torch.randn((n, self.settings["features"]), generator=gen).to(self.device)
             parts.append(self.scaler.inverse(self._integrate(field, z0).double().cpu()))
