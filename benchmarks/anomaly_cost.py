@@ -31,10 +31,11 @@ import torch
 
 from twinflow.anomaly import metrics
 from twinflow.anomaly.classifiers import classifier_from_settings
-from twinflow.anomaly.data import Events, LHCOLikeGenerator, SignalRegion
+from twinflow.anomaly.data import Events, LHCOLikeGenerator
 from twinflow.anomaly.flow_matching import sigma_from_settings
 from twinflow.anomaly.flows import flow_from_settings
 from twinflow.anomaly.methods import sample_masses
+from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import with_defaults
 
 M_RANGE = (2.9, 4.1)  # TeV: the default scan's centres 3.1, 3.5, 3.9 with width 0.4

@@ -10,12 +10,11 @@ from twinflow.anomaly.data import (
     LHCO_COLUMNS,
     Events,
     LHCOLikeGenerator,
-    SignalRegion,
-    check_region,
     load_events,
     prepare_events,
     read_lhco,
 )
+from twinflow.anomaly.regions import SignalRegion, check_region
 from twinflow.core.settings import ConfigError
 
 

@@ -5,17 +5,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from twinflow.anomaly.data import Events, SignalRegion
+from twinflow.anomaly.data import Events
 from twinflow.anomaly.flow_matching import FlowMatchingModel
 from twinflow.anomaly.flows import ConditionalFlow
-from twinflow.anomaly.methods import (
-    METHODS,
-    Anode,
-    RAnode,
-    RAnodeIdeal,
-    build_detector,
-    fisher_w_uncertainty,
-)
+from twinflow.anomaly.methods import METHODS, Anode, RAnode, RAnodeIdeal, build_detector
+from twinflow.anomaly.ranode import fisher_w_uncertainty
+from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import with_defaults
 from twinflow.core.settings import ConfigError
 

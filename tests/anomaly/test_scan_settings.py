@@ -5,8 +5,8 @@ import pytest
 from scipy import stats
 
 from twinflow.anomaly import metrics
-from twinflow.anomaly.scan import check_nsig_scan, check_scan, nsig_goals, nsig_results
-from twinflow.anomaly.settings import with_defaults
+from twinflow.anomaly.gather import nsig_goals
+from twinflow.anomaly.settings import check_config, check_nsig_scan, nsig_results, with_defaults
 from twinflow.core.settings import ConfigError
 
 
@@ -32,7 +32,7 @@ def _section(**changes):
 )
 def test_bad_scan_settings(path, value, message):
     with pytest.raises(ConfigError, match=message):
-        check_scan(_section(**{path: value}))
+        check_config(_section(**{path: value}))
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,9 @@
 # anomaly branch: events -> a sideband flow per SR and SIGMA's model once -> one job per
 # (SR, method) -> summary.json and the report plots. The signal-injection scan
 # (target anomaly_scan_nsig) repeats this per (N_sig, seed) under nsig/.
-from twinflow.anomaly.methods import METHODS
-from twinflow.anomaly.scan import (
-    available_signal,
-    check_nsig_scan,
-    check_scan,
+from twinflow.anomaly.settings import (
+    METHODS,
+    check_config as check_anomaly_config,
     gather_settings,
     method_inputs,
     method_settings,
@@ -18,8 +16,7 @@ from twinflow.anomaly.scan import (
     sigma_settings,
 )
 
-check_scan(config["anomaly"])
-check_nsig_scan(config["anomaly"], available_signal(config["anomaly"]["data"]))
+check_anomaly_config(config["anomaly"])
 
 ANOMALY = f"{RESULTS}/anomaly"
 ANOMALY_REGIONS = [f"sr{i}" for i in range(len(config["anomaly"]["scan"]["centres"]))]

@@ -32,7 +32,8 @@ def _events(args):
 
 
 def _sideband_flow(args):
-    from twinflow.anomaly.scan import region_index, sideband_flow_settings, train_sideband_flow
+    from twinflow.anomaly.scan import train_sideband_flow
+    from twinflow.anomaly.settings import region_index, sideband_flow_settings
 
     settings, whole = _section(args)
     if whole:
@@ -41,7 +42,8 @@ def _sideband_flow(args):
 
 
 def _train_sigma(args):
-    from twinflow.anomaly.scan import region_index, sigma_settings, train_sigma
+    from twinflow.anomaly.scan import train_sigma
+    from twinflow.anomaly.settings import region_index, sigma_settings
 
     settings, whole = _section(args)
     if whole:
@@ -51,7 +53,8 @@ def _train_sigma(args):
 
 
 def _method(args):
-    from twinflow.anomaly.scan import method_settings, region_index, run_method
+    from twinflow.anomaly.scan import run_method
+    from twinflow.anomaly.settings import method_settings, region_index
 
     settings, whole = _section(args)
     if whole:
@@ -67,7 +70,8 @@ def _method(args):
 
 
 def _gather(args):
-    from twinflow.anomaly.scan import gather, gather_settings
+    from twinflow.anomaly.gather import gather
+    from twinflow.anomaly.settings import gather_settings
 
     settings, whole = _section(args)
     if whole:
@@ -85,7 +89,8 @@ def _gather(args):
 
 
 def _gather_nsig(args):
-    from twinflow.anomaly.scan import gather_nsig, nsig_gather_settings
+    from twinflow.anomaly.gather import gather_nsig
+    from twinflow.anomaly.settings import nsig_gather_settings
 
     settings, whole = _section(args)
     if whole:

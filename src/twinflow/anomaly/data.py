@@ -27,8 +27,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from scipy import special, stats
 
+from twinflow.anomaly.events import Events
 from twinflow.core.io import atomic_path, read_settings, write_provenance
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
@@ -65,34 +65,7 @@ FEATURE_LABELS = (
     r"$\tau_{21}^{J_2}$",
 )
 SAMPLES = ("data", "extra_background", "signal_train", "test")
-SOURCES = ("simulated", "files")
 TAU_EPSILON = 1e-5  # tau21 = tau2 / (tau1 + 1e-5), as in the LHCO R&D papers
-
-
-@dataclasses.dataclass
-class Events:
-    """A set of events: resonant feature ``m`` [N] (TeV), features ``x`` [N, 4], ``label`` [N]."""
-
-    m: np.ndarray
-    x: np.ndarray
-    label: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.m)
-
-    def select(self, mask: np.ndarray) -> Events:
-        return Events(self.m[mask], self.x[mask], self.label[mask])
-
-    @staticmethod
-    def concatenate(parts: list[Events]) -> Events:
-        return Events(
-            np.concatenate([p.m for p in parts]),
-            np.concatenate([p.x for p in parts]),
-            np.concatenate([p.label for p in parts]),
-        )
-
-    def shuffled(self, rng: np.random.Generator) -> Events:
-        return self.select(rng.permutation(len(self)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,11 +132,15 @@ def read_lhco(path: str | Path, key: str = "df") -> Events:
 
 
 def _gamma_quantile(u: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    from scipy import stats  # here, not at the top: the Snakefile imports this module
+
     shape, scale = (mean / sd) ** 2, sd**2 / mean
     return stats.gamma.ppf(u, shape, scale=scale)
 
 
 def _beta_quantile(u: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    from scipy import stats  # here, not at the top: the Snakefile imports this module
+
     total = mean * (1 - mean) / sd**2 - 1
     return stats.beta.ppf(u, mean * total, (1 - mean) * total)
 
@@ -192,6 +169,8 @@ class LHCOLikeGenerator:
     mass_range: tuple[float, float] = (1.8, 9.0)
 
     def background_mjj(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        from scipy import special  # here, not at the top: the Snakefile imports this module
+
         grid = np.linspace(*self.mass_range, 20001)
         pdf = grid ** (-self.spectrum_index) * special.expit(
             (grid - self.turn_on) / self.turn_on_width
@@ -200,6 +179,8 @@ class LHCOLikeGenerator:
         return np.interp(rng.random(n), cdf / cdf[-1], grid)
 
     def background(self, n: int, rng: np.random.Generator) -> Events:
+        from scipy import special  # here, not at the top: the Snakefile imports this module
+
         m = self.background_mjj(n, rng)
         # Gaussian copula: z1 (m_J1) - z3 (tau21_J1) and z2 (Delta m) - z4 (tau21_J2) anticorrelated
         corr = np.array(
@@ -248,50 +229,6 @@ class LHCOLikeGenerator:
 # ---------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------
-
-
-def check_data_settings(settings: Mapping) -> None:
-    """Raise :class:`ConfigError` for invalid ``anomaly.data`` settings."""
-    require_choice("anomaly.data.source", settings["source"], SOURCES)
-    for key in (
-        "n-background",
-        "n-extra-background",
-        "n-test-background",
-        "n-test-signal",
-        "n-train-signal",
-    ):
-        value = settings[key]
-        require(
-            isinstance(value, int) and value > 0,
-            f"anomaly.data.{key}",
-            value,
-            "expected an integer > 0",
-        )
-    n_sig = settings["n-signal"]
-    require(
-        isinstance(n_sig, int) and n_sig >= 0,
-        "anomaly.data.n-signal",
-        n_sig,
-        "expected an integer >= 0",
-    )
-    if settings["source"] == "files":
-        files = settings["files"]
-        require(
-            bool(files.get("data")),
-            "anomaly.data.files.data",
-            files.get("data"),
-            "give the LHCO R&D file (with a label column) when source is 'files'",
-        )
-        require_file("anomaly.data.files.data", files["data"])
-        if files.get("extra-background"):
-            require_file("anomaly.data.files.extra-background", files["extra-background"])
-        require_positive("anomaly.data.test-fraction", settings["test-fraction"])
-        require(
-            settings["test-fraction"] < 1,
-            "anomaly.data.test-fraction",
-            settings["test-fraction"],
-            "expected a fraction in (0, 1)",
-        )
 
 
 def _simulate(settings: Mapping, seed: int) -> dict[str, Events]:
@@ -394,64 +331,48 @@ def load_events(path: str | Path) -> tuple[dict[str, Events], dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class SignalRegion:
-    """A window [low, high) in m_JJ (TeV) with sidebands.
+SOURCES = ("simulated", "files")
 
-    The density methods learn the background from *all* data outside the window (the
-    sidebands, interpolated into it); CWoLa compares the window with its neighbouring sidebands
-    of ``sideband_width`` on either side.
-    """
 
-    index: int
-    low: float
-    high: float
-    sideband_width: float
-
-    @property
-    def name(self) -> str:
-        return f"sr{self.index}"
-
-    @property
-    def centre(self) -> float:
-        return 0.5 * (self.low + self.high)
-
-    def inside(self, m: np.ndarray) -> np.ndarray:
-        return (m >= self.low) & (m < self.high)
-
-    def sidebands(self, m: np.ndarray) -> np.ndarray:
-        return ~self.inside(m)
-
-    def neighbouring_sidebands(self, m: np.ndarray) -> np.ndarray:
-        return ((m >= self.low - self.sideband_width) & (m < self.low)) | (
-            (m >= self.high) & (m < self.high + self.sideband_width)
+def check_data_settings(settings: Mapping) -> None:
+    """Raise :class:`ConfigError` for invalid ``anomaly.data`` settings."""
+    require_choice("anomaly.data.source", settings["source"], SOURCES)
+    for key in (
+        "n-background",
+        "n-extra-background",
+        "n-test-background",
+        "n-test-signal",
+        "n-train-signal",
+    ):
+        value = settings[key]
+        require(
+            isinstance(value, int) and value > 0,
+            f"anomaly.data.{key}",
+            value,
+            "expected an integer > 0",
         )
-
-    @classmethod
-    def from_settings(cls, settings: Mapping) -> SignalRegion:
-        return cls(
-            int(settings["index"]),
-            float(settings["low"]),
-            float(settings["high"]),
-            float(settings["sideband-width"]),
+    n_sig = settings["n-signal"]
+    require(
+        isinstance(n_sig, int) and n_sig >= 0,
+        "anomaly.data.n-signal",
+        n_sig,
+        "expected an integer >= 0",
+    )
+    if settings["source"] == "files":
+        files = settings["files"]
+        require(
+            bool(files.get("data")),
+            "anomaly.data.files.data",
+            files.get("data"),
+            "give the LHCO R&D file (with a label column) when source is 'files'",
         )
-
-
-def check_region(region: SignalRegion, data: Events, min_sideband_events: int) -> None:
-    """Raise :class:`ConfigError` if the region leaves the data's m range or a sideband is too thin."""
-    lo, hi = float(data.m.min()), float(data.m.max())
-    if region.low - region.sideband_width < lo or region.high + region.sideband_width > hi:
-        raise ConfigError(
-            f"anomaly.scan.centres: signal region {region.name} [{region.low:g}, {region.high:g}) TeV with "
-            f"{region.sideband_width:g} TeV sidebands lies outside the data's m_JJ range [{lo:.3g}, {hi:.3g}] TeV; "
-            "choose centres whose window and sidebands fit inside it"
-        )
-    below = int(((data.m >= region.low - region.sideband_width) & (data.m < region.low)).sum())
-    above = int(((data.m >= region.high) & (data.m < region.high + region.sideband_width)).sum())
-    if min(below, above) < min_sideband_events:
-        raise ConfigError(
-            f"anomaly.scan.min-sideband-events = {min_sideband_events}: signal region {region.name} "
-            f"[{region.low:g}, {region.high:g}) TeV has only {below} events in its lower and {above} in its upper "
-            f"sideband (width {region.sideband_width:g} TeV); widen anomaly.scan.sideband-width, move the region, "
-            "or lower the minimum"
+        require_file("anomaly.data.files.data", files["data"])
+        if files.get("extra-background"):
+            require_file("anomaly.data.files.extra-background", files["extra-background"])
+        require_positive("anomaly.data.test-fraction", settings["test-fraction"])
+        require(
+            settings["test-fraction"] < 1,
+            "anomaly.data.test-fraction",
+            settings["test-fraction"],
+            "expected a fraction in (0, 1)",
         )

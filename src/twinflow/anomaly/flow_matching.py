@@ -34,7 +34,6 @@ from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
 
 SIGMA_KIND = "anomaly-sigma"
-SOLVERS = ("euler", "midpoint", "rk4")
 INTERPOLATIONS = ("field", "context")
 
 

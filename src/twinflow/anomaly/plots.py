@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from twinflow.anomaly import metrics
-from twinflow.anomaly.data import SignalRegion
+from twinflow.anomaly.regions import SignalRegion
 from twinflow.core.plotting import figure, save_figure
 
 COLOURS = {

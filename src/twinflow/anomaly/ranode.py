@@ -1,0 +1,178 @@
+"""R-ANODE (Das, Kasieczka, Shih, arXiv:2312.11629): a signal flow P_S(x, m) and the signal fraction w
+fitted to the signal-region data with the sideband background density P_B(x, m) frozen; its
+ideal-w variant; the w uncertainty from the curvature of the loss.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from twinflow.anomaly.data import Events
+from twinflow.anomaly.detector import Detector, sample_masses
+from twinflow.anomaly.flows import ConditionalFlow, train_validation_split
+from twinflow.core.checkpoint import EarlyStopping
+from twinflow.core.progress import progress
+from twinflow.core.seeding import derive_seed, numpy_rng
+
+
+def fisher_w_uncertainty(log_ps: np.ndarray, log_pb: np.ndarray, w: float) -> float:
+    """Return the 1-sigma error of w from the curvature of -sum log[w p_S + (1 - w) p_B].
+
+    With both densities held fixed, d^2/dw^2 of the negative log likelihood is
+    sum_i ((p_S - p_B) / (w p_S + (1 - w) p_B))^2 = sum_i ((r_i - 1) / (w r_i + 1 - w))^2 with
+    r_i = p_S / p_B, and sigma_w = 1 / sqrt(that). It leaves out the freedom of p_S itself (fitted
+    to the same events), so it is a lower bound on the spread a refit would show.
+    """
+    r = np.exp(np.clip(log_ps - log_pb, -50, 50))
+    information = float(np.sum(((r - 1) / (w * r + 1 - w)) ** 2))
+    return float(1 / np.sqrt(information)) if information > 0 else float("inf")
+
+
+class RAnode(Detector):
+    """R-ANODE (Das, Kasieczka & Shih 2023): fit w and P_S(x, m) to the SR data by minimising
+    -log[w P_S(x, m) + (1 - w) P_B(x, m)] with P_B the frozen sideband flow.
+
+    P_S is a conditional flow on the SR masses, so it can be sampled at any m in the SR. The
+    learned w comes with its 1-sigma error from the curvature of the loss
+    (:func:`fisher_w_uncertainty`). ``ranode.w-grid`` adds one P_S per fixed w (SIC against w);
+    the ``ranode-ideal`` method holds w at the true S/(S+B) of the SR (a check, needs labels).
+    """
+
+    name = "ranode"
+    ideal = False
+
+    def __init__(self, settings, region, sideband_flow: ConditionalFlow):
+        super().__init__(settings, region)
+        self.background = sideband_flow
+        self.grid_flows: list[ConditionalFlow] = []
+
+    def _signal_flow(self, sr: Events, tag: str) -> ConditionalFlow:
+        s = self.settings["ranode"]
+        flow = ConditionalFlow(
+            features=sr.x.shape[1],
+            conditional=True,
+            transforms=s["transforms"],
+            hidden=s["hidden"],
+            bins=s["bins"],
+            seed=derive_seed(self.seed, tag) % 2**31,
+            device=self.device,
+            name=f"ranode-signal-{tag}",
+        )
+        flow.scaler.fit(sr.x)
+        flow.mass.fit(sr.m)
+        return flow
+
+    def _train(self, sr: Events, log_pb: np.ndarray, w_fixed: float | None, tag: str):
+        """Return (signal flow, w, history) minimising the mixture NLL; w learned unless fixed."""
+        s = self.settings["ranode"]
+        rng = numpy_rng(self.seed, "ranode-split")
+        train, val = train_validation_split(len(sr), s["validation-fraction"], rng)
+        flow = self._signal_flow(sr, tag)
+        z, c, log_det = flow.preprocess(sr.x, sr.m)
+        log_pb_t = torch.as_tensor(log_pb, dtype=torch.float32, device=flow.device)
+        init = float(s["w-init"]) if w_fixed is None else float(w_fixed)
+        theta = torch.tensor(
+            float(np.log(init / (1 - init))), device=flow.device, requires_grad=w_fixed is None
+        )
+        params = [{"params": flow.net.parameters(), "lr": s["learning-rate"]}]
+        if w_fixed is None:
+            params.append({"params": [theta], "lr": s["w-learning-rate"]})
+        opt = torch.optim.Adam(params)
+
+        def nll(idx):
+            w = torch.sigmoid(theta)
+            log_ps = flow.log_prob_tensor(z[idx], c[idx]) + log_det[idx]
+            mix = torch.logaddexp(torch.log(w) + log_ps, torch.log1p(-w) + log_pb_t[idx])
+            return -mix.mean()
+
+        train_t = torch.as_tensor(train, device=flow.device)
+        val_t = torch.as_tensor(val, device=flow.device)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, tag, "order") % 2**31)
+        stopper = EarlyStopping(s["patience"])
+        best = (None, theta.item())
+        batch = s["batch-size"]
+        history = []
+        for epoch in progress(range(s["epochs"]), desc=f"train R-ANODE ({tag})", unit="epoch"):
+            flow.net.train()
+            order = train_t[torch.randperm(len(train_t), generator=gen).to(flow.device)]
+            for i in range(0, len(order), batch):
+                loss = nll(order[i : i + batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            flow.net.eval()
+            with torch.no_grad():
+                val_loss = float(nll(val_t))
+            history.append(
+                {"epoch": epoch, "val_loss": val_loss, "w": torch.sigmoid(theta).item()}
+            )
+            stop = stopper.step(val_loss)
+            if stopper.improved:
+                best = ({k: v.clone() for k, v in flow.net.state_dict().items()}, theta.item())
+            if stop:
+                break
+        if best[0] is not None:
+            flow.net.load_state_dict(best[0])
+        flow.net.eval()
+        return flow, float(1 / (1 + np.exp(-best[1]))), history
+
+    def fit(self, samples):
+        start = time.perf_counter()
+        s = self.settings["ranode"]
+        sr = self.region_data(samples)
+        true_w = float(sr.label.mean())  # for the ideal-w variant and the report only
+        log_pb = self.background.log_prob(sr.x, sr.m)
+        # at N_sig = 0 the ideal w is 0, where P_S is undefined: hold it at a negligible 1e-6
+        ideal_w = max(true_w, 1e-6)
+        flow, w, history = self._train(sr, log_pb, ideal_w if self.ideal else None, "main")
+        self.signal_flow = flow
+        log_ps = flow.log_prob(sr.x, sr.m)
+        sigma_w = fisher_w_uncertainty(log_ps, log_pb, w)
+        self.grid_flows = []
+        for k, w_grid in enumerate([] if self.ideal else s["w-grid"]):
+            self.grid_flows.append(self._train(sr, log_pb, float(w_grid), f"grid{k}")[0])
+        self.info.update(
+            train_seconds=time.perf_counter() - start,
+            sideband_flow_seconds=self.background.fit_seconds,
+            learned_w=w,
+            learned_w_error=sigma_w,
+            true_w=true_w,
+            ideal_w=self.ideal,
+            w_grid=[] if self.ideal else [float(v) for v in s["w-grid"]],
+            n_region=len(sr),
+            epochs_run=len(history),
+            w_history=[h["w"] for h in history],
+        )
+        self._sr_masses = sr.m
+        return self
+
+    def score(self, x, m):
+        """log P_S(x|m) - log P_B(x|m)."""
+        return self.signal_flow.log_prob(x, m) - self.background.log_prob(x, m)
+
+    def extra_outputs(self, test: Events) -> dict[str, np.ndarray]:
+        """Scores of each fixed-w signal model, and samples of P_S(x, m) at SR masses."""
+        out: dict[str, np.ndarray] = {}
+        if self.grid_flows:
+            log_pb = self.background.log_prob(test.x, test.m)
+            out["score_w_grid"] = np.stack(
+                [f.log_prob(test.x, test.m) - log_pb for f in self.grid_flows]
+            )
+        n = int(self.settings["ranode"]["signal-samples"])
+        if n > 0:
+            masses = sample_masses(self._sr_masses, n, self.region, numpy_rng(self.seed, "ps-m"))
+            torch.manual_seed(self.seed)
+            out["signal_samples"] = self.signal_flow.sample(n, masses)
+            out["signal_sample_m"] = masses
+            out["test_x"] = test.x
+        return out
+
+
+class RAnodeIdeal(RAnode):
+    """R-ANODE with w held at the true signal fraction of the SR (the ideal-w check)."""
+
+    name = "ranode-ideal"
+    ideal = True
