@@ -238,6 +238,16 @@ def check_inference_settings(settings: Mapping) -> None:
         settings["tukey-roll-off"],
         "a time >= 0 s",
     )
+    from twinflow.gw.inference.refinement import refinement_settings
+
+    refinement = refinement_settings(settings.get("refinement"))
+    require(
+        refinement["target-ess"]
+        <= settings["n-samples"] + refinement["max-likelihood-evaluations"],
+        "refinement.target-ess",
+        refinement["target-ess"],
+        "at most n-samples + refinement.max-likelihood-evaluations",
+    )
 
 
 def check_config(gw: Mapping) -> None:

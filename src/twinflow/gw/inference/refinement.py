@@ -44,7 +44,9 @@ the SMC and importance-sampling evidences disagreeing. Each becomes a warning, a
 ``reached_target`` is false unless the final ESS reached the target.
 
 Everything is numpy/scipy and generic (no gravitational-wave code): parameters are an array
-[N, D] with per-parameter bounds and a periodic flag.
+[N, D] with per-parameter bounds and a periodic flag. The module is longer than 400 lines
+because the two methods share the space, the mixtures, the weights and the diagnostics, and
+read best side by side.
 """
 
 from __future__ import annotations
@@ -639,7 +641,7 @@ def refine(
         diagnostics.update(smc_diagnostics)
     history = _adapt(pool, space, s, rng, counter, log_likelihood, log_prior, first, log)
     diagnostics["iterations"] = len(pool.counts) - 1
-    diagnostics["log_evidence_history"] = [z for z, _ in history]
+    diagnostics["log_evidence_history"] = [float(z) for z, _ in history]
 
     first_kept = pool.first_kept_batch()
     keep = pool.batch >= first_kept
@@ -650,7 +652,7 @@ def refine(
     ess = kish_ess(log_w)
     log_z, log_z_error = log_evidence_and_error(log_w)
     k_hat = pareto_k(log_w)
-    diagnostics["pareto_k"] = k_hat
+    diagnostics["pareto_k"] = float(k_hat)
     reached = ess >= s["target-ess"]
     if not reached:
         warnings.append(
