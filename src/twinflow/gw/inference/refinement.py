@@ -43,7 +43,9 @@ distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jum
 the SMC and importance-sampling evidences disagreeing. Each becomes a warning, and
 ``reached_target`` is false unless the final ESS reached the target.
 
-Everything is numpy/scipy and generic (no gravitational-wave code): parameters are an array
+Everything is numpy/scipy and generic (no gravitational-wave code; only the settings and their
+check come from :mod:`twinflow.gw.validation`, the torch-free layer the Snakefile validates the
+config with): parameters are an array
 [N, D] with per-parameter bounds and a periodic flag. The module is longer than 400 lines
 because the two methods share the space, the mixtures, the weights and the diagnostics, and
 read best side by side.
@@ -60,21 +62,10 @@ import numpy as np
 from scipy.special import logsumexp
 
 from twinflow.core.progress import progress
-from twinflow.core.settings import require, require_choice
-
-METHODS = ("amis", "smc")
-
-#: Settings of :func:`refine` (kebab-case, as in ``gw.inference.refinement``) and their defaults.
-DEFAULTS: dict = {
-    "method": "amis",
-    "target-ess": 1000,
-    "max-likelihood-evaluations": 200_000,
-    "batch-size": 4000,
-    "max-iterations": 40,
-    "mcmc-steps": 4,
-    "components": 6,
-    "defensive-fraction": 0.1,
-}
+from twinflow.core.settings import require
+from twinflow.gw.validation import (
+    check_refinement_settings as refinement_settings,
+)
 
 #: Above this Pareto shape of the largest weights, the weights' variance is effectively
 #: infinite and the estimates are not to be trusted (Vehtari et al.).
@@ -84,49 +75,6 @@ PARETO_K_LIMIT = 0.7
 CESS_TARGET = 0.9
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
-
-
-def refinement_settings(settings: Mapping | None = None) -> dict:
-    """Return the refinement settings with defaults filled in; raise ConfigError on a bad value.
-
-    Checked before any likelihood call: the method, every count positive, the ESS target within
-    the likelihood budget, the defensive share in [0, 1).
-    """
-    given = dict(settings or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
-    require(not unknown, "refinement", unknown, f"keys among {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **given}
-    require_choice("refinement.method", s["method"], METHODS)
-    for key in (
-        "target-ess",
-        "max-likelihood-evaluations",
-        "batch-size",
-        "max-iterations",
-        "mcmc-steps",
-        "components",
-    ):
-        value = s[key]
-        require(
-            isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0,
-            f"refinement.{key}",
-            value,
-            "a whole number > 0",
-        )
-    require(
-        s["target-ess"] <= s["max-likelihood-evaluations"],
-        "refinement.target-ess",
-        s["target-ess"],
-        f"at most refinement.max-likelihood-evaluations = {s['max-likelihood-evaluations']} "
-        "(an effective sample size cannot exceed the samples the budget buys)",
-    )
-    share = s["defensive-fraction"]
-    require(
-        isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share < 1,
-        "refinement.defensive-fraction",
-        share,
-        "a number in [0, 1)",
-    )
-    return s
 
 
 # --------------------------------------------------------------------------------------------
