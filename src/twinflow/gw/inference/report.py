@@ -255,7 +255,7 @@ def plot_efficiency(collected: Mapping, path: str | Path) -> None:
         ax_ess.set_title(f"{int(np.sum(final_ess >= target))} of {len(events)} reach the target")
         ax_ess.legend(fontsize=8)
     if len(eff):
-        floor = 1.0 / max(e["n_samples"] for e in events)
+        floor = 1.0 / max(e.get("network", e)["n_samples"] for e in events)
         values = np.log10(np.maximum(eff, floor))
         ax.hist(values, bins=max(5, min(30, len(values))), color="C0", alpha=0.8)
         median = np.median(eff)
