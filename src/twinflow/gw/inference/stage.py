@@ -161,7 +161,7 @@ def run_sweep(
     for variant in variants:
         check_event_against_model(variant, inputs, domain)  # errors before any work
     summaries = {}
-    for variant in variants:
+    for entry, variant in zip(entries, variants, strict=True):
         posterior = analyse_event(
             variant, model, prior, settings, processes=processes, device=device, log=log
         )
