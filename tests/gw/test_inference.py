@@ -64,6 +64,13 @@ SETTINGS = {
     "tukey-roll-off": 0.4,
     "approximant": "IMRPhenomXAS",
     "reference-frequency": 20.0,
+    # a small refinement: the tiny untrained model never reaches the target, which is reported
+    "refinement": {
+        "target-ess": 50,
+        "max-likelihood-evaluations": 1000,
+        "batch-size": 250,
+        "max-iterations": 2,
+    },
 }
 
 
@@ -158,7 +165,7 @@ def test_outputs_are_consistent_and_readable_by_bilby(model_path, tmp_path):
         log_q, log_prior, log_l, weights = (
             f[k][:] for k in ("log_q", "log_prior", "log_likelihood_ratio", "weights")
         )
-    assert len(log_q) == SETTINGS["n-samples"]
+    assert len(log_q) == summary["n_samples"]  # the refined samples, when refinement ran
     # weights, ESS and efficiency from the stored columns, by the standard formulas
     log_w = np.where(
         np.isfinite(log_prior) & np.isfinite(log_l), log_l + log_prior - log_q, -np.inf
@@ -215,7 +222,7 @@ def test_outputs_are_consistent_and_readable_by_bilby(model_path, tmp_path):
     assert result.injection_parameters["geocent_time"] == pytest.approx(REFERENCE_TIME + 0.004)
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["runtime"]["total"] == pytest.approx(
-        sum(saved["runtime"][k] for k in ("sampling", "likelihood", "other"))
+        sum(saved["runtime"][k] for k in ("sampling", "likelihood", "refinement", "other"))
     )
     assert 0 <= saved["truth_quantile"]["chirp_mass"] <= 1
     assert saved["reliable"] is False and any(
@@ -243,9 +250,16 @@ def test_free_parameters_the_model_does_not_infer_are_drawn_from_their_prior(tmp
     names = [n for n in sampled_parameters(build_prior(PRIOR)) if n != "psi"]
     model = tiny_model(tmp_path / "model.pt", names)
     prior = build_prior(PRIOR)
+    no_refinement = {"target-ess": 1}  # the network's samples are the final ones
     posterior = analyse_event(
-        injection(), model, prior, {**SETTINGS, "n-samples": 300}, processes=1, log=lambda *_: None
+        injection(),
+        model,
+        prior,
+        {**SETTINGS, "n-samples": 300, "refinement": no_refinement},
+        processes=1,
+        log=lambda *_: None,
     )
+    assert posterior.refinement is None
     psi = posterior.samples["psi"]
     assert "psi" in posterior.parameters and np.all((psi >= 0) & (psi <= np.pi))
     import scipy.stats

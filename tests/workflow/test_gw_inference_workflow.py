@@ -101,7 +101,11 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         summary = collected["events"][name]
         assert summary["runtime"]["sampling"] > 0 and summary["runtime"]["likelihood"] > 0
         with h5py.File(folder_e / "posterior.h5", "r") as f:
-            assert len(f["weights"]) == test_config["gw"]["inference"]["n-samples"]
+            # the network's n-samples, or the refined samples when refinement ran
+            n_network = test_config["gw"]["inference"]["n-samples"]
+            assert len(f["weights"]) == summary["n_samples"]
+            assert summary["network"]["n_samples"] == n_network
+            assert (summary["final_stage"] == "refinement") == ("network" in f)
             assert np.isclose(f["weights"][:].sum(), 1.0)
         assert (folder_e / "corner.png").stat().st_size > 0 and (
             folder_e / "asd.png"

@@ -124,6 +124,7 @@ INFERENCE_SAMPLING_KEYS = (
     "batch-size",
     "phase-marginalization",
     "tukey-roll-off",
+    "refinement",
 )
 INFERENCE_ANALYSIS_KEYS = (
     "detectors",

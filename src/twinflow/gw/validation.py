@@ -218,6 +218,64 @@ def check_train_settings(settings: Mapping) -> None:
     check_architecture(settings["model"])
 
 
+REFINEMENT_METHODS = ("amis", "smc")
+
+#: Settings of the refinement (:func:`twinflow.gw.inference.refinement.refine`) (kebab-case, as in ``gw.inference.refinement``) and their defaults.
+REFINEMENT_DEFAULTS: dict = {
+    "method": "amis",
+    "target-ess": 1000,
+    "max-likelihood-evaluations": 200_000,
+    "batch-size": 4000,
+    "max-iterations": 40,
+    "mcmc-steps": 4,
+    "components": 6,
+    "defensive-fraction": 0.1,
+}
+
+
+def check_refinement_settings(settings: Mapping | None = None) -> dict:
+    """Return the refinement settings with defaults filled in; raise ConfigError on a bad value.
+
+    Checked before any likelihood call: the method, every count positive, the ESS target within
+    the likelihood budget, the defensive share in [0, 1).
+    """
+    given = dict(settings or {})
+    unknown = sorted(set(given) - set(REFINEMENT_DEFAULTS))
+    require(not unknown, "refinement", unknown, f"keys among {sorted(REFINEMENT_DEFAULTS)}")
+    s = {**REFINEMENT_DEFAULTS, **given}
+    require_choice("refinement.method", s["method"], REFINEMENT_METHODS)
+    for key in (
+        "target-ess",
+        "max-likelihood-evaluations",
+        "batch-size",
+        "max-iterations",
+        "mcmc-steps",
+        "components",
+    ):
+        value = s[key]
+        require(
+            isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            f"refinement.{key}",
+            value,
+            "a whole number > 0",
+        )
+    require(
+        s["target-ess"] <= s["max-likelihood-evaluations"],
+        "refinement.target-ess",
+        s["target-ess"],
+        f"at most refinement.max-likelihood-evaluations = {s['max-likelihood-evaluations']} "
+        "(an effective sample size cannot exceed the samples the budget buys)",
+    )
+    share = s["defensive-fraction"]
+    require(
+        isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share < 1,
+        "refinement.defensive-fraction",
+        share,
+        "a number in [0, 1)",
+    )
+    return s
+
+
 def check_inference_settings(settings: Mapping) -> None:
     """Raise :class:`ConfigError` for invalid sampling settings (before any work)."""
     for key in ("n-samples", "batch-size"):
@@ -238,6 +296,14 @@ def check_inference_settings(settings: Mapping) -> None:
         "tukey-roll-off",
         settings["tukey-roll-off"],
         "a time >= 0 s",
+    )
+    refinement = check_refinement_settings(settings.get("refinement"))
+    require(
+        refinement["target-ess"]
+        <= settings["n-samples"] + refinement["max-likelihood-evaluations"],
+        "refinement.target-ess",
+        refinement["target-ess"],
+        "at most n-samples + refinement.max-likelihood-evaluations",
     )
 
 

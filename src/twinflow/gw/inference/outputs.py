@@ -31,6 +31,13 @@ def write_posterior(posterior: EventPosterior, path: str | Path, settings: Mappi
             ("optimal_snr", posterior.optimal_snr),
         ):
             f.create_dataset(name, data=values)
+        if posterior.refinement is not None and posterior.network is not None:
+            # the network-only stage, for the report's comparison with the refined posterior
+            network = f.create_group("network")
+            for name, values in posterior.network.samples.items():
+                network.create_dataset(f"samples/{name}", data=values)
+            network.create_dataset("weights", data=posterior.network.importance.weights)
+            network.attrs.update(posterior.network.importance.summary())
         # the event's data for the report: ASD (of the windowed data), |d| scaled to an ASD, kept tokens
         event = posterior.event
         data = f.create_group("event")

@@ -24,6 +24,8 @@ from twinflow.gw.inference.importance import (
     importance_sample,
     weighted_quantile,
 )
+from twinflow.gw.inference.refined_posterior import refine_event
+from twinflow.gw.inference.refinement import RefinementResult, refinement_settings
 from twinflow.gw.inference.sampling import (
     check_event_against_model,
     decide_phase_marginalization,
@@ -33,12 +35,17 @@ from twinflow.gw.inference.sampling import (
     prior_log_density,
 )
 
-#: Below this effective sample size a posterior is flagged unreliable.
-MINIMUM_RELIABLE_ESS = 50
-
 #: A parameter whose weighted posterior puts more than this mass within 1 % (of the prior
 #: range) of a prior bound is reported as railing against that bound.
 RAILING_MASS = 0.5
+
+
+@dataclasses.dataclass
+class NetworkStage:
+    """The network-only importance sampling: its weights and (physical) samples."""
+
+    importance: ImportanceResult
+    samples: dict[str, np.ndarray]
 
 
 @dataclasses.dataclass
@@ -62,6 +69,9 @@ class EventPosterior:
     token_edges: dict[str, np.ndarray] = dataclasses.field(
         default_factory=dict
     )  # detector -> [k, 2] Hz, kept tokens
+    network: NetworkStage | None = None  # the network-only importance sampling
+    refinement: RefinementResult | None = None  # None: the network's samples are the final ones
+    target_ess: int = 1000
 
     def summary(self) -> dict:
         w = self.importance.weights
@@ -86,7 +96,12 @@ class EventPosterior:
             "phase_marginalized": self.phase_marginalized,
             "runtime": self.timings,
             "posterior": stats,
-            "reliable": not self.warnings,
+            "reliable": self.importance.effective_sample_size >= self.target_ess
+            and (self.refinement is None or self.refinement.reached_target),
+            "target_ess": self.target_ess,
+            "final_stage": "network" if self.refinement is None else "refinement",
+            **({"network": self.network.importance.summary()} if self.network is not None else {}),
+            **({"refinement": self.refinement.summary()} if self.refinement is not None else {}),
             "warnings": self.warnings,
             **({"metadata": self.event.metadata} if self.event.metadata else {}),
         }
@@ -263,26 +278,67 @@ def analyse_event(
         snr[inside] = np.sqrt(terms.optimal_snr_squared)
         noise_log_l = likelihood.noise_log_likelihood
         result = importance_sample(log_l, log_prior, log_q)
+        network = NetworkStage(result, {k: v.copy() for k, v in samples.items()})
+        t_likelihood = time.perf_counter() - t0
+        d_inner_h = np.zeros(len(log_q), dtype=complex)
+        d_inner_h[inside] = terms.d_inner_h
+        refinement = None
+        target = refinement_settings(settings.get("refinement"))["target-ess"]
+        t0 = time.perf_counter()
+        if result.effective_sample_size < target:
+            log(
+                f"{event.name}: network ESS {result.effective_sample_size:.1f} is below the target "
+                f"{target}: refining with the exact likelihood"
+            )
+            from_prior_log_q = prior_log_density(prior, samples, from_prior) if from_prior else 0.0
+            refinement, samples, d_inner_h, snr = refine_event(
+                likelihood,
+                prior,
+                event.trigger_time,
+                names,
+                samples,
+                np.where(inside, log_q + from_prior_log_q, -np.inf),
+                log_l,
+                d_inner_h,
+                snr,
+                settings.get("refinement"),
+                numpy_rng(settings["seed"], "refinement", event.name),
+                marginalize=marginalize,
+                log=log,
+            )
+            log_l, log_prior = refinement.log_likelihood, refinement.log_prior
+            with np.errstate(invalid="ignore"):
+                log_q = log_l + log_prior - refinement.log_weights  # the proposal's density
+            result = ImportanceResult(
+                refinement.log_weights,
+                refinement.weights,
+                refinement.effective_sample_size,
+                refinement.sampling_efficiency,
+                refinement.log_evidence,
+                refinement.log_evidence_error,
+            )
+            warnings += refinement.warnings
+        t_refinement = time.perf_counter() - t0
         if marginalize:
             rng = numpy_rng(settings["seed"], "phase", event.name)
-            phase = np.zeros(len(log_q))
-            phase[inside] = likelihood.reconstruct_phase(terms.d_inner_h, rng)
+            finite = np.isfinite(log_l)
+            phase = np.zeros(len(log_l))
+            phase[finite] = likelihood.reconstruct_phase(d_inner_h[finite], rng)
             samples["phase"] = phase
             names.append("phase")
-    t_likelihood = time.perf_counter() - t0
 
-    if result.effective_sample_size < MINIMUM_RELIABLE_ESS:
+    if result.effective_sample_size < target and refinement is None:
         warnings.append(
             f"effective sample size {result.effective_sample_size:.1f} of {result.n_samples} samples "
-            f"(efficiency {result.sampling_efficiency:.2e}) is below {MINIMUM_RELIABLE_ESS}: the "
-            "reweighted posterior rests on a handful of samples"
+            f"(efficiency {result.sampling_efficiency:.2e}) is below the target {target}"
         )
     warnings += railing_warnings(prior, samples, result.weights, [n for n in names if n in prior])
     total = time.perf_counter() - t_start
     timings = {
         "sampling": t_sampling,
         "likelihood": t_likelihood,
-        "other": total - t_sampling - t_likelihood,
+        "refinement": t_refinement,
+        "other": total - t_sampling - t_likelihood - t_refinement,
         "total": total,
     }
     log(
@@ -304,4 +360,7 @@ def analyse_event(
         phase_marginalized=marginalize,
         optimal_snr=snr,
         token_edges=token_edges,
+        network=network,
+        refinement=refinement,
+        target_ess=target,
     )

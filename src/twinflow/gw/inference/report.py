@@ -48,7 +48,16 @@ def read_posterior(path: str | Path) -> dict:
             "ess": float(f.attrs["effective_sample_size"]),
             "frequencies": f["event/frequencies"][:],
             "detectors": {},
+            "network": None,
         }
+        if "network" in f:
+            g = f["network"]
+            out["network"] = {
+                "samples": {k: g["samples"][k][:] for k in g["samples"]},
+                "weights": g["weights"][:],
+                "ess": float(g.attrs["effective_sample_size"]),
+                "efficiency": float(g.attrs["sampling_efficiency"]),
+            }
         for d in f["event"]:
             if isinstance(f["event"][d], h5py.Group):
                 g = f["event"][d]
@@ -129,16 +138,29 @@ def corner_overlay(
 
 
 def plot_event_corner(posterior_path: str | Path, path: str | Path) -> None:
-    """Corner plot of one event: the model's samples (flow) against the importance-reweighted posterior."""
+    """Corner plot of one event: the model's samples (flow), reweighted, and refined if it ran."""
     post = read_posterior(posterior_path)
     n = len(post["weights"])
     names = list(post["samples"])
-    title = f"{post['event']}: sampling efficiency {post['efficiency']:.2%}, ESS {post['ess']:.0f} of {n}"
-    corner_overlay(
-        [
+    network = post["network"]
+    if network is None:
+        title = f"{post['event']}: sampling efficiency {post['efficiency']:.2%}, ESS {post['ess']:.0f} of {n}"
+        sets = [
             ("flow", post["samples"], None, "C0"),
             ("reweighted", post["samples"], post["weights"], "C3"),
-        ],
+        ]
+    else:
+        title = (
+            f"{post['event']}: network ESS {network['ess']:.0f} (efficiency "
+            f"{network['efficiency']:.2%}); refined ESS {post['ess']:.0f} of {n}"
+        )
+        sets = [
+            ("flow", network["samples"], None, "C0"),
+            ("network, reweighted", network["samples"], network["weights"], "C1"),
+            ("refined", post["samples"], post["weights"], "C3"),
+        ]
+    corner_overlay(
+        sets,
         names,
         path,
         truths=post["injection"],
@@ -214,12 +236,26 @@ def plot_pp(collected: Mapping, path: str | Path) -> None:
 
 
 def plot_efficiency(collected: Mapping, path: str | Path) -> None:
-    """Histogram of the sampling efficiency over the injections (log scale), median marked."""
+    """Histogram of the network's sampling efficiency over the injections; network against final ESS."""
     events = [e for e in collected["events"].values() if "injection" in e]
-    eff = np.array([e["sampling_efficiency"] for e in events])
-    fig, ax = figure(figsize=(6, 3.8))
+    eff = np.array([e.get("network", e)["sampling_efficiency"] for e in events])
+    fig, (ax, ax_ess) = figure(ncols=2, figsize=(11, 3.8))
+    if events:
+        network_ess = np.array([e.get("network", e)["effective_sample_size"] for e in events])
+        final_ess = np.array([e["effective_sample_size"] for e in events])
+        target = max(e.get("target_ess", 1) for e in events)
+        ax_ess.scatter(np.maximum(network_ess, 1), final_ess, color="C3", s=18)
+        for e, x, y in zip(events, network_ess, final_ess, strict=True):
+            ax_ess.annotate(e["event"].split("-")[-1], (max(x, 1), y), fontsize=6)
+        ax_ess.axhline(target, color="0.5", ls=":", label=f"target ESS {target}")
+        ax_ess.set_xscale("log")
+        ax_ess.set_yscale("log")
+        ax_ess.set_xlabel("network ESS (importance sampling)")
+        ax_ess.set_ylabel("final ESS")
+        ax_ess.set_title(f"{int(np.sum(final_ess >= target))} of {len(events)} reach the target")
+        ax_ess.legend(fontsize=8)
     if len(eff):
-        floor = 1.0 / max(e["n_samples"] for e in events)
+        floor = 1.0 / max(e.get("network", e)["n_samples"] for e in events)
         values = np.log10(np.maximum(eff, floor))
         ax.hist(values, bins=max(5, min(30, len(values))), color="C0", alpha=0.8)
         median = np.median(eff)
@@ -228,7 +264,7 @@ def plot_efficiency(collected: Mapping, path: str | Path) -> None:
             np.log10(floor), color="0.5", lw=0.8, ls=":", label="1 / N (one effective sample)"
         )
         ax.legend(fontsize=8)
-    ax.set_xlabel(r"$\log_{10}$ sampling efficiency $\epsilon$ = ESS / N")
+    ax.set_xlabel(r"$\log_{10}$ network sampling efficiency $\epsilon$ = ESS / N")
     ax.set_ylabel("injections")
     ax.set_title(f"sampling efficiency over {len(eff)} injections")
     save_figure(fig, path)

@@ -161,7 +161,7 @@ def run_sweep(
     for variant in variants:
         check_event_against_model(variant, inputs, domain)  # errors before any work
     summaries = {}
-    for entry, variant in zip(entries, variants):
+    for entry, variant in zip(entries, variants, strict=True):
         posterior = analyse_event(
             variant, model, prior, settings, processes=processes, device=device, log=log
         )
@@ -215,6 +215,21 @@ def collect_summaries(paths: Sequence[str | Path], out: str | Path) -> dict:
                 np.median([e["effective_sample_size"] for e in injections])
             ),
             "n_reliable": int(sum(e["reliable"] for e in injections)),
+            "median_network_effective_sample_size": float(
+                np.median([e.get("network", e)["effective_sample_size"] for e in injections])
+            ),
+            "median_network_sampling_efficiency": float(
+                np.median([e.get("network", e)["sampling_efficiency"] for e in injections])
+            ),
+            "n_refined": int(sum(e.get("final_stage") == "refinement" for e in injections)),
+            "median_likelihood_evaluations_of_refinement": float(
+                np.median(
+                    [
+                        e.get("refinement", {}).get("n_likelihood_evaluations", 0)
+                        for e in injections
+                    ]
+                )
+            ),
             "pp_ks_pvalues": pvalues,
             "pp_combined_pvalue": combined,
             "median_runtime": {

@@ -1,0 +1,260 @@
+"""Refinement of a poor proposal with the exact likelihood, checked on problems with known answers.
+
+References are independent of the code: the analytic evidence and moments of a Gaussian, and
+scipy quadrature for a banana-shaped and a bounded, periodic target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.stats
+from scipy.special import logsumexp
+
+from twinflow.core.settings import ConfigError
+from twinflow.gw.inference.refinement import kish_ess, refine
+
+QUIET = {"log": lambda *a: None}
+
+
+def box_prior(bounds):
+    bounds = np.asarray(bounds, float)
+    log_volume = float(np.sum(np.log(bounds[:, 1] - bounds[:, 0])))
+
+    def log_prior(x):
+        inside = np.all((x > bounds[:, 0]) & (x < bounds[:, 1]), 1)
+        return np.where(inside, -log_volume, -np.inf)
+
+    return log_prior, log_volume
+
+
+def weighted_moments(result):
+    w = result.weights
+    mean = w @ result.samples
+    return mean, np.cov(result.samples.T, aweights=w)
+
+
+def check_honest(result):
+    """The reported ESS is the returned weights' ESS; the target is claimed only when reached."""
+    assert result.effective_sample_size == pytest.approx(kish_ess(result.log_weights), rel=1e-9)
+    w = np.exp(result.log_weights - logsumexp(result.log_weights))
+    assert result.effective_sample_size == pytest.approx(1 / np.sum(w**2), rel=1e-9)
+    if result.reached_target:
+        assert result.effective_sample_size >= result.target_ess
+        assert not result.warnings
+    else:
+        assert result.warnings
+
+
+# --------------------------------------------------------------------------------------------
+# Correlated Gaussian in 8 dimensions, bounds far away: ln Z = offset - ln(prior volume)
+
+D = 8
+_rng = np.random.default_rng(5)
+_A = _rng.normal(size=(D, D))
+COV = _A @ _A.T / D + 0.5 * np.eye(D)
+MEAN = _rng.normal(size=D)
+BOUNDS = np.array([[-30.0, 30.0]] * D)
+TARGET = scipy.stats.multivariate_normal(MEAN, COV)
+OFFSET = 5.0
+
+
+@pytest.mark.parametrize(
+    "kind, method",
+    [("shifted", "amis"), ("narrow", "amis"), ("wide", "amis"), ("shifted", "smc")],
+)
+def test_gaussian_from_a_poor_proposal(kind, method):
+    sd = np.sqrt(np.diag(COV))
+    mean, cov = {
+        "shifted": (MEAN + 1.5 * sd, COV),  # the network's efficiency here is ~1 %
+        "narrow": (MEAN, COV / 9),
+        "wide": (MEAN, 9 * COV),
+    }[kind]
+    proposal = scipy.stats.multivariate_normal(mean, cov)
+    x = proposal.rvs(3000, random_state=np.random.default_rng(0))
+    log_prior, log_volume = box_prior(BOUNDS)
+    calls = []
+
+    def log_likelihood(y):
+        calls.append(len(y))
+        return TARGET.logpdf(y) + OFFSET
+
+    settings = {"method": method, "target-ess": 1500, "batch-size": 2000}
+    if method == "smc":
+        settings.update({"mcmc-steps": 2, "max-likelihood-evaluations": 60_000})
+    result = refine(
+        x,
+        proposal.logpdf(x),
+        log_likelihood,
+        log_prior,
+        BOUNDS,
+        [False] * D,
+        settings,
+        np.random.default_rng(1),
+        proposal_log_prob=proposal.logpdf,
+        **QUIET,
+    )
+    check_honest(result)
+    assert result.reached_target
+    assert result.n_likelihood_evaluations == sum(calls)  # the network's samples: 3000 more
+    got_mean, got_cov = weighted_moments(result)
+    assert np.max(np.abs(got_mean - MEAN) / np.sqrt(np.diag(COV))) < 0.1
+    assert np.max(np.abs(got_cov - COV)) < 0.1 * np.max(np.abs(COV))
+    truth = OFFSET - log_volume
+    assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# Two dimensions, evidence by quadrature
+
+
+def banana_log_likelihood(y):
+    a, b = y[:, 0], y[:, 1]
+    return -0.5 * (a / 2) ** 2 - 0.5 * ((b - 0.5 * a**2 + 1) / 0.4) ** 2
+
+
+def test_banana_evidence_against_quadrature():
+    bounds = np.array([[-8.0, 8.0], [-6.0, 20.0]])
+    log_prior, log_volume = box_prior(bounds)
+    z, _ = scipy.integrate.dblquad(
+        lambda b, a: math.exp(banana_log_likelihood(np.array([[a, b]]))[0]),
+        -8,
+        8,
+        -6,
+        20,
+        epsabs=1e-10,
+    )
+    truth = math.log(z) - log_volume
+    proposal = scipy.stats.multivariate_normal([0.5, 0.0], np.diag([0.5, 0.5]))  # far too narrow
+    x = proposal.rvs(2000, random_state=np.random.default_rng(2))
+    result = refine(
+        x,
+        proposal.logpdf(x),
+        banana_log_likelihood,
+        log_prior,
+        bounds,
+        [False, False],
+        {"target-ess": 2000, "batch-size": 2000},
+        np.random.default_rng(3),
+        **QUIET,
+    )
+    check_honest(result)
+    assert result.reached_target
+    assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
+    # the banana's mean: E[a] = 0, E[b] = E[a^2]/2 - 1 = 1 (the tails are inside the box)
+    mean, _ = weighted_moments(result)
+    assert mean[0] == pytest.approx(0.0, abs=0.1)
+    assert mean[1] == pytest.approx(1.0, abs=0.1)
+
+
+def test_bounded_and_periodic_against_quadrature():
+    """A posterior piled against a bound, and one across the cut of a periodic parameter."""
+    bounds = np.array([[0.0, 1.0], [0.0, math.pi]])
+
+    def log_likelihood(y):  # a: mass near the lower bound; psi: von Mises across psi = 0 = pi
+        return scipy.stats.beta(1.5, 8).logpdf(y[:, 0]) + 3 * np.cos(2 * (y[:, 1] - 0.1))
+
+    log_prior, log_volume = box_prior(bounds)
+    z_a = 1.0  # the beta density integrates to one on [0, 1]
+    z_psi, _ = scipy.integrate.quad(lambda p: math.exp(3 * math.cos(2 * (p - 0.1))), 0, math.pi)
+    truth = math.log(z_a * z_psi) - log_volume
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.uniform(0.3, 0.7, 2000), rng.uniform(1.0, 2.0, 2000)])
+    log_q = np.full(2000, -math.log(0.4))  # uniform on the box [0.3, 0.7] x [1, 2]
+    result = refine(
+        x,
+        log_q,
+        log_likelihood,
+        log_prior,
+        bounds,
+        [False, True],
+        {"target-ess": 2000, "batch-size": 2000},
+        np.random.default_rng(5),
+        **QUIET,
+    )
+    check_honest(result)
+    assert result.reached_target
+    assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
+    assert np.all((result.samples >= bounds[:, 0]) & (result.samples < bounds[:, 1]))
+    # the beta(1.5, 8) mean 1.5 / 9.5; the circular mean of psi (period pi) is 0.1
+    mean, _ = weighted_moments(result)
+    assert mean[0] == pytest.approx(1.5 / 9.5, abs=0.01)
+    w = result.weights
+    circular = np.angle(np.sum(w * np.exp(2j * result.samples[:, 1]))) / 2
+    assert circular == pytest.approx(0.1, abs=0.03)
+
+
+def test_a_missed_mode_is_found_or_reported():
+    """The proposal covers one of two equal modes: the result is right, or it says it is not."""
+    bounds = np.array([[-10.0, 10.0]] * 2)
+    modes = np.array([[-4.0, 0.0], [4.0, 0.0]])
+
+    def log_likelihood(y):
+        parts = [scipy.stats.multivariate_normal(m, 0.25).logpdf(y) for m in modes]
+        return np.logaddexp(*parts) - math.log(2)
+
+    log_prior, log_volume = box_prior(bounds)
+    proposal = scipy.stats.multivariate_normal(modes[1], 0.3)
+    x = proposal.rvs(2000, random_state=np.random.default_rng(6))
+    for budget in (8_000, 20_000):
+        result = refine(
+            x,
+            proposal.logpdf(x),
+            log_likelihood,
+            log_prior,
+            bounds,
+            [False, False],
+            {"target-ess": 3000, "batch-size": 2000, "max-likelihood-evaluations": budget},
+            np.random.default_rng(7),
+            **QUIET,
+        )
+        check_honest(result)
+        left = float(np.sum(result.weights[result.samples[:, 0] < 0]))
+        if result.reached_target:  # found: then both modes hold half, and ln Z is right
+            assert left == pytest.approx(0.5, abs=0.05)
+            assert abs(result.log_evidence + log_volume) < 3 * result.log_evidence_error + 1e-3
+        else:
+            assert any("effective sample size" in w or "Pareto" in w for w in result.warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad settings: one-line errors naming key and value, before any likelihood call
+
+
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        ({"target-ess": 5000, "max-likelihood-evaluations": 1000}, "refinement.target-ess"),
+        ({"mcmc-steps": 0}, "refinement.mcmc-steps"),
+        ({"max-iterations": -2}, "refinement.max-iterations"),
+        ({"method": "nested"}, "refinement.method"),
+        ({"defensive-fraction": 1.0}, "refinement.defensive-fraction"),
+        ({"target-ess": 10.5}, "refinement.target-ess"),
+        ({"stepz": 3}, "refinement"),
+    ],
+)
+def test_bad_settings_fail_before_any_likelihood_call(settings, key):
+    def log_likelihood(y):
+        raise AssertionError("the likelihood was called")
+
+    x = np.zeros((10, 2))
+    with pytest.raises(ConfigError) as err:
+        refine(
+            x,
+            np.zeros(10),
+            log_likelihood,
+            lambda y: np.zeros(len(y)),
+            [[-1, 1]] * 2,
+            [False] * 2,
+            settings,
+            np.random.default_rng(0),
+            **QUIET,
+        )
+    message = str(err.value)
+    assert "\n" not in message
+    assert key in message
+    value = next(iter(settings.values())) if key != "refinement" else "stepz"
+    assert str(value) in message
