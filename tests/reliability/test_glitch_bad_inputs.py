@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.helpers import DELETE, run_cli_with
+from tests.reliability.helpers import run_cli_with
 
 DATA = ("glitch", "data")
 GLITCH = ("glitch", "data", "glitch")
@@ -45,7 +45,7 @@ GLITCH_CASES = [
     ("negative-beta", (*V, "beta"), -1.0, "-1.0"),
     ("unknown-vae-score", (*V, "score"), "vibes", "vibes"),
     ("misspelt-vae-key", (*V, "latent_dim"), 16, "latent_dim"),
-    ("missing-section-key", (*Q, "image-size"), DELETE, "image-size"),
+    ("zero-latent-dim", (*V, "latent-dim"), 0, "latent-dim"),
 ]
 
 
