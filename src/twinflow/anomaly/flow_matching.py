@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from twinflow.anomaly.flows import fit_subsets
+from twinflow.anomaly.persistence import SavedDensityModel
 from twinflow.anomaly.preprocessing import LogitScaler, MassScaler
-from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
 from twinflow.core.device import select_device
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
@@ -93,12 +93,14 @@ class VectorField(nn.Module):
         return self.out(h)
 
 
-class FlowMatchingModel:
+class FlowMatchingModel(SavedDensityModel):
     """Conditional flow-matching density model with ``fit(x, m)`` and ``sample(n, m)``.
 
     ``sample_interpolated(n, m, m_left, m_right)`` draws from the field interpolated between two
     anchor masses (the SIGMA background template).
     """
+
+    KIND = SIGMA_KIND
 
     def __init__(
         self,
@@ -283,31 +285,6 @@ class FlowMatchingModel:
                 )
             )
         return torch.cat(parts).numpy()
-
-    def save(self, path, **extra) -> None:
-        save_checkpoint(
-            path,
-            kind=SIGMA_KIND,
-            settings=self.settings,
-            model=self.net.state_dict(),
-            scaler=self.scaler.state_dict(),
-            mass=self.mass.state_dict(),
-            fit_seconds=self.fit_seconds,
-            history=self.history,
-            **extra,
-        )
-
-    @classmethod
-    def load(cls, path, device: str = "auto") -> tuple[FlowMatchingModel, dict]:
-        ckpt = load_checkpoint(path, kind=SIGMA_KIND)
-        model = cls(**{**ckpt["settings"], "device": device})
-        model.net.load_state_dict(ckpt["model"])
-        model.net.eval()
-        model.scaler.load_state_dict(ckpt["scaler"])
-        model.mass.load_state_dict(ckpt["mass"])
-        model.fit_seconds = float(ckpt["fit_seconds"])
-        model.history = list(ckpt["history"])
-        return model, ckpt
 
 
 def sigma_from_settings(

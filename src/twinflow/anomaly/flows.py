@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import zuko
 
+from twinflow.anomaly.persistence import SavedDensityModel
 from twinflow.anomaly.preprocessing import LogitScaler, MassScaler
-from twinflow.core.checkpoint import EarlyStopping, load_checkpoint, save_checkpoint
+from twinflow.core.checkpoint import EarlyStopping
 from twinflow.core.device import select_device
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
@@ -62,7 +63,7 @@ def fit_subsets(
     return x, m, x_val, m_val
 
 
-class ConditionalFlow:
+class ConditionalFlow(SavedDensityModel):
     """A neural spline flow for p(x | m) (or p(x) with ``conditional=False``).
 
     Arguments: ``transforms`` (autoregressive spline transforms), ``hidden`` (hidden layer
@@ -71,6 +72,8 @@ class ConditionalFlow:
     ``validation_fraction`` (split off the training data when no validation set is given),
     ``max_events`` (random subset of the training data, 0 = all), ``seed``, ``device``.
     """
+
+    KIND = FLOW_KIND
 
     def __init__(
         self,
@@ -236,34 +239,6 @@ class ConditionalFlow:
                 z = self.distribution(None).sample((k,))
             parts.append(self.scaler.inverse(z.double().cpu()))
         return torch.cat(parts).numpy() if parts else np.zeros((0, self.settings["features"]))
-
-    # -- persistence ---------------------------------------------------------------------------
-    def save(self, path, **extra) -> None:
-        save_checkpoint(
-            path,
-            kind=FLOW_KIND,
-            settings=self.settings,
-            model=self.net.state_dict(),
-            scaler=self.scaler.state_dict(),
-            mass=self.mass.state_dict(),
-            fit_seconds=self.fit_seconds,
-            history=self.history,
-            **extra,
-        )
-
-    @classmethod
-    def load(cls, path, device: str = "auto") -> tuple[ConditionalFlow, dict]:
-        """Return the flow saved at ``path`` and the whole checkpoint."""
-        ckpt = load_checkpoint(path, kind=FLOW_KIND)
-        settings = {**ckpt["settings"], "device": device}
-        flow = cls(**settings)
-        flow.net.load_state_dict(ckpt["model"])
-        flow.net.eval()
-        flow.scaler.load_state_dict(ckpt["scaler"])
-        flow.mass.load_state_dict(ckpt["mass"])
-        flow.fit_seconds = float(ckpt["fit_seconds"])
-        flow.history = list(ckpt["history"])
-        return flow, ckpt
 
 
 def flow_from_settings(

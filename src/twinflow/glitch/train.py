@@ -243,19 +243,16 @@ def train_translation(
         desc="translation",
         log=log,
     )
-    save_checkpoint(
+    write_training_outputs(
         out,
-        kind=TRANSLATION_KIND,
-        settings=model_settings,
-        model=best,
-        rows=rows,
-        training=dict(settings),
-        device=str(device),
-    )
-    write_metrics_csv(metrics, rows)
-    plot_loss_curve(
+        metrics,
         plot,
-        rows,
+        kind=TRANSLATION_KIND,
+        model_settings=model_settings,
+        best=best,
+        rows=rows,
+        settings=settings,
+        device=device,
         title=f"Glitch Flow translation ({settings['model']}, {settings['loss']})",
         ylabel=f"{settings['loss']} loss",
     )
@@ -272,3 +269,22 @@ def load_translation_model(path: str | Path) -> torch.nn.Module:
     model = build_translation_model(checkpoint["settings"], checkpoint["settings"]["in-channels"])
     model.load_state_dict(checkpoint["model"])
     return model.eval()
+
+
+def write_training_outputs(
+    out, metrics, plot, *, kind, model_settings, best, rows, settings, device, title, ylabel
+) -> None:
+    """Write a trained model's outputs: the best weights as a ``kind`` checkpoint (with the
+    settings that rebuild it and the training settings), the per-epoch metrics CSV and the
+    loss-curve plot."""
+    save_checkpoint(
+        out,
+        kind=kind,
+        settings=model_settings,
+        model=best,
+        rows=rows,
+        training=dict(settings),
+        device=str(device),
+    )
+    write_metrics_csv(metrics, rows)
+    plot_loss_curve(plot, rows, title=title, ylabel=ylabel)

@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
+from twinflow.core.checkpoint import load_checkpoint
 from twinflow.core.io import write_json
-from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.plotting import figure, save_figure
 from twinflow.core.seeding import derive_seed, seed_everything
 from twinflow.core.settings import require
@@ -215,7 +214,7 @@ def train_vae(
     """Train the VAE on the clean strain Q-plots of the training split (validated on the clean
     validation images); write the best model, metrics CSV and loss curve."""
     from twinflow.glitch.qtransform import load_images
-    from twinflow.glitch.train import train_loop, training_identity
+    from twinflow.glitch.train import train_loop, training_identity, write_training_outputs
     from twinflow.glitch.validation import check_optimiser_settings
 
     train_set, val_set = load_images(images, "train"), load_images(images, "validation")
@@ -265,19 +264,16 @@ def train_vae(
         desc="VAE",
         log=log,
     )
-    save_checkpoint(
+    write_training_outputs(
         out,
-        kind=VAE_KIND,
-        settings=model_settings,
-        model=best,
-        rows=rows,
-        training=dict(settings),
-        device=str(device),
-    )
-    write_metrics_csv(metrics, rows)
-    plot_loss_curve(
+        metrics,
         plot,
-        rows,
+        kind=VAE_KIND,
+        model_settings=model_settings,
+        best=best,
+        rows=rows,
+        settings=settings,
+        device=device,
         title=f"VAE on clean Q-plots ({settings['loss']}, beta {settings['beta']:g})",
         ylabel="loss per image",
     )
