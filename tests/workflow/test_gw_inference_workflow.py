@@ -110,12 +110,14 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         assert (folder_e / "corner.png").stat().st_size > 0 and (
             folder_e / "asd.png"
         ).stat().st_size > 0
-    for (
-        name
-    ) in events:  # real strain runs end to end; the tiny model's result is flagged, not passed off
+    for name in events:
+        # Real strain runs end to end. The tiny model fixes the sky at its reference time, so
+        # every real event carries that warning; "reliable" says only whether the final ESS
+        # reached its target (refinement may get there even with this model).
         summary = collected["events"][name]
         assert summary["metadata"]["psd-source"]["H1"].startswith("welch:")
-        assert summary["reliable"] is False and summary["warnings"]
+        assert any("ra is fixed in the prior" in w for w in summary["warnings"])
+        assert summary["reliable"] == (summary["effective_sample_size"] >= summary["target_ess"])
 
     sweep_summary = json.loads((out / "sweep" / "summary.json").read_text())
     assert list(sweep_summary["results"]) == [s["label"] for s in sweep]
