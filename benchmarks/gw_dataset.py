@@ -27,7 +27,7 @@ from twinflow.gw.domain import MultibandedFrequencyDomain
 from twinflow.gw.prior import build_prior, sample, split_prior
 from twinflow.gw.psd import PSDBank
 from twinflow.gw.settings import batch_settings_for
-from twinflow.gw.waveforms import WaveformGenerator, lal_parameters
+from twinflow.gw.waveforms import LAL_ARGUMENTS, WaveformGenerator, lal_parameters
 
 PROBLEMS = {
     # name: (duration, sampling frequency, nodes, approximant, prior spec from)
@@ -87,22 +87,7 @@ def waveform_speed(n: int, repeats: int) -> None:
         generator = WaveformGenerator(domain, approximant, 20.0, 100.0)
 
         lal = lal_parameters(params, 20.0, 100.0)
-        columns = [
-            lal[k].tolist()
-            for k in (
-                "mass_1",
-                "mass_2",
-                "spin_1x",
-                "spin_1y",
-                "spin_1z",
-                "spin_2x",
-                "spin_2y",
-                "spin_2z",
-                "luminosity_distance",
-                "iota",
-                "phase",
-            )
-        ]
+        columns = [lal[k].tolist() for k in LAL_ARGUMENTS]
         number = lalsim.GetApproximantFromString(approximant)
         waveform_dictionary = generator._waveform_dictionary()
         args = list(zip(*columns))
