@@ -112,12 +112,13 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         ).stat().st_size > 0
     for name in events:
         # Real strain runs end to end. The tiny model fixes the sky at its reference time, so
-        # every real event carries that warning; "reliable" says only whether the final ESS
-        # reached its target (refinement may get there even with this model).
+        # every real event carries that warning. "reliable" needs the final ESS at its target
+        # (and clean refinement diagnostics); refinement may get there even with this model.
         summary = collected["events"][name]
         assert summary["metadata"]["psd-source"]["H1"].startswith("welch:")
         assert any("ra is fixed in the prior" in w for w in summary["warnings"])
-        assert summary["reliable"] == (summary["effective_sample_size"] >= summary["target_ess"])
+        if summary["effective_sample_size"] < summary["target_ess"]:
+            assert summary["reliable"] is False
 
     sweep_summary = json.loads((out / "sweep" / "summary.json").read_text())
     assert list(sweep_summary["results"]) == [s["label"] for s in sweep]
