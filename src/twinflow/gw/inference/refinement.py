@@ -335,9 +335,10 @@ def fit_mixture(
             r, nk, means, covs = r[:, alive], nk[alive], means[alive], covs[alive]
             k = int(alive.sum())
         new_means = (r.T @ u) / nk[:, None]
-        covs = np.stack(
-            [((u - m) * r[:, j, None]).T @ (u - m) for j, m in enumerate(new_means)]
-        ) / nk[:, None, None]
+        covs = (
+            np.stack([((u - m) * r[:, j, None]).T @ (u - m) for j, m in enumerate(new_means)])
+            / nk[:, None, None]
+        )
         log_pi = np.log(nk / nk.sum())
         converged = np.allclose(new_means, means, atol=1e-6 * np.sqrt(np.diag(cov)).max())
         means = new_means
