@@ -29,7 +29,14 @@ import h5py
 import numpy as np
 
 from twinflow.anomaly.events import Events
-from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.io import (
+    atomic_path,
+    read_hdf5,
+    read_settings,
+    verify_intermediate,
+    write_checksum,
+    write_provenance,
+)
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import (
@@ -307,16 +314,14 @@ def prepare_events(settings: Mapping, out: str | Path) -> dict[str, Events]:
             g.create_dataset("label", data=ev.label.astype(np.int8))
             g.attrs["n_signal"] = int(ev.label.sum())
             g.attrs["n_background"] = int(len(ev) - ev.label.sum())
+        write_checksum(f)
     return samples
 
 
 def load_events(path: str | Path) -> tuple[dict[str, Events], dict]:
     """Return the samples written by :func:`prepare_events` and the settings that made them."""
-    path = require_file("anomaly events", path)
-    with h5py.File(path, "r") as f:
-        missing = [s for s in SAMPLES if s not in f]
-        if missing:
-            raise ConfigError(f"anomaly events file {str(path)!r} lacks the sample(s) {missing}")
+    verify_intermediate(path, "anomaly events", SAMPLES)
+    with read_hdf5(path, "anomaly events") as f:
         samples = {
             s: Events(
                 f[s]["m"][:].astype(np.float64), f[s]["x"][:].astype(np.float64), f[s]["label"][:]

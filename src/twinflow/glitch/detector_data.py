@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 import scipy.signal
 
-from twinflow.core.io import atomic_path, write_provenance
+from twinflow.core.io import atomic_path, write_checksum, write_provenance
 from twinflow.core.settings import ConfigError, require, require_choice, require_file
 
 #: File suffixes gwpy reads here, and the format each means.
@@ -393,6 +393,7 @@ def load_detector_data(data: Mapping, out: str | Path, log=print) -> None:
             aux_channels=list(files["aux-channels"]),
             psd_segments=n_seg,
         )
+        write_checksum(f)
     log(
         f"read {len(stretches)} file(s), {sum(s.t1 - s.t0 for s in stretches):g} s; wrote "
         f"{n_win} windows ({int(labels['has_glitch'].sum())} on triggers) to {out}; PSD from "
