@@ -1,13 +1,17 @@
 """SIGKILL in the middle of a stage leaves nothing that looks finished, and the rerun is exact.
 
-Two moments per stage here; benchmarks/fault_injection.py kills each stage at ten.
+Two moments per stage here; benchmarks/fault_injection.py kills each stage at ten. The gw
+dataset shard and PSD bank are killed through their CLI; the training and inference stages in
+a forked child, inside their work (training: after the first epoch's state is written, so the
+rerun resumes from it; gw inference: inside refinement).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability.kill_and_rerun import check_stage, run
+from tests.reliability import stages
+from tests.reliability.kill_and_rerun import check_kills, check_stage, run
 
 CONFIG = "config/test.yaml"
 
@@ -30,3 +34,42 @@ def test_psd_bank_killed_and_rerun(tmp_path, repo):
     out = tmp_path / "H1.h5"
     argv = ["gw", "psd", "--config", CONFIG, "--detector", "H1", "--out", str(out)]
     assert check_stage(argv, out, repo, fractions=[0.6, 0.9]) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The long stages of every branch, killed inside their work (a forked child; see check_kills)
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread, as the rules run training (the suite shares two cores)."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("make", [stages.glitch_translation, stages.glitch_vae])
+def test_glitch_training_killed_resumes_exactly(tmp_path, glitch_images, one_thread, make):
+    glitch, _, images = glitch_images
+    # killed soon after the first epoch's state is written, then in a later epoch
+    report = check_kills(make(tmp_path, glitch, images), fractions=[0.15, 0.6])
+    assert report.problems == []
+    assert report.kills == 2 and report.resumed == 2, report
+
+
+@pytest.mark.parametrize("make", [stages.anomaly_sideband_flow, stages.anomaly_sigma])
+def test_anomaly_flow_killed_and_rerun(tmp_path, anomaly_events, one_thread, make):
+    anomaly, events = anomaly_events
+    report = check_kills(make(tmp_path, anomaly, events), fractions=[0.3, 0.8])
+    assert report.problems == []
+    assert report.kills == 2, report
+
+
+def test_gw_inference_killed_in_refinement_and_rerun(tmp_path, one_thread):
+    report = check_kills(stages.gw_inference(tmp_path), fractions=[0.3, 0.8])
+    assert report.problems == []
+    assert report.kills == 2, report
