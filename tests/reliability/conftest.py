@@ -1,16 +1,33 @@
-"""Small intermediates of the glitch and anomaly branches, made once from config/test.yaml, for
-the corruption and kill tests."""
+"""One torch thread; small intermediates of the glitch and anomaly branches, made once from
+config/test.yaml, for the corruption and kill tests."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
+import torch
 
 from tests.conftest import TEST_CONFIG
 from twinflow.core.config import load_config
 
 QUIET = {"log": lambda *a: None}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread, here and in the stages' subprocesses, as the rules run training: the
+    suite shares two cores (restored after each module, so other folders are unaffected)."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if env is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 @pytest.fixture(scope="session")

@@ -40,20 +40,8 @@ def test_psd_bank_killed_and_rerun(tmp_path, repo):
 # The long stages of every branch, killed inside their work (a forked child; see check_kills)
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """One torch thread, as the rules run training (the suite shares two cores)."""
-    import torch
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("make", [stages.glitch_translation, stages.glitch_vae])
-def test_glitch_training_killed_resumes_exactly(tmp_path, glitch_images, one_thread, make):
+def test_glitch_training_killed_resumes_exactly(tmp_path, glitch_images, make):
     glitch, _, images = glitch_images
     # killed soon after the first epoch's state is written, then in a later epoch
     report = check_kills(make(tmp_path, glitch, images), fractions=[0.15, 0.6])
@@ -62,14 +50,14 @@ def test_glitch_training_killed_resumes_exactly(tmp_path, glitch_images, one_thr
 
 
 @pytest.mark.parametrize("make", [stages.anomaly_sideband_flow, stages.anomaly_sigma])
-def test_anomaly_flow_killed_and_rerun(tmp_path, anomaly_events, one_thread, make):
+def test_anomaly_flow_killed_and_rerun(tmp_path, anomaly_events, make):
     anomaly, events = anomaly_events
     report = check_kills(make(tmp_path, anomaly, events), fractions=[0.3, 0.8])
     assert report.problems == []
     assert report.kills == 2, report
 
 
-def test_gw_inference_killed_in_refinement_and_rerun(tmp_path, one_thread):
+def test_gw_inference_killed_in_refinement_and_rerun(tmp_path):
     report = check_kills(stages.gw_inference(tmp_path), fractions=[0.3, 0.8])
     assert report.problems == []
     assert report.kills == 2, report
