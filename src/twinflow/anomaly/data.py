@@ -82,14 +82,20 @@ TAU_EPSILON = 1e-5  # tau21 = tau2 / (tau1 + 1e-5), as in the LHCO R&D papers
 
 def _read_pandas_fixed(path: Path, key: str) -> dict[str, np.ndarray]:
     """Columns of a pandas ``to_hdf`` frame in 'fixed' format, read with h5py (no pytables)."""
-    with h5py.File(path, "r") as f:
+    with read_hdf5(path, "LHCO file") as f:
         if key not in f:
             raise ConfigError(f"LHCO file {str(path)!r} has no key {key!r} (keys: {list(f)})")
         group = f[key]
         if "table" in group:  # 'table' format needs pandas + pytables
             import pandas as pd
 
-            frame = pd.read_hdf(path, key)
+            try:
+                frame = pd.read_hdf(path, key)
+            except ImportError as err:
+                raise ConfigError(
+                    f"LHCO file {str(path)!r} is in pandas' 'table' format, which needs "
+                    f"PyTables ({err}): install it, or save the frame with format='fixed'"
+                ) from None
             return {str(c): frame[c].to_numpy() for c in frame.columns}
         columns: dict[str, np.ndarray] = {}
         for block in range(int(group.attrs.get("nblocks", 0))):

@@ -39,7 +39,13 @@ import h5py
 import numpy as np
 import scipy.signal
 
-from twinflow.core.io import atomic_path, write_checksum, write_provenance
+from twinflow.core.io import (
+    CorruptFileError,
+    atomic_path,
+    read_hdf5,
+    write_checksum,
+    write_provenance,
+)
 from twinflow.core.settings import ConfigError, require, require_choice, require_file
 
 #: File suffixes gwpy reads here, and the format each means.
@@ -68,7 +74,33 @@ def file_format(path: str | Path, key: str = "files.paths") -> str:
     ok = head.startswith(b"IGWD") if fmt == "gwf" else h5py.is_hdf5(path)
     if not ok:
         raise ConfigError(f"{key}: {str(path)!r} is not a valid {fmt.upper()} file")
+    if fmt == "gwf":
+        _require_complete_gwf(path, key)
     return fmt
+
+
+def _require_complete_gwf(path: Path, key: str) -> None:
+    """Raise :class:`CorruptFileError` unless a GWF file ends with its end-of-file record.
+
+    The frame libraries can crash the process (a segmentation fault, not an exception) on a
+    truncated frame file, so the file is checked before they see it: in frame format version 8
+    the last structure, FrEndOfFile, ends with nBytes (the file's length, 8 bytes), seekTOC and
+    three 4-byte checksums, so nBytes sits 28 bytes before the end. Older versions are not
+    checked.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(14)  # "IGWD\0", version, minor, five type sizes, 0x1234 as INT_2U
+        if len(header) < 14 or header[5] < 8:
+            return
+        order = "little" if header[12:14] == b"\x34\x12" else "big"
+        f.seek(max(size - 28, 0))
+        n_bytes = int.from_bytes(f.read(8), order)
+    if n_bytes != size:
+        raise CorruptFileError(
+            f"{key}: {str(path)!r} is a truncated or damaged GWF file (its end-of-file record "
+            f"does not give its length {size} bytes): copy it again"
+        )
 
 
 def check_files_settings(data: Mapping) -> None:
@@ -125,9 +157,15 @@ def channel_names(path: str | Path, fmt: str) -> list[str]:
     if fmt == "gwf":
         from gwpy.io.gwf import get_channel_names
 
-        return list(get_channel_names(str(path)))
+        try:
+            return list(get_channel_names(str(path)))
+        except Exception as err:  # the GWF libraries raise several types for damaged frames
+            raise CorruptFileError(
+                f"files.paths: {str(path)!r} cannot be read as GWF ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'damaged frame file'})"
+            ) from None
     names: list[str] = []
-    with h5py.File(path, "r") as f:
+    with read_hdf5(path, "files.paths:") as f:
         f.visititems(
             lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
         )
@@ -162,7 +200,13 @@ def read_stretch(path: str | Path, strain_channel: str, aux_channels: Sequence[s
                 f"files: channel {name!r} is not in {str(path)!r} "
                 f"(it holds {sorted(present)[:8]}{' ...' if len(present) > 8 else ''})"
             )
-    data = TimeSeriesDict.read(str(path), channels, format=fmt)
+    try:
+        data = TimeSeriesDict.read(str(path), channels, format=fmt)
+    except Exception as err:  # gwpy's readers raise several types for damaged files
+        raise CorruptFileError(
+            f"files.paths: the channels of {str(path)!r} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'damaged file'})"
+        ) from None
     t0 = None
     arrays = []
     for name in channels:
@@ -195,10 +239,16 @@ def read_triggers(path: str | Path) -> dict[str, np.ndarray]:
     if path.suffix.lower() == ".csv":
         import pandas as pd
 
-        table = pd.read_csv(path)
+        try:
+            table = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError) as err:  # pandas' parser errors are ValueErrors
+            raise ConfigError(
+                f"files.triggers = {str(path)!r} is not a CSV table with a header line "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'empty'})"
+            ) from None
         columns = {name: table[name].to_numpy() for name in table.columns}
     else:
-        with h5py.File(path, "r") as f:
+        with read_hdf5(path, "files.triggers =") as f:
             if "triggers" in f and f["triggers"].dtype.names:
                 data = f["triggers"][()]
                 columns = {name: data[name] for name in data.dtype.names}
