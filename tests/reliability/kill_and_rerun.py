@@ -126,32 +126,55 @@ def digest(path: Path) -> str:
 class Stage:
     """A long stage to kill: ``run(log)`` runs it once in this process and writes ``outputs``;
     ``state`` are files it keeps to resume from (kept between a kill and its rerun, removed
-    between trials). Kills are placed in the ``phase`` that opens with the first log line
-    containing ``phase`` (the whole run when None)."""
+    between trials). Kills are placed in its ``phase``, which opens with the first log line
+    containing ``phase`` (a string), or when the file ``phase`` (a path) appears, or at the
+    start (None)."""
 
     name: str
     run: Callable[[Callable], object]
     outputs: list[Path]
     state: list[Path] = field(default_factory=list)
-    phase: str | None = None
+    phase: str | Path | None = None
 
     def clean(self) -> None:
         for path in (*self.outputs, *self.state):
             path.unlink(missing_ok=True)
 
+    def _opens(self, line: str) -> bool:
+        return isinstance(self.phase, str) and self.phase in line
+
     def timed_run(self) -> tuple[float | None, list[str]]:
         """Run the stage here; return how long its phase took (None: it did not open; a
         resumed run may skip it), and its log lines."""
+        import threading
+
         lines: list[str] = []
         opened = time.perf_counter() if self.phase is None else None
+        done = threading.Event()
 
         def log(*parts) -> None:
             nonlocal opened
             lines.append(" ".join(map(str, parts)))
-            if opened is None and self.phase in lines[-1]:
+            if opened is None and self._opens(lines[-1]):
                 opened = time.perf_counter()
 
-        self.run(log)
+        def watch(path: Path) -> None:
+            nonlocal opened
+            while not done.wait(0.002):
+                if path.exists():
+                    opened = time.perf_counter()
+                    return
+
+        watcher = None
+        if isinstance(self.phase, Path) and not self.phase.exists():
+            watcher = threading.Thread(target=watch, args=(self.phase,), daemon=True)
+            watcher.start()
+        try:
+            self.run(log)
+        finally:
+            done.set()
+            if watcher is not None:
+                watcher.join()
         return (None if opened is None else time.perf_counter() - opened), lines
 
     def killed(self, seconds: float, timeout: float = 300) -> bool:
@@ -160,23 +183,43 @@ class Stage:
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
-        opened = context.Event()
+        logged = context.Event()
 
         def run() -> None:
-            if self.phase is None:
-                opened.set()
-            self.run(lambda *parts: self.phase in " ".join(map(str, parts)) and opened.set())
+            _own_progress_bar_lock()
+            self.run(lambda *parts: self._opens(" ".join(map(str, parts))) and logged.set())
+
+        def opened() -> bool:
+            if isinstance(self.phase, Path):
+                return self.phase.exists()
+            return self.phase is None or logged.is_set()
 
         child = context.Process(target=run, daemon=True)
         child.start()
-        while child.is_alive() and not opened.wait(0.005):
-            pass
+        while child.is_alive() and not opened():
+            time.sleep(0.002)
         child.join(seconds)
         if not child.is_alive():
             return False
         os.kill(child.pid, signal.SIGKILL)
         child.join(timeout)
         return True
+
+
+def _own_progress_bar_lock() -> None:
+    """Give this (forked) process its own tqdm lock.
+
+    tqdm's default lock includes a multiprocessing semaphore, shared with the parent after a
+    fork: a child killed while drawing a progress bar would hold it for ever, and the parent's
+    next bar would wait on it for ever.
+    """
+    import threading
+
+    from tqdm import tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+
+    for cls in {tqdm, auto_tqdm}:
+        cls.set_lock(threading.RLock())
 
 
 @dataclass

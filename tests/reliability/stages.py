@@ -1,8 +1,8 @@
 """The long stages of each branch, set up small for killing (see kill_and_rerun.check_kills).
 
 Each function returns a :class:`~tests.reliability.kill_and_rerun.Stage` writing into
-``folder``; training runs a few epochs more than config/test.yaml, so a kill can land between
-epochs and the rerun resumes from the state file.
+``folder``; training runs a few epochs more than config/test.yaml, and kills land after the
+first epoch's state is written, so the rerun resumes from it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def glitch_translation(folder: Path, glitch: dict, images: Path, epochs: int = 3
         lambda log: train_translation(settings, images, out, metrics, plot, state=state, log=log),
         outputs=[out, metrics],
         state=[state, plot],
-        phase="epoch 1:",
+        phase=state,  # kills land after the first epoch's state is written
     )
 
 
@@ -43,7 +43,7 @@ def glitch_vae(folder: Path, glitch: dict, images: Path, epochs: int = 3) -> Sta
         lambda log: train_vae(settings, images, out, metrics, plot, state=state, log=log),
         outputs=[out, metrics],
         state=[state, plot],
-        phase="epoch 1:",
+        phase=state,  # kills land after the first epoch's state is written
     )
 
 
