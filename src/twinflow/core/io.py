@@ -133,6 +133,31 @@ def read_hdf5(path: str | Path, what: str) -> Iterator:
         yield handle
 
 
+def require_complete_gwf(path: str | Path, what: str) -> None:
+    """Raise :class:`CorruptFileError` unless a GWF file ends with its end-of-file record.
+
+    The frame libraries can crash the process (a segmentation fault, not an exception) on a
+    truncated frame file, so the file is checked before they see it: in frame format version 8
+    the last structure, FrEndOfFile, ends with nBytes (the file's length, 8 bytes), seekTOC and
+    three 4-byte checksums, so nBytes sits 28 bytes before the end. Older versions are not
+    checked.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(14)  # "IGWD\0", version, minor, five type sizes, 0x1234 as INT_2U
+        if len(header) < 14 or header[5] < 8:
+            return
+        order = "little" if header[12:14] == b"\x34\x12" else "big"
+        f.seek(max(size - 28, 0))
+        n_bytes = int.from_bytes(f.read(8), order)
+    if n_bytes != size:
+        raise CorruptFileError(
+            f"{what} {str(path)!r} is a truncated or damaged GWF file (its end-of-file record "
+            f"does not give its length {size} bytes): copy it again"
+        )
+
+
 def require_datasets(h5obj, what: str, names) -> None:
     """Raise :class:`ConfigError` naming the file and the missing datasets, if any."""
     missing = [n for n in names if n not in h5obj]

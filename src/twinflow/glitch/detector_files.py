@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from twinflow.core.io import CorruptFileError, read_hdf5
+from twinflow.core.io import CorruptFileError, read_hdf5, require_complete_gwf
 from twinflow.core.settings import ConfigError, require, require_choice, require_file
 
 #: File suffixes gwpy reads here, and the format each means.
@@ -41,32 +41,8 @@ def file_format(path: str | Path, key: str = "files.paths") -> str:
     if not ok:
         raise ConfigError(f"{key}: {str(path)!r} is not a valid {fmt.upper()} file")
     if fmt == "gwf":
-        _require_complete_gwf(path, key)
+        require_complete_gwf(path, f"{key}:")
     return fmt
-
-
-def _require_complete_gwf(path: Path, key: str) -> None:
-    """Raise :class:`CorruptFileError` unless a GWF file ends with its end-of-file record.
-
-    The frame libraries can crash the process (a segmentation fault, not an exception) on a
-    truncated frame file, so the file is checked before they see it: in frame format version 8
-    the last structure, FrEndOfFile, ends with nBytes (the file's length, 8 bytes), seekTOC and
-    three 4-byte checksums, so nBytes sits 28 bytes before the end. Older versions are not
-    checked.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        header = f.read(14)  # "IGWD\0", version, minor, five type sizes, 0x1234 as INT_2U
-        if len(header) < 14 or header[5] < 8:
-            return
-        order = "little" if header[12:14] == b"\x34\x12" else "big"
-        f.seek(max(size - 28, 0))
-        n_bytes = int.from_bytes(f.read(8), order)
-    if n_bytes != size:
-        raise CorruptFileError(
-            f"{key}: {str(path)!r} is a truncated or damaged GWF file (its end-of-file record "
-            f"does not give its length {size} bytes): copy it again"
-        )
 
 
 def check_files_settings(data: Mapping) -> None:
