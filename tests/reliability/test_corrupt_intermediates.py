@@ -10,11 +10,13 @@ Snakemake would not notice it by itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from twinflow.core.checkpoint import CheckpointError
@@ -179,3 +181,20 @@ def test_an_intact_file_of_the_wrong_kind_is_named_and_left_in_place(
     with pytest.raises(CheckpointError, match="holds a 'glitch-vae'"):
         load_translation_model(models / "vae.pt")
     assert (models / "vae.pt").is_file()
+
+
+def test_the_checksum_is_that_of_the_whole_datasets_however_they_are_read(glitch_images):
+    from twinflow.core.io import hdf5_content_sha256
+
+    _, _, images = glitch_images
+    with h5py.File(images, "r") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        whole = hashlib.sha256()  # every dataset read at once, in name order
+        for name in sorted(names):
+            data = f[name]
+            whole.update(f"<{name}>{data.dtype}{data.shape}".encode())
+            whole.update(np.ascontiguousarray(data[()]).tobytes())
+        assert hdf5_content_sha256(f) == whole.hexdigest()
+        assert hdf5_content_sha256(f, bytes_per_read=1) == whole.hexdigest()  # row by row
+        assert f.attrs["content-sha256"] == whole.hexdigest()

@@ -200,10 +200,11 @@ def content_sha256(value: Any) -> str:
     return digest.hexdigest()
 
 
-def hdf5_content_sha256(h5file, rows_per_read: int = 4096) -> str:
+def hdf5_content_sha256(h5file, bytes_per_read: int = 1 << 25) -> str:
     """Return the SHA-256 of every dataset of an HDF5 file (names, dtypes, shapes, values).
 
-    Datasets are read ``rows_per_read`` rows at a time, so memory stays small for large files.
+    Datasets are read a block of rows at a time (about ``bytes_per_read`` bytes, at least one
+    row), so memory stays small for large files; the digest does not depend on the block size.
     """
     import hashlib
 
@@ -220,6 +221,8 @@ def hdf5_content_sha256(h5file, rows_per_read: int = 4096) -> str:
         if data.ndim == 0:
             digest.update(np.ascontiguousarray(data[()]).tobytes())
             continue
+        row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:]))
+        rows_per_read = max(1, bytes_per_read // max(row_bytes, 1))
         for start in range(0, data.shape[0], rows_per_read):
             block = data[start : start + rows_per_read]
             digest.update(np.ascontiguousarray(block).tobytes())
