@@ -124,9 +124,9 @@ def digest(path: Path) -> str:
 
 @dataclass
 class Stage:
-    """A long stage to kill: ``run(log)`` runs it once in this process and writes ``outputs``;
-    ``state`` are files it keeps to resume from (kept between a kill and its rerun, removed
-    between trials). Kills are placed in its ``phase``, which opens with the first log line
+    """A long stage to kill: ``run(log)`` runs it once in this process and writes ``outputs``
+    (compared with an uninterrupted run); ``state`` are other files it writes (the state file
+    it resumes from, figures): kept between a kill and its rerun, removed between trials. Kills are placed in its ``phase``, which opens with the first log line
     containing ``phase`` (a string), or when the file ``phase`` (a path) appears, or at the
     start (None)."""
 
