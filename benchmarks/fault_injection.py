@@ -7,14 +7,13 @@ Stages, on config/test.yaml in a scratch folder:
 - in a forked child killed at a random fraction of the stage's own work (see
   ``tests/reliability/kill_and_rerun.check_kills``): glitch training of the translation model
   and of the VAE (killed anywhere after the first epoch's state is written, so reruns resume),
-  the anomaly sideband flow and SIGMA's flow-matching model, and gw per-event inference
-  (killed inside refinement with the exact likelihood).
+  the anomaly sideband flow and SIGMA's flow-matching model, gw per-event inference (killed
+  inside refinement with the exact likelihood) and gw training (after its first epoch).
 
 Prints per stage the number of kills (and of runs that finished before their kill), of reruns
 that resumed from a state file, and of problems: an output left half-written or different
 after a kill, a rerun that differs from the uninterrupted run (wall-clock times aside), a
-temporary file left behind. The goal is 0 problems. gw training's kill-and-resume is checked
-exactly by tests/gw/test_train.py.
+temporary file left behind. The goal is 0 problems.
 
     OMP_NUM_THREADS=1 python benchmarks/fault_injection.py [--kills 10] [--seed 0] [--only NAME]
 """
@@ -78,6 +77,7 @@ def forked_stages(scratch: Path) -> dict:
             folder("sigma"), anomaly, scratch / "events.h5", epochs=40
         ),
         "gw inference (refinement)": lambda: stages.gw_inference(folder("inference")),
+        "gw train": lambda: stages.gw_training(folder("gw-train"), copy.deepcopy(config["gw"])),
     }
 
 

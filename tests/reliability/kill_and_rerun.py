@@ -87,7 +87,19 @@ def check_stage(argv: list[str], out: Path, cwd: Path, fractions: list[float]) -
 
 
 #: Wall-clock times, which no rerun reproduces; everything else must be identical.
-TIMINGS = frozenset({"fit_seconds", "runtime", "wall_time", "sampling_time"})
+TIMINGS = frozenset(
+    {
+        "fit_seconds",
+        "runtime",
+        "wall_time",
+        "sampling_time",
+        "seconds",
+        "samples_per_s",
+        "batch_assembly_fraction",
+        "total_seconds",
+        "mean_samples_per_s",
+    }
+)
 
 
 def _without_timings(value):
@@ -102,8 +114,9 @@ def digest(path: Path) -> str:
     """Return the SHA-256 of what a file holds, less the wall-clock times in :data:`TIMINGS`.
 
     HDF5: every dataset (names, shapes, values); checkpoints: every tensor and value; JSON: the
-    parsed content; other files: the bytes.
+    parsed content; CSV: the rows; other files: the bytes.
     """
+    import csv
     import hashlib
     import json
 
@@ -119,6 +132,9 @@ def digest(path: Path) -> str:
         return content_sha256(_without_timings(payload))
     if path.suffix == ".json":
         return content_sha256(_without_timings(json.loads(path.read_text())))
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            return content_sha256(_without_timings(list(csv.DictReader(f))))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

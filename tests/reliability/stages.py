@@ -100,3 +100,55 @@ def gw_inference(folder: Path) -> Stage:
         outputs=[out / "posterior.h5", out / "summary.json", out / "result.json"],
         phase="refining",
     )
+
+
+def gw_training(folder: Path, gw: dict, epochs: int = 4) -> Stage:
+    """gw training on config/test.yaml's dataset (its two shards) and PSD banks, made here;
+    ``epochs`` more than the test configuration's, so kills land in several epochs. (For the
+    benchmark: tests/gw/test_train.py checks the exact resume.)"""
+    from twinflow.gw.dataset.grid import resolve_domain
+    from twinflow.gw.dataset.shards import simulate_shard, write_index
+    from twinflow.gw.psd import estimate_psd_bank
+    from twinflow.gw.settings import (
+        dataset_domain_settings_for,
+        dataset_shard_settings_for,
+        psd_settings_for,
+        train_settings_for,
+    )
+    from twinflow.gw.training.stage import train_posterior_model
+
+    quiet = {"log": lambda *a: None}
+    resolve_domain(dataset_domain_settings_for(gw), folder / "domain.json", **quiet)
+    shard_settings = dataset_shard_settings_for(gw)
+    shards = [folder / f"shard-{i}.h5" for i in range(gw["dataset"]["n-shards"])]
+    for i, path in enumerate(shards):
+        simulate_shard(shard_settings, folder / "domain.json", i, path, **quiet)
+    write_index(shards, folder / "index.json")
+    banks = [folder / f"{d}.h5" for d in gw["detectors"]]
+    for detector, path in zip(gw["detectors"], banks, strict=True):
+        estimate_psd_bank(psd_settings_for(gw, detector), path, **quiet)
+    settings = train_settings_for(gw)
+    settings["train"] = {**settings["train"], "epochs": epochs}
+    settings["train"]["early-stopping-patience"] = epochs
+    out = folder / "train"
+    model, metrics, plot, summary, state = (
+        out / name for name in ("model.pt", "metrics.csv", "loss.png", "summary.json", "state.pt")
+    )
+    out.mkdir(exist_ok=True)
+    return Stage(
+        "gw train",
+        lambda log: train_posterior_model(
+            settings,
+            dataset_index=folder / "index.json",
+            psd_banks=banks,
+            model_path=model,
+            metrics_path=metrics,
+            plot_path=plot,
+            summary_path=summary,
+            state_path=state,
+            log=log,
+        ),
+        outputs=[model, metrics, summary],
+        state=[state, plot],
+        phase=state,  # kills land after the first epoch's state is written
+    )
