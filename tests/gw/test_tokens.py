@@ -202,14 +202,20 @@ def test_multibanded_inner_products_match_the_uniform_grid(gw_config, cpu_domain
     assembler (decimated waveforms, projection at bin frequencies, decimated PSD).
 
     Stated tolerance: 0.2 % per signal, 0.1 % on average, for the CPU default's auto nodes
-    (tolerance 1e-3) with the default |geocent_time| <= 0.05 s (measured over 200 signals:
+    (tolerance 1e-3) with |geocent_time| <= 0.05 s (measured over 200 signals:
     largest deviation 0.05 %, mean -0.015 %).
     """
     from bilby.gw.utils import noise_weighted_inner_product
 
     domain = cpu_domain
     n = 24
-    p_in, p_ex, generator = draws(gw_config["dataset"]["prior"], n, 21, domain)
+    # Time shifts applied at the centres of decimated bins lose match as |t| grows: at the
+    # sky-free window of ±0.1 s the worst match is 0.996 (config/README.md); ±0.05 s keeps > 0.999.
+    spec = {
+        **gw_config["dataset"]["prior"],
+        "geocent_time": {"distribution": "Uniform", "minimum": -0.05, "maximum": 0.05},
+    }
+    p_in, p_ex, generator = draws(spec, n, 21, domain)
     banks = {d: o3_bank(d, domain) for d in ("H1", "L1")}
     settings = batch_settings_for(gw_config)
     assembler = BatchAssembler(settings, domain, banks, 100.0, list(p_in), seed=0)
