@@ -24,6 +24,7 @@ from twinflow.core.settings import (
 )
 from twinflow.gw.detectors import KNOWN_DETECTORS
 from twinflow.gw.domain import MultibandedFrequencyDomain, UniformFrequencyDomain
+from twinflow.gw.inference.published import published_intervals
 from twinflow.gw.prior import EXTRINSIC
 
 SCHEDULERS = ("cosine", "plateau")
@@ -350,6 +351,12 @@ def check_config(gw: Mapping) -> None:
             )
         else:
             resolve_analysis({}, settings["analysis"], "gw")
+    for name in slicing.refused_events(gw):  # not analysed, but their settings must be valid
+        check_strain_event(
+            gw["inference"]["events"][name],
+            {k: gw[k] for k in slicing.INFERENCE_ANALYSIS_KEYS},
+            f"inference.events.{name}",
+        )
     if "peer" in gw:
         check_peer_settings(gw["peer"], slicing.inference_event_names(gw))
     if "pp" in gw:
@@ -414,7 +421,14 @@ EVENT_ANALYSIS_KEYS = (
     "maximum-frequency",
 )
 
-EVENT_KEYS = ("trigger-time", *EVENT_ANALYSIS_KEYS, "data-dict", "channel-dict", "psd-dict")
+EVENT_KEYS = (
+    "trigger-time",
+    *EVENT_ANALYSIS_KEYS,
+    "data-dict",
+    "channel-dict",
+    "psd-dict",
+    "published",
+)
 
 
 def frequency_map(value, detectors, key: str) -> dict[str, float]:
@@ -542,6 +556,7 @@ def check_strain_event(event: Mapping, analysis: Mapping, key: str) -> dict:
             d in KNOWN_DETECTORS, f"{key}.psd-dict", d, f"detectors from {list(KNOWN_DETECTORS)}"
         )
         require_file(f"{key}.psd-dict.{d}", path)
+    published_intervals(event.get("published"), f"{key}.published")
     return resolved
 
 
