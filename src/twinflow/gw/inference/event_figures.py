@@ -85,6 +85,23 @@ def plot_whitened_strain(posterior_path: str | Path, path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def sky_density(
+    ra: np.ndarray, dec: np.ndarray, weights: np.ndarray | None = None, bins: int = 36
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (ra edges [2 bins + 1], dec edges [bins + 1], density [2 bins, bins] per sr).
+
+    Bins are uniform in ra and in sin(dec), so each covers the same solid angle
+    ``4 pi / (2 bins^2)``; the density integrates to the total weight over the sphere.
+    """
+    ra_edges = np.linspace(0, 2 * np.pi, 2 * bins + 1)
+    sin_edges = np.linspace(-1, 1, bins + 1)
+    histogram, _, _ = np.histogram2d(
+        np.mod(ra, 2 * np.pi), np.sin(dec), bins=(ra_edges, sin_edges), weights=weights
+    )
+    solid_angle = (ra_edges[1] - ra_edges[0]) * (sin_edges[1] - sin_edges[0])
+    return ra_edges, np.arcsin(sin_edges), histogram / solid_angle
+
+
 def plot_skymap(posterior_path: str | Path, path: str | Path, bins: int = 36) -> None:
     """Mollweide histogram of the weighted posterior's (ra, dec), density per steradian.
 
@@ -96,16 +113,11 @@ def plot_skymap(posterior_path: str | Path, path: str | Path, bins: int = 36) ->
     samples, weights = post["samples"], post["weights"]
     fig, ax = figure(figsize=(8, 4.6), subplot_kw={"projection": "mollweide"})
     if "ra" in samples and "dec" in samples:
-        ra_edges = np.linspace(0, 2 * np.pi, 2 * bins + 1)
-        sin_edges = np.linspace(-1, 1, bins + 1)
-        histogram, _, _ = np.histogram2d(
-            samples["ra"], np.sin(samples["dec"]), bins=(ra_edges, sin_edges), weights=weights
-        )
-        solid_angle = (ra_edges[1] - ra_edges[0]) * (sin_edges[1] - sin_edges[0])
+        ra_edges, dec_edges, density = sky_density(samples["ra"], samples["dec"], weights, bins)
         mesh = ax.pcolormesh(
             np.pi - ra_edges,  # longitude on the plot: ra increases to the left
-            np.arcsin(sin_edges),
-            (histogram / solid_angle).T,
+            dec_edges,
+            density.T,
             cmap="Blues",
             shading="flat",
         )
@@ -144,14 +156,17 @@ def plot_event_sample_sizes(summary: Mapping | str | Path, path: str | Path) -> 
         ax_ess.annotate(f"{value:.0f} of {count}", (i, max(value, 0.5)), ha="center", fontsize=8)
     if target:
         ax_ess.axhline(target, color="0.4", ls=":", label=f"target {target}")
-        ax_ess.legend(fontsize=8)
+        ax_ess.legend(fontsize=8, loc="upper left")
     ax_ess.set_yscale("log")
+    ax_ess.set_ylim(0.5, 3 * max([*ess, target or 1]))
     ax_ess.set_ylabel("effective sample size")
     ax_eff.bar(stages, np.maximum(efficiency, 1e-6), color=colours)
     for i, value in enumerate(efficiency):
         ax_eff.annotate(f"{value:.2%}", (i, max(value, 1e-6)), ha="center", fontsize=8)
     ax_eff.set_yscale("log")
+    ax_eff.set_ylim(max(min(efficiency), 1e-6) / 3, 1.5)
     ax_eff.set_ylabel("sampling efficiency ESS / N")
+    fig.subplots_adjust(wspace=0.35)
     refinement = summary.get("refinement")
     extra = (
         f"; refinement: {refinement.get('method', '')}, "
