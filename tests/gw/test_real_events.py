@@ -195,7 +195,6 @@ def test_maximum_likelihood_signal_is_bilbys_detector_response(gw170104_outputs)
         best = dict(f["maximum_likelihood"].attrs)
         log_l = f["log_likelihood_ratio"][:]
         start = f["event"].attrs["start_time"]
-        window_factor = f["event"].attrs["window_factor"]
         frequencies = f["event/frequencies"][:]
         data = {d: {k: f["event"][d][k][:] for k in f["event"][d]} for d in ("H1", "L1")}
         bands = {d: f["event"][d].attrs["band"] for d in ("H1", "L1")}
