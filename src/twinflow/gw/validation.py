@@ -346,8 +346,18 @@ def check_config(gw: Mapping) -> None:
         settings = slicing.inference_settings_for(gw, name)
         check_inference_settings(settings)
         if settings["kind"] == "strain":
-            check_strain_event(
+            from twinflow.gw.inference.strain import check_strain_files
+
+            analysis = check_strain_event(
                 settings["strain"], settings["analysis"], f"inference.events.{name}"
+            )
+            check_strain_files(
+                name,
+                {
+                    "event": settings["strain"],
+                    "analysis": analysis,
+                    "post-trigger-duration": settings["post-trigger-duration"],
+                },
             )
         else:
             resolve_analysis({}, settings["analysis"], "gw")
