@@ -34,9 +34,9 @@ from twinflow.gw.inference.event_figures import (  # noqa: E402
     sky_density,
     whitened_time_series,
 )
-from twinflow.gw.inference.published import published_intervals  # noqa: E402
 from twinflow.gw.inference.stage import run_event  # noqa: E402
 from twinflow.gw.prior import build_prior, sampled_parameters  # noqa: E402
+from twinflow.gw.published import published_intervals  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "config" / "events.yaml"

@@ -157,7 +157,7 @@ def refused_events(gw: Mapping) -> dict[str, str]:
     """Return ``{event: one-line reason}`` for the configured events whose ``published``
     chirp mass lies outside ``gw.dataset.prior``: they are not analysed, and the collected
     summary lists them (as a bilby_pipe user's out-of-prior event fails before sampling)."""
-    from twinflow.gw.inference.published import refusal
+    from twinflow.gw.published import refusal
 
     prior = gw["dataset"]["prior"]
     out = {}
@@ -210,7 +210,7 @@ def inference_settings_for(gw: Mapping, event: str) -> dict:
             kind="injection", injection={"index": index, "seed": inference["injections"]["seed"]}
         )
     elif event in inference["events"]:
-        from twinflow.gw.inference.published import refuse_outside_prior
+        from twinflow.gw.published import refuse_outside_prior
 
         refuse_outside_prior(
             event, inference["events"][event].get("published"), gw["dataset"]["prior"]

@@ -24,8 +24,8 @@ from twinflow.core.settings import (
 )
 from twinflow.gw.detectors import KNOWN_DETECTORS
 from twinflow.gw.domain import MultibandedFrequencyDomain, UniformFrequencyDomain
-from twinflow.gw.inference.published import published_intervals
 from twinflow.gw.prior import EXTRINSIC
+from twinflow.gw.published import published_intervals
 
 SCHEDULERS = ("cosine", "plateau")
 PHASE_MARGINALIZATION = ("auto", "on", "off")
@@ -346,7 +346,7 @@ def check_config(gw: Mapping) -> None:
         settings = slicing.inference_settings_for(gw, name)
         check_inference_settings(settings)
         if settings["kind"] == "strain":
-            from twinflow.gw.inference.strain import check_strain_files
+            from twinflow.gw.strain_sources import check_strain_files
 
             analysis = check_strain_event(
                 settings["strain"], settings["analysis"], f"inference.events.{name}"

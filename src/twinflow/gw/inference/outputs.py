@@ -68,10 +68,10 @@ def write_posterior(
 
     With the analysis ``prior``, also the maximum-likelihood sample and its detector signals
     (:func:`maximum_likelihood_signals`), for the report's whitened-strain figure; the event's
-    ``published`` intervals (detector frame, :mod:`~twinflow.gw.inference.published`) go under
+    ``published`` intervals (detector frame, :mod:`~twinflow.gw.published`) go under
     ``published/``.
     """
-    from twinflow.gw.inference.published import published_intervals
+    from twinflow.gw.published import published_intervals
 
     best = maximum_likelihood_signals(posterior, prior, settings) if prior is not None else None
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:

@@ -92,7 +92,7 @@ def load_event(
 def refuse_events_outside_prior(settings: Mapping, model=None) -> None:
     """Raise :class:`ConfigError` (one line) if a real event's published chirp mass lies
     outside the analysis prior or, given the ``model``, the prior it was trained on."""
-    from twinflow.gw.inference.published import refuse_outside_prior
+    from twinflow.gw.published import refuse_outside_prior
 
     if settings.get("kind") != "strain":
         return
