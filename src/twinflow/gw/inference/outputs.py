@@ -73,7 +73,12 @@ def write_posterior(
     """
     from twinflow.gw.published import published_intervals
 
-    best = maximum_likelihood_signals(posterior, prior, settings) if prior is not None else None
+    finite = np.isfinite(posterior.log_likelihood_ratio).any()
+    best = (
+        maximum_likelihood_signals(posterior, prior, settings)
+        if prior is not None and finite
+        else None
+    )
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         group = f.create_group("samples")
         for name in posterior.parameters:
