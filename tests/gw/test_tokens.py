@@ -76,11 +76,11 @@ def draws(spec, n, seed, domain, approximant="IMRPhenomXAS"):
     return p_in, p_ex, generator
 
 
-def bilby_ifos(detectors, domain, post_trigger_duration=2.0):
+def bilby_ifos(detectors, domain, post_trigger_duration=2.0, trigger_time=REFERENCE_TIME):
     import bilby
 
     ifos = bilby.gw.detector.InterferometerList(detectors)
-    start = REFERENCE_TIME - (domain.base.duration - post_trigger_duration)
+    start = trigger_time - (domain.base.duration - post_trigger_duration)
     ifos.set_strain_data_from_zero_noise(
         domain.base.sampling_frequency, domain.base.duration, start_time=start
     )
@@ -143,6 +143,58 @@ def test_projection_equals_bilby_detector_response_on_the_multibanded_domain(gw_
             )
             scale = np.max(np.abs(ref))
             np.testing.assert_allclose(ours[i, d], ref, rtol=0, atol=1e-5 * scale)
+
+
+def test_an_event_at_another_time_is_projected_as_bilby_projects_it_after_the_sky_rotation(
+    gw_config,
+):
+    """A model trained at the reference time sees an event at time t through the right ascension
+    rotated by GMST(t_ref) - GMST(t): the detector strain the network's input pipeline makes
+    with the rotated sky equals bilby's ``get_detector_response`` of the event's own sky at
+    t + Δt_c, to float64 precision (ra is rotated back to the event's time after sampling)."""
+    from twinflow.gw.detectors import rotate_right_ascension
+
+    event_time = 1167559936.6  # GW170104: GMST 2.6 rad away from the reference time's
+    domain = MultibandedFrequencyDomain(CPU_NODES, 4, 1024)
+    spec = {
+        **gw_config["dataset"]["prior"],
+        "ra": {"distribution": "Uniform", "minimum": 0, "maximum": 2 * np.pi},
+        "dec": {"distribution": "Cosine"},
+        "geocent_time": {"distribution": "Uniform", "minimum": -0.1, "maximum": 0.1},
+    }
+    p_in, p_ex, generator = draws(spec, 6, 13, domain)
+    h_plus, h_cross = generator(p_in)
+    p_ex["geocent_time"] = np.round(p_ex["geocent_time"] * 2**22) / 2**22  # see above
+    model_frame = {**p_ex, "ra": rotate_right_ascension(p_ex["ra"], event_time, REFERENCE_TIME)}
+    assert np.all(np.abs(np.angle(np.exp(1j * (model_frame["ra"] - p_ex["ra"])))) > 0.1)
+    ours = (
+        DetectorProjection(["H1", "L1", "V1"], REFERENCE_TIME)
+        .project(
+            torch.as_tensor(h_plus, dtype=torch.complex128),
+            torch.as_tensor(h_cross, dtype=torch.complex128),
+            torch.as_tensor(domain.sample_frequencies),
+            {k: torch.as_tensor(v) for k, v in model_frame.items()},
+            time_origin_offset=domain.base.duration - 2.0,
+        )
+        .numpy()
+    )
+    ifos = bilby_ifos(["H1", "L1", "V1"], domain, trigger_time=event_time)
+    for i in range(6):
+        parameters = {k: v[i] for k, v in p_ex.items()}
+        parameters["geocent_time"] = event_time + p_ex["geocent_time"][i]
+        for d, ifo in enumerate(ifos):
+            ref = ifo.get_detector_response(
+                {"plus": h_plus[i], "cross": h_cross[i]},
+                parameters,
+                frequencies=domain.sample_frequencies,
+            )
+            np.testing.assert_allclose(ours[i, d], ref, rtol=0, atol=1e-8 * np.max(np.abs(ref)))
+    # ra back from the model's frame to the event's: the identity, mod 2π
+    np.testing.assert_allclose(
+        np.exp(1j * rotate_right_ascension(model_frame["ra"], REFERENCE_TIME, event_time)),
+        np.exp(1j * p_ex["ra"]),
+        atol=1e-12,
+    )
 
 
 def test_multibanded_inner_products_match_the_uniform_grid(gw_config, cpu_domain):

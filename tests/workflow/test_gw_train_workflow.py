@@ -87,7 +87,14 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
     before = (out / "model.pt").read_bytes()
     failing = tmp_path / "failing.yaml"
     failing.write_text(
-        yaml.safe_dump({"gw": {"train": {**gw["train"], "parameters": ["chirp_mass", "ra"]}}})
+        yaml.safe_dump(
+            {
+                "gw": {
+                    "dataset": {"prior": {"ra": 1.375}},
+                    "train": {**gw["train"], "parameters": ["chirp_mass", "ra"]},
+                }
+            }
+        )
     )
     result = run_snakemake(
         tmp_path,
@@ -102,6 +109,7 @@ def test_gw_train_workflow(tmp_path, run_snakemake, repo):
 
     # Bad settings stop the stage with one line naming the key, before any output.
     settings = train_settings_for(gw)
+    settings["batch"]["prior"]["ra"] = 1.375
     for key, value in (("parameters", ["chirp_mass", "ra"]), ("batch-size", 1)):
         bad = {**settings, "train": {**settings["train"], key: value}}
         result = subprocess.run(

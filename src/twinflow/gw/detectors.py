@@ -55,6 +55,19 @@ def greenwich_mean_sidereal_time(gps_time) -> np.ndarray:
     return (base[inverse] + GMST_RATE * (t - whole).ravel()).reshape(t.shape)
 
 
+def rotate_right_ascension(ra, from_time: float, to_time: float):
+    """Return the right ascension [rad, in [0, 2π)] that is at ``to_time`` where ``ra`` is at
+    ``from_time``: the same Earth-fixed direction, so the same antenna patterns and delays.
+
+    The detectors see the sky through the longitude ``ra - GMST(t)`` only, so a signal from
+    ``ra`` at ``from_time`` reaches them exactly as one from
+    ``ra + GMST(to_time) - GMST(from_time)`` at ``to_time`` (Dingo's trick: a model trained at
+    one reference time analyses events at any time).
+    """
+    shift = greenwich_mean_sidereal_time(to_time) - greenwich_mean_sidereal_time(from_time)
+    return np.mod(np.asarray(ra, dtype=float) + float(shift), 2 * np.pi)
+
+
 def _namespace(x):
     """Return the array module of ``x``: torch for tensors, numpy otherwise."""
     if type(x).__module__.split(".")[0] == "torch":

@@ -207,7 +207,12 @@ def inference_settings_for(gw: Mapping, event: str) -> dict:
     if event.startswith(INJECTION_PREFIX):
         index = int(event[len(INJECTION_PREFIX) :])
         settings.update(
-            kind="injection", injection={"index": index, "seed": inference["injections"]["seed"]}
+            kind="injection",
+            injection={
+                "index": index,
+                "seed": inference["injections"]["seed"],
+                "trigger-time": inference["injections"].get("trigger-time"),
+            },
         )
     elif event in inference["events"]:
         from twinflow.gw.published import refuse_outside_prior

@@ -17,7 +17,7 @@ import numpy as np
 
 from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import require
-from twinflow.gw.detectors import greenwich_mean_sidereal_time
+from twinflow.gw.detectors import rotate_right_ascension
 from twinflow.gw.inference.events import EventData
 from twinflow.gw.inference.importance import (
     ImportanceResult,
@@ -235,11 +235,8 @@ def analyse_event(
 
     # the model's sky is at its reference time: rotate ra to the event's time (Dingo)
     if "ra" in samples:
-        samples["ra"] = np.mod(
-            samples["ra"]
-            + greenwich_mean_sidereal_time(event.trigger_time)
-            - greenwich_mean_sidereal_time(inputs["reference-time"]),
-            2 * np.pi,
+        samples["ra"] = rotate_right_ascension(
+            samples["ra"], float(inputs["reference-time"]), event.trigger_time
         )
     elif not math.isclose(event.trigger_time, float(inputs["reference-time"])) and "ra" in prior:
         warnings.append(

@@ -77,7 +77,7 @@ def load_event(
         psds,
         analysis,
         settings,
-        settings["reference-time"],
+        injection.get("trigger-time") or settings["reference-time"],
         settings["post-trigger-duration"],
         rng,
     )
