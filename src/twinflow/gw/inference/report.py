@@ -20,6 +20,7 @@ LABELS = {
     "mass_ratio": "$q$",
     "chi_1": r"$\chi_1$",
     "chi_2": r"$\chi_2$",
+    "chi_eff": r"$\chi_{\rm eff}$",
     "theta_jn": r"$\theta_{JN}$",
     "phase": r"$\phi$",
     "luminosity_distance": "$d_L$ [Mpc]",
