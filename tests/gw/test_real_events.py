@@ -112,6 +112,42 @@ def test_a_refused_event_stops_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_event_outside_the_checkpoints_prior_is_refused_before_sampling(
+    shared_data, tmp_path, monkeypatch
+):
+    # the analysis prior holds GW170104, the prior the model was trained on does not
+    from twinflow.gw.inference import stage
+    from twinflow.gw.training.model import load_posterior_model, save_posterior_model
+
+    spec = {**PRIOR, "chirp_mass": {**PRIOR["chirp_mass"], "minimum": 30}}
+    model = tiny_model(tmp_path / "model.pt", sampled_parameters(build_prior(spec)), spec=spec)
+    model.settings["prior"] = spec
+    save_posterior_model(tmp_path / "model.pt", model)
+    assert load_posterior_model(tmp_path / "model.pt").settings["prior"] == spec
+    monkeypatch.setattr(stage, "analyse_event", lambda *a, **k: pytest.fail("sampled"))
+    settings = {
+        **SETTINGS,
+        "event": "GW170104",
+        "kind": "strain",
+        "strain": overlay_events(shared_data / "gw" / "strain")["GW170104"],
+        "analysis": {
+            "detectors": ["H1", "L1"],
+            "duration": 4,
+            "sampling-frequency": 1024,
+            "minimum-frequency": 20,
+            "maximum-frequency": 256,
+        },
+        "prior": PRIOR,
+        "reference-time": REFERENCE_TIME,
+        "post-trigger-duration": 2.0,
+        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
+    }
+    with pytest.raises(ConfigError, match="chirp_mass range 30-40") as err:
+        run_event(settings, tmp_path / "model.pt", tmp_path / "out", log=lambda *_: None)
+    assert str(err.value).startswith("GW170104: refused before sampling")
+    assert not (tmp_path / "out").exists()
+
+
 def test_whitening_gives_unit_variance_white_noise():
     fs, n, sigma = 1024.0, 1024 * 64, 3.0
     noise = np.random.default_rng(4).normal(0, sigma, n)

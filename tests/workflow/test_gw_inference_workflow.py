@@ -111,10 +111,14 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
     assert injections["pp_combined_pvalue"] > 1e-3
 
     bilby = pytest.importorskip("bilby")
+    pesummary_io = pytest.importorskip("pesummary.io")
     for name in collected["events"]:
         folder_e = out / "events" / name
         result = bilby.core.result.read_in_result(str(folder_e / "result.json"))
         assert result.label == name and np.isfinite(result.log_bayes_factor)
+        # every posterior opens in PESummary (its page is built in tests/gw/test_real_events.py)
+        opened = pesummary_io.read(str(folder_e / "result.json"))
+        assert len(opened.samples_dict["chirp_mass"]) == len(result.posterior)
         summary = collected["events"][name]
         assert summary["runtime"]["sampling"] > 0 and summary["runtime"]["likelihood"] > 0
         with h5py.File(folder_e / "posterior.h5", "r") as f:
