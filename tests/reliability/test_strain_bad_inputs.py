@@ -98,6 +98,23 @@ def test_a_file_copied_under_another_name_still_reads(gw170104, tmp_path):
     assert data.detectors == ("H1", "L1")
 
 
+def test_a_truncated_gwf_strain_file_is_named_before_the_frame_library_reads_it(tmp_path):
+    """The frame library crashes the process on a truncated GWF file: it is refused first."""
+    from gwpy.timeseries import TimeSeries
+
+    from twinflow.gw.strain_sources import read_strain
+
+    whole = tmp_path / "H-H1_TEST-1000000000-8.gwf"
+    series = np.random.default_rng(3).standard_normal(8 * 256)
+    TimeSeries(series, t0=1e9, sample_rate=256, name="H1:TEST").write(str(whole), format="gwf")
+    assert len(read_strain(whole, "H1:TEST")) == len(series)
+    cut = tmp_path / "H-H1_CUT-1000000000-8.gwf"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ConfigError) as err:
+        read_strain(cut, "H1:TEST")
+    one_line_naming(err, str(cut), "truncated")
+
+
 # --- the same inputs stop the workflow when it parses the config, before any job -------------
 
 

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from tests.conftest import planned_rules
 
 pytestmark = pytest.mark.workflow
 
@@ -160,3 +161,21 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         tmp_path, "--report", str(tmp_path / "report.zip"), "gw_inference", configfiles=configfiles
     )
     assert (tmp_path / "report.zip").stat().st_size > 0
+
+    # Editing only the events reruns inference, never the dataset or the training.
+    if events:
+        fewer = tmp_path / "fewer.yaml"
+        overrides = yaml.safe_load(override.read_text())
+        overrides["gw"]["inference"]["events"] = dict(list(events.items())[:1])
+        fewer.write_text(yaml.safe_dump(overrides))
+        dry = run_snakemake(
+            tmp_path,
+            "--cores",
+            "2",
+            "-n",
+            "gw_inference",
+            configfiles=[repo / "config" / "test.yaml", fewer],
+        )
+        planned = planned_rules(dry)
+        assert "gw_inference_collect" in planned
+        assert not planned & {"gw_train", "gw_dataset_shard", "gw_psd_bank", "gw_inference_event"}

@@ -49,7 +49,8 @@ rule anomaly_sideband_flow:
     input:
         events=f"{ANOMALY}/events.h5",
     output:
-        f"{ANOMALY}/{{region}}/sideband_flow.pt",
+        # update(): a forced rerun keeps the previous model until the new one is written
+        update(f"{ANOMALY}/{{region}}/sideband_flow.pt"),
     log:
         f"{RESULTS}/logs/anomaly/{{region}}/sideband_flow.log",
     benchmark:
@@ -76,7 +77,7 @@ rule anomaly_train_sigma:
     input:
         events=f"{ANOMALY}/events.h5",
     output:
-        f"{ANOMALY}/sigma/model.pt",
+        update(f"{ANOMALY}/sigma/model.pt"),
     log:
         f"{RESULTS}/logs/anomaly/sigma/train.log",
     benchmark:
@@ -99,7 +100,7 @@ rule anomaly_train_sigma_cr:
     input:
         events=f"{ANOMALY}/events.h5",
     output:
-        f"{ANOMALY}/{{region}}/sigma_cr.pt",
+        update(f"{ANOMALY}/{{region}}/sigma_cr.pt"),
     log:
         f"{RESULTS}/logs/anomaly/{{region}}/sigma_cr.log",
     benchmark:
@@ -254,7 +255,7 @@ rule anomaly_nsig_sideband_flow:
     input:
         events=f"{ANOMALY_NSIG}/events.h5",
     output:
-        f"{ANOMALY_NSIG}/{{region}}/sideband_flow.pt",
+        update(f"{ANOMALY_NSIG}/{{region}}/sideband_flow.pt"),
     log:
         f"{RESULTS}/logs/anomaly/nsig/n{{nsig}}/seed{{seed}}/{{region}}/sideband_flow.log",
     benchmark:
@@ -284,7 +285,7 @@ rule anomaly_nsig_train_sigma:
     input:
         events=f"{ANOMALY_NSIG}/events.h5",
     output:
-        f"{ANOMALY_NSIG}/sigma/model.pt",
+        update(f"{ANOMALY_NSIG}/sigma/model.pt"),
     log:
         f"{RESULTS}/logs/anomaly/nsig/n{{nsig}}/seed{{seed}}/sigma/train.log",
     benchmark:
@@ -309,7 +310,7 @@ rule anomaly_nsig_train_sigma_cr:
     input:
         events=f"{ANOMALY_NSIG}/events.h5",
     output:
-        f"{ANOMALY_NSIG}/{{region}}/sigma_cr.pt",
+        update(f"{ANOMALY_NSIG}/{{region}}/sigma_cr.pt"),
     log:
         f"{RESULTS}/logs/anomaly/nsig/n{{nsig}}/seed{{seed}}/{{region}}/sigma_cr.log",
     benchmark:

@@ -91,7 +91,8 @@ rule glitch_train_translation:
     input:
         f"{GLITCH}/images.h5",
     output:
-        model=f"{GLITCH}/translation/model.pt",
+        # update(): a forced rerun keeps the previous model until the new one is written
+        model=update(f"{GLITCH}/translation/model.pt"),
         metrics=f"{GLITCH}/translation/metrics.csv",
         plot=report(
             f"{GLITCH}/translation/loss.png",
@@ -151,7 +152,8 @@ rule glitch_train_vae:
     input:
         f"{GLITCH}/images.h5",
     output:
-        model=f"{GLITCH}/vae/model.pt",
+        # update(): a forced rerun keeps the previous model until the new one is written
+        model=update(f"{GLITCH}/vae/model.pt"),
         metrics=f"{GLITCH}/vae/metrics.csv",
         plot=report(
             f"{GLITCH}/vae/loss.png",

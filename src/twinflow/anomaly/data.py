@@ -29,7 +29,14 @@ import h5py
 import numpy as np
 
 from twinflow.anomaly.events import Events
-from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.io import (
+    atomic_path,
+    read_hdf5,
+    read_settings,
+    verify_intermediate,
+    write_checksum,
+    write_provenance,
+)
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import (
@@ -75,14 +82,20 @@ TAU_EPSILON = 1e-5  # tau21 = tau2 / (tau1 + 1e-5), as in the LHCO R&D papers
 
 def _read_pandas_fixed(path: Path, key: str) -> dict[str, np.ndarray]:
     """Columns of a pandas ``to_hdf`` frame in 'fixed' format, read with h5py (no pytables)."""
-    with h5py.File(path, "r") as f:
+    with read_hdf5(path, "LHCO file") as f:
         if key not in f:
             raise ConfigError(f"LHCO file {str(path)!r} has no key {key!r} (keys: {list(f)})")
         group = f[key]
         if "table" in group:  # 'table' format needs pandas + pytables
             import pandas as pd
 
-            frame = pd.read_hdf(path, key)
+            try:
+                frame = pd.read_hdf(path, key)
+            except ImportError as err:
+                raise ConfigError(
+                    f"LHCO file {str(path)!r} is in pandas' 'table' format, which needs "
+                    f"PyTables ({err}): install it, or save the frame with format='fixed'"
+                ) from None
             return {str(c): frame[c].to_numpy() for c in frame.columns}
         columns: dict[str, np.ndarray] = {}
         for block in range(int(group.attrs.get("nblocks", 0))):
@@ -307,16 +320,14 @@ def prepare_events(settings: Mapping, out: str | Path) -> dict[str, Events]:
             g.create_dataset("label", data=ev.label.astype(np.int8))
             g.attrs["n_signal"] = int(ev.label.sum())
             g.attrs["n_background"] = int(len(ev) - ev.label.sum())
+        write_checksum(f)
     return samples
 
 
 def load_events(path: str | Path) -> tuple[dict[str, Events], dict]:
     """Return the samples written by :func:`prepare_events` and the settings that made them."""
-    path = require_file("anomaly events", path)
-    with h5py.File(path, "r") as f:
-        missing = [s for s in SAMPLES if s not in f]
-        if missing:
-            raise ConfigError(f"anomaly events file {str(path)!r} lacks the sample(s) {missing}")
+    verify_intermediate(path, "anomaly events", SAMPLES)
+    with read_hdf5(path, "anomaly events") as f:
         samples = {
             s: Events(
                 f[s]["m"][:].astype(np.float64), f[s]["x"][:].astype(np.float64), f[s]["label"][:]

@@ -9,7 +9,6 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from twinflow.anomaly import metrics
@@ -17,7 +16,13 @@ from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import (
     check_methods,
 )
-from twinflow.core.io import atomic_path, write_json
+from twinflow.core.io import (
+    atomic_path,
+    quarantine_if_damaged,
+    read_hdf5,
+    verify_intermediate,
+    write_json,
+)
 from twinflow.core.settings import ConfigError
 
 
@@ -32,7 +37,8 @@ def finite_scores(score: np.ndarray) -> np.ndarray:
 
 def read_method_result(path: str | Path) -> dict:
     """Return the method's output file as a dict: method, region, info and every array."""
-    with h5py.File(path, "r") as f:
+    verify_intermediate(path, "anomaly method result", ("score", "label"))
+    with read_hdf5(path, "anomaly method result") as f:
         return {
             "method": str(f.attrs["method"]),
             "region": str(f.attrs["region"]),
@@ -179,9 +185,9 @@ def gather(
     if sigma_model is not None:
         from twinflow.core.checkpoint import load_checkpoint
 
-        summary["sigma_training_seconds"] = float(
-            load_checkpoint(sigma_model, kind="anomaly-sigma")["fit_seconds"]
-        )
+        with quarantine_if_damaged(sigma_model):  # a damaged model is remade by its rule
+            sigma = load_checkpoint(sigma_model, kind="anomaly-sigma")
+        summary["sigma_training_seconds"] = float(sigma["fit_seconds"])
     cost = {}
     per = [summary["regions"][r.name]["methods"] for r in regions_]
     if "cathode" in settings["methods"]:

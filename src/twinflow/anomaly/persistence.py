@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from twinflow.core.checkpoint import load_checkpoint, save_checkpoint
+from twinflow.core.io import quarantine_if_damaged
 
 
 class SavedDensityModel:
@@ -35,7 +36,8 @@ class SavedDensityModel:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto"):
         """Return the model saved at ``path`` and the whole checkpoint."""
-        ckpt = load_checkpoint(path, kind=cls.KIND)
+        with quarantine_if_damaged(path):  # a damaged model is remade by its rule
+            ckpt = load_checkpoint(path, kind=cls.KIND)
         model = cls(**{**ckpt["settings"], "device": device})
         model.net.load_state_dict(ckpt["model"])
         model.net.eval()

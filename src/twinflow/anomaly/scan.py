@@ -39,7 +39,7 @@ from twinflow.anomaly.methods import (
 from twinflow.anomaly.regions import SignalRegion, check_region
 from twinflow.anomaly.settings import SOLVERS
 from twinflow.core.device import configure_cpu_threads
-from twinflow.core.io import atomic_path, dumps_settings, write_provenance
+from twinflow.core.io import atomic_path, dumps_settings, write_checksum, write_provenance
 from twinflow.core.seeding import seed_everything
 from twinflow.core.settings import ConfigError, require_choice
 
@@ -179,6 +179,7 @@ def run_method(
         f.create_dataset("test_score_by_group", data=test_by_group.astype(np.float64))
         for key, value in extra.items():
             f.create_dataset(key, data=np.asarray(value))
+        write_checksum(f)
     return info
 
 

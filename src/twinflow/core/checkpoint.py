@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import twinflow
-from twinflow.core.io import atomic_path, content_sha256
+from twinflow.core.io import CorruptFileError, atomic_path, content_sha256
 from twinflow.core.settings import ConfigError
 
 #: Key of the content checksum inside a checkpoint (verified on load).
@@ -27,6 +27,10 @@ CHECKSUM_KEY = "content-sha256"
 
 class CheckpointError(ConfigError):
     """A checkpoint file is missing, truncated, or was not written by this stage."""
+
+
+class CorruptCheckpointError(CheckpointError, CorruptFileError):
+    """A checkpoint file is damaged: unreadable, truncated, or no longer matching its checksum."""
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -95,7 +99,7 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated/garbled archives
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f"checkpoint {str(path)!r} could not be read ({type(err).__name__}: {err}); "
             "the file is truncated, corrupted, or not a twinflow checkpoint"
         ) from err
@@ -103,7 +107,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {str(path)!r} is not a twinflow checkpoint")
     stored = payload.pop(CHECKSUM_KEY, None)
     if stored is not None and stored != content_sha256(payload):
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f"checkpoint {str(path)!r} is corrupt: its content no longer matches the checksum "
             "written with it"
         )

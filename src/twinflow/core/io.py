@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import twinflow
+from twinflow.core.settings import ConfigError
 
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
 
@@ -104,6 +105,11 @@ def write_json(path: str | Path, data: Mapping) -> None:
 # Reading files: one error line naming the file; content checksums
 
 
+class CorruptFileError(ConfigError):
+    """A file is damaged: unreadable, truncated, or its content no longer matches its checksum
+    (as opposed to a file of the wrong kind, which is intact)."""
+
+
 @contextmanager
 def read_hdf5(path: str | Path, what: str) -> Iterator:
     """Open an HDF5 file for reading; any failure to open it is one :class:`ConfigError`.
@@ -113,8 +119,6 @@ def read_hdf5(path: str | Path, what: str) -> Iterator:
     """
     import h5py
 
-    from twinflow.core.settings import ConfigError
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r}: no such file")
@@ -122,17 +126,40 @@ def read_hdf5(path: str | Path, what: str) -> Iterator:
         handle = h5py.File(path, "r")
     except OSError as err:
         kind = "not an HDF5 file" if not h5py.is_hdf5(path) else "a damaged HDF5 file"
-        raise ConfigError(
+        raise CorruptFileError(
             f"{what} {str(path)!r} cannot be read: {kind} ({str(err).splitlines()[0]})"
         ) from None
     with handle:
         yield handle
 
 
+def require_complete_gwf(path: str | Path, what: str) -> None:
+    """Raise :class:`CorruptFileError` unless a GWF file ends with its end-of-file record.
+
+    The frame libraries can crash the process (a segmentation fault, not an exception) on a
+    truncated frame file, so the file is checked before they see it: in frame format version 8
+    the last structure, FrEndOfFile, ends with nBytes (the file's length, 8 bytes), seekTOC and
+    three 4-byte checksums, so nBytes sits 28 bytes before the end. Older versions are not
+    checked.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(14)  # "IGWD\0", version, minor, five type sizes, 0x1234 as INT_2U
+        if len(header) < 14 or header[5] < 8:
+            return
+        order = "little" if header[12:14] == b"\x34\x12" else "big"
+        f.seek(max(size - 28, 0))
+        n_bytes = int.from_bytes(f.read(8), order)
+    if n_bytes != size:
+        raise CorruptFileError(
+            f"{what} {str(path)!r} is a truncated or damaged GWF file (its end-of-file record "
+            f"does not give its length {size} bytes): copy it again"
+        )
+
+
 def require_datasets(h5obj, what: str, names) -> None:
     """Raise :class:`ConfigError` naming the file and the missing datasets, if any."""
-    from twinflow.core.settings import ConfigError
-
     missing = [n for n in names if n not in h5obj]
     if missing:
         raise ConfigError(
@@ -173,10 +200,11 @@ def content_sha256(value: Any) -> str:
     return digest.hexdigest()
 
 
-def hdf5_content_sha256(h5file, rows_per_read: int = 4096) -> str:
+def hdf5_content_sha256(h5file, bytes_per_read: int = 1 << 25) -> str:
     """Return the SHA-256 of every dataset of an HDF5 file (names, dtypes, shapes, values).
 
-    Datasets are read ``rows_per_read`` rows at a time, so memory stays small for large files.
+    Datasets are read a block of rows at a time (about ``bytes_per_read`` bytes, at least one
+    row), so memory stays small for large files; the digest does not depend on the block size.
     """
     import hashlib
 
@@ -193,6 +221,8 @@ def hdf5_content_sha256(h5file, rows_per_read: int = 4096) -> str:
         if data.ndim == 0:
             digest.update(np.ascontiguousarray(data[()]).tobytes())
             continue
+        row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:]))
+        rows_per_read = max(1, bytes_per_read // max(row_bytes, 1))
         for start in range(0, data.shape[0], rows_per_read):
             block = data[start : start + rows_per_read]
             digest.update(np.ascontiguousarray(block).tobytes())
@@ -208,15 +238,23 @@ def write_checksum(h5file) -> None:
 
 
 def verify_checksum(h5file, what: str) -> None:
-    """Raise :class:`ConfigError` if the datasets no longer match the stored checksum.
+    """Raise :class:`CorruptFileError` if the datasets no longer match the stored checksum, or
+    cannot be read back.
 
     Files written before checksums existed carry none and pass unchecked.
     """
-    from twinflow.core.settings import ConfigError
-
     stored = h5file.attrs.get(CHECKSUM_ATTRIBUTE)
-    if stored is not None and stored != hdf5_content_sha256(h5file):
-        raise ConfigError(
+    if stored is None:
+        return
+    try:
+        actual = hdf5_content_sha256(h5file)
+    except OSError as err:  # damaged chunks or metadata
+        raise CorruptFileError(
+            f"{what} {h5file.filename!r} is corrupt: its datasets cannot be read back "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    if stored != actual:
+        raise CorruptFileError(
             f"{what} {h5file.filename!r} is corrupt: its content no longer matches the checksum "
             "written with it"
         )
@@ -231,3 +269,36 @@ def quarantine(path: str | Path) -> Path:
     target = path.with_name(path.name + ".corrupt")
     os.replace(path, target)
     return target
+
+
+@contextmanager
+def quarantine_if_damaged(path: str | Path) -> Iterator[None]:
+    """Run a block that reads ``path``, an intermediate the workflow made; if the block finds
+    the file damaged (:class:`CorruptFileError`), move the file aside with :func:`quarantine`
+    and raise the same error, saying where it went and that a rerun regenerates it.
+
+    A file of the wrong kind is intact and stays where it is; use this only around reading a
+    file a rule wrote (shards, images, events, models): a user's own input file is never moved.
+    """
+    try:
+        yield
+    except CorruptFileError as err:
+        if not Path(path).is_file():
+            raise
+        corrupt = quarantine(path)
+        raise type(err)(
+            f"{err}; moved it to {str(corrupt)!r}: rerun the workflow and the rule that made it "
+            "regenerates it"
+        ) from None
+
+
+def verify_intermediate(path: str | Path, what: str, datasets=()) -> None:
+    """Check that an HDF5 file a rule wrote opens, holds ``datasets`` and matches its checksum.
+
+    A damaged file is moved aside (see :func:`quarantine_if_damaged`), so its name is then
+    missing and rerunning the workflow regenerates it with its own rule (and what depends on
+    it), while nothing else is deleted.
+    """
+    with quarantine_if_damaged(path), read_hdf5(path, what) as f:
+        require_datasets(f, what, datasets)
+        verify_checksum(f, what)

@@ -47,15 +47,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.io import (
+    atomic_path,
+    read_hdf5,
+    read_settings,
+    verify_intermediate,
+    write_checksum,
+    write_provenance,
+)
 from twinflow.core.noise import coloured_noise
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import (
-    ConfigError,
-    require,
-    require_file,
-)
+from twinflow.core.settings import require
 from twinflow.glitch.morphologies import (
     blip,
     koi_fish,
@@ -76,6 +79,8 @@ from twinflow.glitch.validation import (
 
 STRAIN_CHANNEL = "H1:GDS-CALIB_STRAIN"
 GPS_START = 1238166018.0  # start of O3 (April 2019); sample i starts at GPS_START + i * duration
+#: Datasets every shard holds (the simulator's and the detector-data loader's alike).
+SHARD_DATASETS = ("strain", "aux", "strain_psd", "aux_psd", "gps_start")
 
 
 def aux_channel_names(n_auxiliary: int) -> list[str]:
@@ -334,6 +339,7 @@ def simulate_dataset_shard(
             gps_start=GPS_START + shard * settings["samples-per-shard"] * settings["duration"],
             image_band=list(image_band),
         )
+        write_checksum(f)
     n_glitch = int(arrays["has_glitch"].sum())
     log(
         f"shard {shard}: wrote {len(arrays['strain'])} samples ({n_glitch} with a glitch, "
@@ -343,10 +349,8 @@ def simulate_dataset_shard(
 
 def read_shard(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """Return (arrays, settings) of a shard written by :func:`simulate_dataset_shard`."""
-    path = require_file("glitch shard", path)
-    with h5py.File(path, "r") as f:
-        if "strain" not in f or "aux" not in f:
-            raise ConfigError(f"glitch shard {str(path)!r} has no 'strain' and 'aux' datasets")
+    verify_intermediate(path, "glitch shard", SHARD_DATASETS)
+    with read_hdf5(path, "glitch shard") as f:
         arrays = {name: f[name][()] for name in f}
         settings = read_settings(f)
     return arrays, settings
@@ -356,7 +360,7 @@ def sample_timeseries(path: str | Path, index: int):
     """Return sample ``index`` of a shard as a gwpy ``TimeSeriesDict`` (strain and witnesses)."""
     from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
-    with h5py.File(require_file("glitch shard", path), "r") as f:
+    with read_hdf5(path, "glitch shard") as f:
         fs = float(f.attrs["sampling_frequency"])
         t0 = float(f["gps_start"][index])
         strain_name = str(f.attrs.get("strain_channel", STRAIN_CHANNEL))

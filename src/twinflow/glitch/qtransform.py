@@ -35,14 +35,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from twinflow.core.io import atomic_path, read_settings, write_provenance
+from twinflow.core.io import (
+    atomic_path,
+    read_hdf5,
+    read_settings,
+    verify_intermediate,
+    write_checksum,
+    write_provenance,
+)
 from twinflow.core.progress import progress
 from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import (
     ConfigError,
     require,
     require_choice,
-    require_file,
     require_positive,
 )
 from twinflow.glitch.qplane import transform_for
@@ -64,6 +70,8 @@ LABELS = (
     "chirp_snr",
     "chirp_mass",
 )
+#: Datasets every images file holds.
+IMAGE_DATASETS = ("aux", "strain", "split", "aux_min", "aux_max", "strain_min", "strain_max")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ def build_images(
     log=print,
 ) -> None:
     """Q-transform every sample of ``shards`` and write the normalised, split images to ``out``."""
-    from twinflow.glitch.data import check_data_settings, read_shard
+    from twinflow.glitch.data import SHARD_DATASETS, check_data_settings, read_shard
 
     check_data_settings(data_settings, settings["frange"])
     fs, duration = data_settings["sampling-frequency"], data_settings["duration"]
@@ -225,8 +233,8 @@ def build_images(
         len(shards),
         f"one file per shard ({n_shards})",
     )
-    for path in shards:
-        require_file("glitch shard", path)
+    for path in shards:  # every shard intact before any work
+        verify_intermediate(path, "glitch shard", SHARD_DATASETS)
     qt = transform_for(settings, fs, duration)
     k = data_settings["n-auxiliary"]
     batch_size = settings["batch-size"]
@@ -234,7 +242,7 @@ def build_images(
     parts: dict[str, list[np.ndarray]] = {}
     total = 0
     for path in shards:
-        with h5py.File(path, "r") as f:
+        with read_hdf5(path, "glitch shard") as f:
             total += len(f["strain"])
     bar = progress(total=total, desc="Q-transform images", unit="sample")
     truth = True
@@ -294,6 +302,7 @@ def build_images(
             log_scaling=log_scale,
             truth=truth,
         )
+        write_checksum(f)
     counts = np.bincount(split, minlength=3)
     log(
         f"wrote {len(split)} image sets ({', '.join(f'{c} {s}' for c, s in zip(counts, SPLITS))}) of size "
@@ -328,10 +337,8 @@ class ImageSet:
 
 def load_images(path: str | Path, split: str | None = None) -> ImageSet:
     """Return the images of ``split`` (train, validation, test; None: all)."""
-    path = require_file("glitch images", path)
-    with h5py.File(path, "r") as f:
-        if "aux" not in f or "split" not in f:
-            raise ConfigError(f"glitch images {str(path)!r} has no 'aux' and 'split' datasets")
+    verify_intermediate(path, "glitch images", IMAGE_DATASETS)
+    with read_hdf5(path, "glitch images") as f:
         which = slice(None) if split is None else f["split"][()] == SPLITS.index(split)
         labels = {name: f[name][()][which] for name in (*LABELS, "glitch_energy", "chirp_energy")}
         return ImageSet(

@@ -26,7 +26,7 @@ from twinflow.core.checkpoint import (
     save_checkpoint,
 )
 from twinflow.core.device import configure_cpu_threads, select_device, to_device
-from twinflow.core.io import dumps_settings
+from twinflow.core.io import dumps_settings, quarantine_if_damaged
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed, seed_everything
@@ -265,7 +265,8 @@ def load_translation_model(path: str | Path) -> torch.nn.Module:
     """Return the translation model stored by :func:`train_translation` (weights_only load)."""
     from twinflow.glitch.models import build_translation_model
 
-    checkpoint = load_checkpoint(path, kind=TRANSLATION_KIND)
+    with quarantine_if_damaged(path):  # a damaged model is remade by its rule
+        checkpoint = load_checkpoint(path, kind=TRANSLATION_KIND)
     model = build_translation_model(checkpoint["settings"], checkpoint["settings"]["in-channels"])
     model.load_state_dict(checkpoint["model"])
     return model.eval()

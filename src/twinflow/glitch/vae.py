@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from twinflow.core.checkpoint import load_checkpoint
-from twinflow.core.io import write_json
+from twinflow.core.io import quarantine_if_damaged, write_json
 from twinflow.core.plotting import figure, save_figure
 from twinflow.core.seeding import derive_seed, seed_everything
 from twinflow.core.settings import require
@@ -282,7 +282,8 @@ def train_vae(
 
 def load_vae(path: str | Path) -> tuple[ConvVAE, dict]:
     """Return (model, training settings) stored by :func:`train_vae`."""
-    checkpoint = load_checkpoint(path, kind=VAE_KIND)
+    with quarantine_if_damaged(path):  # a damaged model is remade by its rule
+        checkpoint = load_checkpoint(path, kind=VAE_KIND)
     model = build_vae(checkpoint["settings"])
     model.load_state_dict(checkpoint["model"])
     return model.eval(), checkpoint["training"]

@@ -197,7 +197,7 @@ def check_data_settings(settings: Mapping, image_band: tuple[float, float] | Non
     for key in ("sampling-frequency", "duration"):
         require_positive(key, settings[key])
     if settings["source"] == "files":
-        from twinflow.glitch.detector_data import check_files_settings
+        from twinflow.glitch.detector_files import check_files_settings
 
         k = settings["n-auxiliary"]
         require(isinstance(k, int) and k >= 1, "n-auxiliary", k, "an integer >= 1")

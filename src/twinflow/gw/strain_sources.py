@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from twinflow.core.io import require_complete_gwf
 from twinflow.core.noise import coloured_noise, source_psd
 from twinflow.core.seeding import numpy_rng
 from twinflow.core.settings import ConfigError, require, require_file
@@ -81,6 +82,7 @@ def read_strain(path: str | Path, channel: str | None = None):
     if suffix in (".hdf5", ".h5", ".hdf"):
         expected, read = "GWOSC HDF5", lambda: TimeSeries.read(str(path), format="hdf5.gwosc")
     elif suffix == ".gwf":
+        require_complete_gwf(path, "strain file")  # the frame library segfaults on a truncated one
         expected, read = (
             f"GWF with channel {channel!r}",
             lambda: TimeSeries.read(str(path), channel),

@@ -27,11 +27,9 @@ import numpy as np
 
 from twinflow.core.io import (
     atomic_path,
-    quarantine,
     read_hdf5,
     read_settings,
-    require_datasets,
-    verify_checksum,
+    verify_intermediate,
     write_checksum,
     write_json,
     write_provenance,
@@ -189,24 +187,10 @@ def write_index(shards: Sequence[str | Path], out: str | Path) -> dict:
 
 
 def verify_shard(path: str | Path) -> None:
-    """Check that a shard opens, holds its datasets and matches its checksum.
-
-    A shard that fails is moved aside to ``<name>.corrupt`` and the error says so: its name is
-    then missing, so rerunning the workflow regenerates it with its own rule (and what depends
-    on it), while nothing else is deleted.
-    """
-    try:
-        with read_hdf5(path, "waveform shard") as f:
-            require_datasets(f, "waveform shard", ("h_plus", "h_cross", "parameters"))
-            verify_checksum(f, "waveform shard")
-    except ConfigError as err:
-        if not Path(path).is_file():
-            raise
-        corrupt = quarantine(path)
-        raise ConfigError(
-            f"{err}; moved it to {str(corrupt)!r}: rerun the workflow and the shard's own rule "
-            "regenerates it"
-        ) from None
+    """Check that a shard opens, holds its datasets and matches its checksum; a shard that
+    fails is moved aside to ``<name>.corrupt`` for its own rule to regenerate (see
+    :func:`twinflow.core.io.verify_intermediate`)."""
+    verify_intermediate(path, "waveform shard", ("h_plus", "h_cross", "parameters"))
 
 
 class WaveformDataset:
