@@ -113,3 +113,50 @@ def test_a_truncated_gwf_strain_file_is_named_before_the_frame_library_reads_it(
     with pytest.raises(ConfigError) as err:
         read_strain(cut, "H1:TEST")
     one_line_naming(err, str(cut), "truncated")
+
+
+# --- the same inputs stop the workflow when it parses the config, before any job -------------
+
+
+def parse_time_error(event, **gw) -> str:
+    """Return the one-line error ``check_config`` (the Snakefile's check) gives for ``event``."""
+    from tests.reliability.helpers import config_with
+    from twinflow.core.config import validate_config
+    from twinflow.gw.validation import check_config
+
+    config = config_with(("gw", "inference", "events"), {"GW170104": event})
+    config["gw"].update(gw)
+    with pytest.raises(ConfigError) as err:
+        check_config(validate_config(config)["gw"])
+    one_line_naming(err, "inference.events.GW170104")
+    return str(err.value)
+
+
+def test_parse_time_a_strain_file_that_is_not_hdf5(gw170104, tmp_path):
+    fake = tmp_path / "H-H1_fake-32.hdf5"
+    fake.write_bytes(np.random.default_rng(1).bytes(4096))
+    message = parse_time_error(
+        {**gw170104, "data-dict": {**gw170104["data-dict"], "H1": str(fake)}}
+    )
+    assert "not an HDF5 file" in message and str(fake) in message
+
+
+def test_parse_time_a_trigger_time_outside_the_file(gw170104):
+    message = parse_time_error({**gw170104, "trigger-time": gw170104["trigger-time"] + 1000})
+    assert "trigger-time" in message and "outside H1's file" in message
+
+
+def test_parse_time_a_detector_missing(gw170104, tmp_path):
+    # no file for an analysed detector
+    message = parse_time_error({**gw170104, "data-dict": {"H1": gw170104["data-dict"]["H1"]}})
+    assert "missing L1" in message
+    # a file that holds another detector's strain
+    swapped = {"H1": gw170104["data-dict"]["L1"], "L1": gw170104["data-dict"]["L1"]}
+    message = parse_time_error({**gw170104, "data-dict": swapped})
+    assert "data-dict.H1" in message and "holds L1's" in message
+
+
+def test_parse_time_too_little_off_source_data(gw170104):
+    # 16 s segments in the 32 s file: neither side holds 16 s for the Welch PSD
+    message = parse_time_error(gw170104, duration=16)
+    assert "off-source" in message and "psd-dict" in message

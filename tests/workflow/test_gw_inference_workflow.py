@@ -1,5 +1,7 @@
-"""`snakemake gw_inference` on config/test.yaml plus the three real events: injections, real
-strain, the settings sweep, the collected summary, bilby-readable results and the report.
+"""`snakemake gw_inference` on config/test.yaml plus the three real events of config/events.yaml:
+injections, real strain (GW170104 analysed, GW151226 and LVT151012 refused: their published
+chirp masses lie below the trained prior), the settings sweep, the collected summary,
+bilby-readable results and the report.
 
 config/test.yaml trains a tiny model for a few steps, a poor proposal for posteriors at the
 default distances (SNR 10-60): importance sampling is then exact but rests on a handful of
@@ -33,13 +35,18 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         if (folder / "events.json").is_file()
         else {}
     )
+    # the shipped overlay's events (config/events.yaml), its strain paths pointed at that folder
+    shipped = yaml.safe_load((repo / "config" / "events.yaml").read_text())["gw"]["inference"]
     events = {
         name: {
-            "trigger-time": e["tevent"],
-            "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")},
+            **event,
+            "data-dict": {d: str(folder / Path(p).name) for d, p in event["data-dict"].items()},
         }
-        for name, e in catalogue.items()
+        for name, event in shipped["events"].items()
+        if name in catalogue
     }
+    # the test prior's chirp mass is 20-40 Msun, as the default's: these two are refused
+    refused = {"GW151226", "LVT151012"} & set(events)
     test_config = yaml.safe_load((repo / "config" / "test.yaml").read_text())
     sweep = test_config["gw"]["inference"]["sweep"]["settings"] + [
         {"label": "fmin-100Hz", "minimum-frequency": 100}
@@ -76,9 +83,13 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
     out = tmp_path / "results" / "gw" / "inference"
     collected = json.loads((out / "summary.json").read_text())
     n_injections = test_config["gw"]["inference"]["injections"]["n"]
-    assert set(collected["events"]) == {f"injection-{i}" for i in range(n_injections)} | set(
-        events
+    assert set(collected["events"]) == {f"injection-{i}" for i in range(n_injections)} | (
+        set(events) - refused
     )
+    assert set(collected["refused"]) == refused
+    for name in refused:
+        assert collected["refused"][name].startswith(f"{name}: refused before sampling")
+        assert not (out / "events" / name).exists()
     injections = collected["injections"]
     assert injections["n"] == n_injections
     efficiencies = [
@@ -101,10 +112,14 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
     assert injections["pp_combined_pvalue"] > 1e-3
 
     bilby = pytest.importorskip("bilby")
+    pesummary_io = pytest.importorskip("pesummary.io")
     for name in collected["events"]:
         folder_e = out / "events" / name
         result = bilby.core.result.read_in_result(str(folder_e / "result.json"))
         assert result.label == name and np.isfinite(result.log_bayes_factor)
+        # every posterior opens in PESummary (its page is built in tests/gw/test_real_events.py)
+        opened = pesummary_io.read(str(folder_e / "result.json"))
+        assert len(opened.samples_dict["chirp_mass"]) == len(result.posterior)
         summary = collected["events"][name]
         assert summary["runtime"]["sampling"] > 0 and summary["runtime"]["likelihood"] > 0
         with h5py.File(folder_e / "posterior.h5", "r") as f:
@@ -117,7 +132,13 @@ def test_gw_inference_workflow(tmp_path, run_snakemake, repo):
         assert (folder_e / "corner.png").stat().st_size > 0 and (
             folder_e / "asd.png"
         ).stat().st_size > 0
-    for name in events:
+    for name in set(events) - refused:
+        # the real-event figures, and the published intervals the corner plot marks
+        for figure in ("strain", "skymap", "ess"):
+            assert (out / "events" / name / f"{figure}.png").stat().st_size > 0
+        with h5py.File(out / "events" / name / "posterior.h5", "r") as f:
+            assert set(f["published"].attrs) >= {"chirp_mass", "luminosity_distance"}
+            assert "maximum_likelihood_signal" in f["event/H1"]
         # Real strain runs end to end, sky and time free. "reliable" needs the final ESS at its
         # target (and clean refinement diagnostics); refinement may get there even with this model.
         summary = collected["events"][name]

@@ -1,15 +1,24 @@
 # gw inference: per event (injections and real strain) sampling with the posterior model and
 # importance reweighting with the exact likelihood; the analysis-settings sweep; report figures.
 import os
+import re
 
 from twinflow.gw.settings import (
     inference_event_names,
     inference_settings_for,
     inference_sweep_settings_for,
+    real_event_names,
+    refused_events,
 )
 
 GW_INFERENCE = f"{RESULTS}/gw/inference"
 GW_INFERENCE_EVENTS = inference_event_names(config["gw"])
+GW_REAL_EVENTS = real_event_names(config["gw"])
+# Events the trained prior cannot hold are not analysed: said here, before any job, and
+# listed under "refused" in the collected summary.
+GW_REFUSED_EVENTS = refused_events(config["gw"])
+for _reason in GW_REFUSED_EVENTS.values():
+    print(_reason, file=sys.stderr)
 
 
 rule gw_inference_event:
@@ -95,9 +104,51 @@ rule gw_inference_collect:
         f"{RESULTS}/logs/gw/inference/collect.log",
     conda:
         "../../envs/gw.yaml"
+    params:
+        refused=as_json(GW_REFUSED_EVENTS),
     shell:
         "twinflow gw inference-collect --out {output.summary:q} --pp-plot {output.pp:q} "
-        "--efficiency-plot {output.efficiency:q} {input:q} > {log:q} 2>&1"
+        "--efficiency-plot {output.efficiency:q} --refused {params.refused:q} {input:q} "
+        "> {log:q} 2>&1"
+
+
+rule gw_inference_event_report:
+    """A real event's figures: whitened strain with the maximum-likelihood signal, sky map, ESS."""
+    input:
+        posterior=f"{GW_INFERENCE}/events/{{event}}/posterior.h5",
+        summary=f"{GW_INFERENCE}/events/{{event}}/summary.json",
+    output:
+        strain=report(
+            f"{GW_INFERENCE}/events/{{event}}/strain.png",
+            caption="../report/gw_inference_strain.rst",
+            category="GW inference",
+            subcategory="Real events",
+            labels={"event": "{event}", "figure": "whitened strain"},
+        ),
+        skymap=report(
+            f"{GW_INFERENCE}/events/{{event}}/skymap.png",
+            caption="../report/gw_inference_skymap.rst",
+            category="GW inference",
+            subcategory="Real events",
+            labels={"event": "{event}", "figure": "sky map"},
+        ),
+        ess=report(
+            f"{GW_INFERENCE}/events/{{event}}/ess.png",
+            caption="../report/gw_inference_ess.rst",
+            category="GW inference",
+            subcategory="Real events",
+            labels={"event": "{event}", "figure": "ESS"},
+        ),
+    log:
+        f"{RESULTS}/logs/gw/inference/{{event}}-report.log",
+    wildcard_constraints:
+        event="|".join(map(re.escape, GW_REAL_EVENTS)) or "(?!)",
+    conda:
+        "../../envs/gw.yaml"
+    shell:
+        "twinflow gw inference-event-report --posterior {input.posterior:q} "
+        "--summary {input.summary:q} --strain-plot {output.strain:q} "
+        "--skymap-plot {output.skymap:q} --ess-plot {output.ess:q} > {log:q} 2>&1"
 
 
 rule gw_inference_sweep:
@@ -151,3 +202,8 @@ rule gw_inference:
         f"{GW_INFERENCE}/efficiency.png",
         f"{GW_INFERENCE}/sweep/summary.json",
         f"{GW_INFERENCE}/sweep/corner.png",
+        expand(
+            f"{GW_INFERENCE}/events/{{event}}/{{figure}}.png",
+            event=GW_REAL_EVENTS,
+            figure=["strain", "skymap", "ess"],
+        ),

@@ -133,10 +133,15 @@ def _inference_sweep(args: argparse.Namespace) -> None:
 
 
 def _inference_collect(args: argparse.Namespace) -> None:
+    import json
+
     from twinflow.gw.inference.report import plot_efficiency, plot_pp
     from twinflow.gw.inference.stage import collect_summaries
 
-    collected = collect_summaries(args.summaries, args.out)
+    refused = json.loads(args.refused) if args.refused else {}
+    for reason in refused.values():
+        print(reason)
+    collected = collect_summaries(args.summaries, args.out, refused=refused)
     if args.pp_plot:
         plot_pp(collected, args.pp_plot)
     if args.efficiency_plot:
@@ -147,6 +152,18 @@ def _inference_collect(args: argparse.Namespace) -> None:
             f"{injections['n']} injections: median sampling efficiency {injections['median_sampling_efficiency']:.3%}, "
             f"P-P combined p-value {injections['pp_combined_pvalue']}"
         )
+
+
+def _inference_event_report(args: argparse.Namespace) -> None:
+    from twinflow.gw.inference.event_figures import (
+        plot_event_sample_sizes,
+        plot_skymap,
+        plot_whitened_strain,
+    )
+
+    plot_whitened_strain(args.posterior, args.strain_plot)
+    plot_skymap(args.posterior, args.skymap_plot)
+    plot_event_sample_sizes(args.summary, args.ess_plot)
 
 
 def _peer(args: argparse.Namespace) -> None:
@@ -290,8 +307,23 @@ def register(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output summary of all events (JSON)")
     p.add_argument("--pp-plot", help="output P-P plot over the injections")
     p.add_argument("--efficiency-plot", help="output histogram of the sampling efficiency")
+    p.add_argument(
+        "--refused",
+        help="JSON map event -> reason of the configured events not analysed (out of the prior)",
+    )
     p.add_argument("summaries", nargs="+", help="per-event summary.json files")
     p.set_defaults(func=_inference_collect)
+
+    p = stages.add_parser(
+        "inference-event-report",
+        help="a real event's figures: whitened strain with the maximum-likelihood signal, sky map, ESS",
+    )
+    p.add_argument("--posterior", required=True, help="the event's posterior.h5")
+    p.add_argument("--summary", required=True, help="the event's summary.json")
+    p.add_argument("--strain-plot", required=True, help="output whitened-strain figure")
+    p.add_argument("--skymap-plot", required=True, help="output Mollweide sky map")
+    p.add_argument("--ess-plot", required=True, help="output network-vs-final ESS figure")
+    p.set_defaults(func=_inference_event_report)
 
     p = stages.add_parser(
         "peer", help="run bilby's dynesty on one event with our data, prior and likelihood"

@@ -136,7 +136,8 @@ INFERENCE_ANALYSIS_KEYS = (
 
 
 def inference_event_names(gw: Mapping) -> list[str]:
-    """Return the events the inference stage analyses: ``injection-0 ..`` and the configured events."""
+    """Return the events the inference stage analyses: ``injection-0 ..`` and the configured
+    events, less those the trained prior cannot hold (:func:`refused_events`)."""
     from twinflow.core.settings import ConfigError, require_safe_name
 
     inference = gw["inference"]
@@ -148,7 +149,29 @@ def inference_event_names(gw: Mapping) -> list[str]:
                 f"inference.events.{name}: event names starting with {INJECTION_PREFIX!r} are "
                 "reserved for the injections"
             )
-    return names + list(inference["events"])
+    refused = refused_events(gw)
+    return names + [name for name in inference["events"] if name not in refused]
+
+
+def refused_events(gw: Mapping) -> dict[str, str]:
+    """Return ``{event: one-line reason}`` for the configured events whose ``published``
+    chirp mass lies outside ``gw.dataset.prior``: they are not analysed, and the collected
+    summary lists them (as a bilby_pipe user's out-of-prior event fails before sampling)."""
+    from twinflow.gw.published import refusal
+
+    prior = gw["dataset"]["prior"]
+    out = {}
+    for name, event in gw["inference"]["events"].items():
+        reason = refusal(name, (event or {}).get("published"), prior)
+        if reason is not None:
+            out[name] = reason
+    return out
+
+
+def real_event_names(gw: Mapping) -> list[str]:
+    """Return the configured real events that are analysed (not refused)."""
+    refused = refused_events(gw)
+    return [name for name in gw["inference"]["events"] if name not in refused]
 
 
 def _inference_common(gw: Mapping) -> dict:
@@ -192,6 +215,11 @@ def inference_settings_for(gw: Mapping, event: str) -> dict:
             },
         )
     elif event in inference["events"]:
+        from twinflow.gw.published import refuse_outside_prior
+
+        refuse_outside_prior(
+            event, inference["events"][event].get("published"), gw["dataset"]["prior"]
+        )
         settings.update(kind="strain", strain=dict(inference["events"][event]))
     else:
         raise ConfigError(

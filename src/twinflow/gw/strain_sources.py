@@ -1,6 +1,7 @@
 """Strain for the PSD banks: stretches from the O3-like simulator (coloured Gaussian noise of a
 published curve with stretch-to-stretch variation) or from real strain files (GWOSC HDF5, GWF,
-ASCII, read with gwpy), split into valid segments.
+ASCII, read with gwpy), split into valid segments; and the checks of a real event's strain
+files from their metadata, which the config check runs before any job.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from twinflow.core.io import require_complete_gwf
 from twinflow.core.noise import coloured_noise, source_psd
 from twinflow.core.seeding import numpy_rng
-from twinflow.core.settings import ConfigError, require_file
+from twinflow.core.settings import ConfigError, require, require_file
 
 
 def stretch_variations(
@@ -164,3 +165,70 @@ def load_strain_stretches(settings: Mapping, log=print) -> list[tuple[float, np.
             f"(longest {longest:g} s): choose psd-length <= {longest:g}"
         )
     return stretches
+
+
+def segment_outside_file(
+    key: str, trigger: float, start: float, settings: Mapping, d: str, path, span
+) -> ConfigError:
+    """The one-line error for an analysis segment that does not lie inside a strain file."""
+    duration = settings["analysis"]["duration"]
+    return ConfigError(
+        f"{key}.trigger-time = {trigger!r}: the analysis segment [{start:.3f}, {start + duration:.3f}] "
+        f"(duration {duration} s, post-trigger-duration {settings['post-trigger-duration']} s) lies "
+        f"outside {d}'s file {str(path)!r}, which spans [{span[0]:.3f}, {span[1]:.3f}]"
+    )
+
+
+def no_off_source_data(key: str, duration: float) -> ConfigError:
+    """The one-line error for a file with no off-source stretch of ``duration`` for Welch."""
+    return ConfigError(
+        f"{key}: the strain file holds no off-source stretch of at least duration = {duration} s beside "
+        f"the analysis segment, so no Welch PSD can be estimated: give a longer file or a psd-dict entry"
+    )
+
+
+def check_strain_files(name: str, settings: Mapping) -> None:
+    """Check a real event's GWOSC HDF5 files from their metadata alone, before any job.
+
+    ``settings`` as for :func:`load_strain_event`, with ``analysis`` resolved. A file that is
+    not HDF5, holds another detector (``meta/Detector``), does not span the analysis segment
+    (``meta/GPSstart``, ``meta/Duration``) or, without a psd-dict entry, leaves no off-source
+    stretch of one duration for the Welch PSD is an error naming the key and the file. Files
+    in other formats (GWF, ASCII, HDF5 without GWOSC metadata) are checked when read.
+    """
+    import h5py
+
+    key = f"inference.events.{name}"
+    event, analysis = settings["event"], settings["analysis"]
+    duration = analysis["duration"]
+    trigger = float(event["trigger-time"])
+    start = trigger - (duration - settings["post-trigger-duration"])
+    for d in analysis["detectors"]:
+        path = event["data-dict"][d]
+        if Path(path).suffix.lower() not in (".hdf5", ".h5"):
+            continue
+        if not h5py.is_hdf5(path):
+            raise ConfigError(f"{key}.data-dict.{d} = {str(path)!r}: not an HDF5 file")
+        try:
+            with h5py.File(path, "r") as f:
+                if not all(k in f for k in ("meta/GPSstart", "meta/Duration")):
+                    continue
+                held = f["meta/Detector"][()] if "meta/Detector" in f else None
+                t0 = float(f["meta/GPSstart"][()])
+                t1 = t0 + float(f["meta/Duration"][()])
+        except OSError as err:
+            raise ConfigError(
+                f"{key}.data-dict.{d} = {str(path)!r}: unreadable HDF5 ({err})"
+            ) from err
+        held = held.decode() if isinstance(held, bytes) else held
+        require(
+            held in (None, d),
+            f"{key}.data-dict.{d}",
+            str(path),
+            f"a file of {d}'s strain (this GWOSC file holds {held}'s)",
+        )
+        if not (t0 <= start and start + duration <= t1):
+            raise segment_outside_file(key, trigger, start, settings, d, path, (t0, t1))
+        if not (event.get("psd-dict") or {}).get(d):
+            if max(start - t0, t1 - (start + duration)) < duration:
+                raise no_off_source_data(f"{key}.data-dict.{d}", duration)

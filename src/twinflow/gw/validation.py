@@ -25,6 +25,7 @@ from twinflow.core.settings import (
 from twinflow.gw.detectors import KNOWN_DETECTORS
 from twinflow.gw.domain import MultibandedFrequencyDomain, UniformFrequencyDomain
 from twinflow.gw.prior import EXTRINSIC
+from twinflow.gw.published import published_intervals
 
 SCHEDULERS = ("cosine", "plateau")
 PHASE_MARGINALIZATION = ("auto", "on", "off")
@@ -345,11 +346,27 @@ def check_config(gw: Mapping) -> None:
         settings = slicing.inference_settings_for(gw, name)
         check_inference_settings(settings)
         if settings["kind"] == "strain":
-            check_strain_event(
+            from twinflow.gw.strain_sources import check_strain_files
+
+            analysis = check_strain_event(
                 settings["strain"], settings["analysis"], f"inference.events.{name}"
+            )
+            check_strain_files(
+                name,
+                {
+                    "event": settings["strain"],
+                    "analysis": analysis,
+                    "post-trigger-duration": settings["post-trigger-duration"],
+                },
             )
         else:
             resolve_analysis({}, settings["analysis"], "gw")
+    for name in slicing.refused_events(gw):  # not analysed, but their settings must be valid
+        check_strain_event(
+            gw["inference"]["events"][name],
+            {k: gw[k] for k in slicing.INFERENCE_ANALYSIS_KEYS},
+            f"inference.events.{name}",
+        )
     if "peer" in gw:
         check_peer_settings(gw["peer"], slicing.inference_event_names(gw))
     if "pp" in gw:
@@ -414,7 +431,14 @@ EVENT_ANALYSIS_KEYS = (
     "maximum-frequency",
 )
 
-EVENT_KEYS = ("trigger-time", *EVENT_ANALYSIS_KEYS, "data-dict", "channel-dict", "psd-dict")
+EVENT_KEYS = (
+    "trigger-time",
+    *EVENT_ANALYSIS_KEYS,
+    "data-dict",
+    "channel-dict",
+    "psd-dict",
+    "published",
+)
 
 
 def frequency_map(value, detectors, key: str) -> dict[str, float]:
@@ -542,6 +566,7 @@ def check_strain_event(event: Mapping, analysis: Mapping, key: str) -> dict:
             d in KNOWN_DETECTORS, f"{key}.psd-dict", d, f"detectors from {list(KNOWN_DETECTORS)}"
         )
         require_file(f"{key}.psd-dict.{d}", path)
+    published_intervals(event.get("published"), f"{key}.published")
     return resolved
 
 

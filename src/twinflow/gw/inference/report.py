@@ -20,6 +20,7 @@ LABELS = {
     "mass_ratio": "$q$",
     "chi_1": r"$\chi_1$",
     "chi_2": r"$\chi_2$",
+    "chi_eff": r"$\chi_{\rm eff}$",
     "theta_jn": r"$\theta_{JN}$",
     "phase": r"$\phi$",
     "luminosity_distance": "$d_L$ [Mpc]",
@@ -47,8 +48,21 @@ def read_posterior(path: str | Path) -> dict:
             "efficiency": float(f.attrs["sampling_efficiency"]),
             "ess": float(f.attrs["effective_sample_size"]),
             "frequencies": f["event/frequencies"][:],
+            "event_attrs": dict(f["event"].attrs),
             "detectors": {},
             "network": None,
+            # catalogue values, detector frame: name -> (median, lower, upper)
+            "published": {
+                k: tuple(float(x) for x in v)
+                for k, v in (f["published"].attrs.items() if "published" in f else [])
+                if k != "reference"
+            },
+            "published_reference": str(f["published"].attrs.get("reference", ""))
+            if "published" in f
+            else "",
+            "maximum_likelihood": dict(f["maximum_likelihood"].attrs)
+            if "maximum_likelihood" in f
+            else None,
         }
         if "network" in f:
             g = f["network"]
@@ -65,14 +79,28 @@ def read_posterior(path: str | Path) -> dict:
     return out
 
 
+def with_derived(samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return ``samples`` plus ``chi_eff = (chi_1 + q chi_2) / (1 + q)`` (aligned spins,
+    q = m2/m1 <= 1) when the spins and mass ratio are there, to compare with catalogues."""
+    out = dict(samples)
+    if {"chi_1", "chi_2", "mass_ratio"} <= set(samples):
+        q = samples["mass_ratio"]
+        out["chi_eff"] = (samples["chi_1"] + q * samples["chi_2"]) / (1 + q)
+    return out
+
+
 def _ranges(
-    columns: Sequence[np.ndarray], truths: Sequence[float | None]
+    columns: Sequence[np.ndarray],
+    truths: Sequence[float | None],
+    bands: Sequence[tuple[float, float, float] | None] | None = None,
 ) -> list[tuple[float, float]]:
     out = []
-    for values, truth in zip(columns, truths):
+    for i, (values, truth) in enumerate(zip(columns, truths)):
         lo, hi = np.percentile(values, [0.5, 99.5])
         if truth is not None:
             lo, hi = min(lo, truth), max(hi, truth)
+        if bands is not None and bands[i] is not None:
+            lo, hi = min(lo, bands[i][1]), max(hi, bands[i][2])
         pad = 0.05 * (hi - lo) if hi > lo else max(abs(lo) * 1e-3, 1e-6)
         out.append((lo - pad, hi + pad))
     return out
@@ -84,19 +112,25 @@ def corner_overlay(
     path: str | Path,
     truths: Mapping[str, float] | None = None,
     title: str = "",
+    published: Mapping[str, tuple[float, float, float]] | None = None,
+    published_label: str = "published",
 ) -> None:
     """Overlay weighted corner plots: ``sets`` of (label, samples, weights or None, colour).
 
     A set whose weights have an effective sample size below 2 has no contours to draw: it is
-    listed in the legend with its ESS but not plotted.
+    listed in the legend with its ESS but not plotted. ``published``: per parameter (median,
+    lower, upper) of a catalogue's 90 % interval, drawn on the diagonal as a grey band with a
+    dashed median.
     """
     import corner
     import matplotlib.lines as mlines
+    import matplotlib.patches as mpatches
     import matplotlib.pyplot as plt
 
     names = [n for n in names if all(n in s[1] for s in sets)]
     truth_values = [None if truths is None else truths.get(n) for n in names]
-    ranges = _ranges([np.concatenate([s[1][n] for s in sets]) for n in names], truth_values)
+    bands = [None if published is None else published.get(n) for n in names]
+    ranges = _ranges([np.concatenate([s[1][n] for s in sets]) for n in names], truth_values, bands)
     fig = plt.figure(figsize=(1.6 * len(names) + 1, 1.6 * len(names) + 1))
     handles = []
     for label, samples, weights, colour in sets:
@@ -131,6 +165,13 @@ def corner_overlay(
             truth_color="k",
         )
         handles.append(mlines.Line2D([], [], color=colour, label=f"{label} (ESS {ess:.0f})"))
+    if any(b is not None for b in bands):
+        diagonal = np.array(fig.axes).reshape(len(names), len(names)).diagonal()
+        for ax, band in zip(diagonal, bands):
+            if band is not None:
+                ax.axvspan(band[1], band[2], color="0.5", alpha=0.25, lw=0)
+                ax.axvline(band[0], color="0.3", ls="--", lw=1)
+        handles.append(mpatches.Patch(color="0.5", alpha=0.25, label=f"{published_label} 90 %"))
     fig.legend(handles=handles, loc="upper right", fontsize=9, frameon=False)
     if title:
         fig.suptitle(title, x=0.02, ha="left")
@@ -141,6 +182,11 @@ def plot_event_corner(posterior_path: str | Path, path: str | Path) -> None:
     """Corner plot of one event: the model's samples (flow), reweighted, and refined if it ran."""
     post = read_posterior(posterior_path)
     n = len(post["weights"])
+    published = post["published"] or None
+    if published and "chi_eff" in published:
+        post["samples"] = with_derived(post["samples"])
+        if post["network"] is not None:
+            post["network"]["samples"] = with_derived(post["network"]["samples"])
     names = list(post["samples"])
     network = post["network"]
     if network is None:
@@ -165,6 +211,8 @@ def plot_event_corner(posterior_path: str | Path, path: str | Path) -> None:
         path,
         truths=post["injection"],
         title=title,
+        published=published,
+        published_label=post["published_reference"] or "published",
     )
 
 

@@ -89,6 +89,20 @@ def load_event(
     return event
 
 
+def refuse_events_outside_prior(settings: Mapping, model=None) -> None:
+    """Raise :class:`ConfigError` (one line) if a real event's published chirp mass lies
+    outside the analysis prior or, given the ``model``, the prior it was trained on."""
+    from twinflow.gw.published import refuse_outside_prior
+
+    if settings.get("kind") != "strain":
+        return
+    published = settings["strain"].get("published")
+    refuse_outside_prior(settings["event"], published, settings["prior"])
+    trained = getattr(model, "settings", {}).get("prior") if model is not None else None
+    if trained:
+        refuse_outside_prior(settings["event"], published, trained)
+
+
 def run_event(
     settings: Mapping,
     model_path: str | Path,
@@ -104,10 +118,12 @@ def run_event(
     from twinflow.gw.training.model import load_posterior_model
 
     check_inference_settings(settings)
+    refuse_events_outside_prior(settings)
     prior = build_prior(settings["prior"], "dataset.prior")
     event = load_event(settings, psd_paths, log=log)
     device = select_device(settings["device"])
     model = load_posterior_model(model_path, device=device)
+    refuse_events_outside_prior(settings, model)
     posterior = analyse_event(
         event, model, prior, settings, processes=processes, device=device, log=log
     )
@@ -137,6 +153,7 @@ def run_sweep(
     entries = settings["sweep"]
     labels = [e["label"] for e in entries]
     require(len(set(labels)) == len(labels), "sweep.settings", labels, "distinct labels")
+    refuse_events_outside_prior(settings)
     prior = build_prior(settings["prior"], "dataset.prior")
     event = load_event(settings, psd_paths, log=log)
     variants = []
@@ -154,6 +171,7 @@ def run_sweep(
             raise ConfigError(f"sweep.settings[{i}] ({entry['label']}): {err}") from err
     device = select_device(settings["device"])
     model = load_posterior_model(model_path, device=device)
+    refuse_events_outside_prior(settings, model)
     inputs = model_inputs(model)
     from twinflow.gw.domain import domain_from_settings
 
@@ -175,12 +193,15 @@ def run_sweep(
     return summaries
 
 
-def collect_summaries(paths: Sequence[str | Path], out: str | Path) -> dict:
+def collect_summaries(
+    paths: Sequence[str | Path], out: str | Path, refused: Mapping[str, str] | None = None
+) -> dict:
     """Collect per-event summaries into one file, with the injections' aggregate statistics.
 
     For the injections: median, mean and quartiles of the sampling efficiency; per parameter
     the KS p-value of the truth's posterior quantiles against U(0, 1) and Fisher's combined
-    p-value (the P-P test).
+    p-value (the P-P test). ``refused``: the configured events not analysed, with the reason
+    (:func:`twinflow.gw.settings.refused_events`), kept under ``refused``.
     """
     import json
 
@@ -190,7 +211,7 @@ def collect_summaries(paths: Sequence[str | Path], out: str | Path) -> dict:
     for e in events:
         e.pop("settings", None)
     injections = [e for e in events if "injection" in e]
-    out_data: dict = {"events": {e["event"]: e for e in events}}
+    out_data: dict = {"events": {e["event"]: e for e in events}, "refused": dict(refused or {})}
     if injections:
         eff = np.array([e["sampling_efficiency"] for e in injections])
         quantiles: dict[str, list[float]] = {}

@@ -15,6 +15,7 @@ from twinflow.core.settings import (
     require,
 )
 from twinflow.gw.inference.events import EventData
+from twinflow.gw.strain_sources import check_strain_files, no_off_source_data, segment_outside_file
 from twinflow.gw.validation import check_strain_event
 
 
@@ -82,10 +83,7 @@ def welch_off_source(
             estimates.append(psd)
             counts.append(1 + (len(side) - nperseg) // step)
     if not counts:
-        raise ConfigError(
-            f"{key}: the strain file holds no off-source stretch of at least duration = {duration} s beside "
-            f"the analysis segment, so no Welch PSD can be estimated: give a longer file or a psd-dict entry"
-        )
+        raise no_off_source_data(key, duration)
     return np.average(estimates, axis=0, weights=counts), int(sum(counts))
 
 
@@ -101,6 +99,7 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
     key = f"inference.events.{name}"
     event = settings["event"]
     analysis = check_strain_event(event, settings["analysis"], key)
+    check_strain_files(name, {**settings, "analysis": analysis})
     fs, duration = analysis["sampling-frequency"], analysis["duration"]
     trigger = float(event["trigger-time"])
     start = trigger - (duration - settings["post-trigger-duration"])
@@ -128,10 +127,8 @@ def load_strain_event(name: str, settings: Mapping, log=print) -> EventData:
             )
         t0, t1 = float(series.t0.value), float(series.t0.value + series.duration.value)
         if not (t0 <= start and start + duration <= t1):
-            raise ConfigError(
-                f"{key}.trigger-time = {trigger!r}: the analysis segment [{start:.3f}, {start + duration:.3f}] "
-                f"(duration {duration} s, post-trigger-duration {settings['post-trigger-duration']} s) lies "
-                f"outside {d}'s file {path!r}, which spans [{t0:.3f}, {t1:.3f}]"
+            raise segment_outside_file(
+                key, trigger, start, {**settings, "analysis": analysis}, d, path, (t0, t1)
             )
         if ratio > 1:
             series = series.resample(fs)
