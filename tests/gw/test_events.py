@@ -259,3 +259,30 @@ def test_injection_signal_and_snr_match_bilby():
         )
     assert data.injection_parameters["geocent_time"] == 0.01
     assert isinstance(data, EventData) and data.window_factor == 1.0
+
+
+@pytest.mark.parametrize("trigger_time", [None, 1167559936.6])
+def test_injections_are_made_at_the_configured_trigger_time(repo, monkeypatch, trigger_time):
+    """``injections.trigger-time`` places the injections (null: the model's reference time)."""
+    import twinflow.gw.psd
+    from twinflow.core.config import load_config
+    from twinflow.gw.inference.stage import load_event
+    from twinflow.gw.psd import PSDBank
+    from twinflow.gw.settings import inference_settings_for
+
+    gw = load_config(repo / "config" / "test.yaml")["gw"]
+    gw["inference"]["injections"]["trigger-time"] = trigger_time
+    settings = inference_settings_for(gw, "injection-1")
+    fs, duration = gw["sampling-frequency"], gw["duration"]
+    grid = np.linspace(0, fs / 2, int(fs * duration) // 2 + 1)
+    psd = bilby.gw.detector.get_empty_interferometer("H1").power_spectral_density
+    values = np.nan_to_num(psd.power_spectral_density_interpolated(grid), nan=np.inf)
+    monkeypatch.setattr(
+        twinflow.gw.psd,
+        "load_psd_bank",
+        lambda path: PSDBank(path, grid, values[None], {}),
+    )
+    event = load_event(settings, {"H1": "H1", "L1": "L1"}, log=lambda *_: None)
+    expected = trigger_time or gw["dataset"]["reference-time"]
+    assert event.trigger_time == expected
+    assert event.start_time == expected - (duration - gw["dataset"]["post-trigger-duration"])

@@ -208,12 +208,10 @@ def inference_settings_for(gw: Mapping, event: str) -> dict:
         index = int(event[len(INJECTION_PREFIX) :])
         settings.update(
             kind="injection",
-            injection={
-                "index": index,
-                "seed": inference["injections"]["seed"],
-                "trigger-time": inference["injections"].get("trigger-time"),
-            },
+            injection={"index": index, "seed": inference["injections"]["seed"]},
         )
+        if inference["injections"].get("trigger-time") is not None:  # else the reference time
+            settings["injection"]["trigger-time"] = inference["injections"]["trigger-time"]
     elif event in inference["events"]:
         from twinflow.gw.published import refuse_outside_prior
 
