@@ -181,6 +181,7 @@ def injection_statistics(summaries: Sequence[Mapping]) -> dict:
     ]
     return {
         "n_injections": len(summaries),
+        "network_efficiencies": [float(e) for e in eff],
         "network_efficiency_median": float(np.median(eff)),
         "network_efficiency_p10": float(np.percentile(eff, 10)),
         "network_efficiency_p90": float(np.percentile(eff, 90)),
@@ -257,12 +258,22 @@ def _verdict(runs: Mapping[str, Mapping]) -> str:
         or "network_efficiency_median" not in b
     ):
         return "no equal-steps comparison on injections"
+    import scipy.stats
+
     ea, eb = a["network_efficiency_median"], b["network_efficiency_median"]
     winner = "transformer" if ea > eb else "svd-mlp" if eb > ea else "neither"
+    # Paired over the same injections: how often each is ahead, and the sign test's p-value.
+    pairs = list(zip(a["network_efficiencies"], b["network_efficiencies"]))
+    wins_a = sum(x > y for x, y in pairs)
+    wins_b = sum(y > x for x, y in pairs)
+    p = scipy.stats.binomtest(wins_a, wins_a + wins_b).pvalue if wins_a + wins_b else 1.0
     return (
         f"equal steps: median network sampling efficiency {100 * ea:.3g} % (transformer) against "
         f"{100 * eb:.3g} % (svd-mlp) over {a['n_injections']} injections: {winner} is ahead"
         + (" (a tie)" if winner == "neither" else "")
+        + f"; per injection the transformer is ahead on {wins_a}, svd-mlp on {wins_b} "
+        f"(two-sided sign test p = {p:.2g}"
+        + (": not a significant difference)" if p > 0.05 else ")")
     )
 
 
