@@ -18,7 +18,6 @@ from twinflow.gw.training.compare import (
     compare_train_settings_for,
     injection_statistics,
     manifest_files,
-    setting_model,
 )
 
 
@@ -59,9 +58,10 @@ def test_runs_and_the_settings_each_trains_with(gw):
     assert band["batch"]["minimum-frequency"] == 30
     assert band["batch"]["maximum-frequency"] == 150
     assert band["batch"]["detectors"] == gw["detectors"]
-    # The full setting reuses the equal-steps model.
-    assert setting_model(gw, "all", "c") == "c/models/svd-mlp-steps/model.pt"
-    assert setting_model(gw, "band", "c") == "c/models/svd-mlp-setting-band/model.pt"
+    # The full setting is the equal-steps model's own zero-filled result: no retraining.
+    retrained = compare_manifest(gw, "r")["sweeps"]["svd-mlp (retrained per setting)"]
+    assert retrained["all"] == "r/gw/compare/sweep/svd-mlp-zero-filled/summary.json"
+    assert retrained["band"] == "r/gw/compare/sweep/svd-mlp-retrained/band/summary.json"
     with pytest.raises(ConfigError, match="gw_compare run"):
         compare_train_settings_for(gw, "svd-mlp-other")
 

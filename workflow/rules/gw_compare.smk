@@ -12,7 +12,6 @@ from twinflow.gw.training.compare import (
     compare_train_settings_for,
     evaluated_runs,
     manifest_files,
-    setting_model,
     sweep_entry,
 )
 
@@ -130,7 +129,7 @@ rule gw_compare_sweep_zero_filled:
 rule gw_compare_sweep_retrained:
     """The sweep event under one setting with the svd-mlp model trained for that setting."""
     input:
-        model=lambda wc: setting_model(config["gw"], wc.label, GW_COMPARE),
+        model=f"{GW_COMPARE}/models/svd-mlp-setting-{{label}}/model.pt",
         psd=expand(
             f"{RESULTS}/gw/psd/{{detector}}.h5", detector=config["gw"]["detectors"]
         ),

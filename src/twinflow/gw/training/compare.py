@@ -52,12 +52,6 @@ def _is_full_setting(entry: Mapping) -> bool:
     return not any(k in entry for k in ("detectors", "minimum-frequency", "maximum-frequency"))
 
 
-def setting_model(gw: Mapping, label: str, compare_dir: str) -> str:
-    """Return the svd-mlp model trained for sweep setting ``label`` (path)."""
-    run = "svd-mlp-steps" if _is_full_setting(sweep_entry(gw, label)) else SETTING_PREFIX + label
-    return f"{compare_dir}/models/{run}/model.pt"
-
-
 def evaluated_runs(gw: Mapping) -> list[str]:
     """Return the runs evaluated on the injections: the transformer and the full-setting models."""
     return ["transformer", *(r for r in compare_runs(gw) if not r.startswith(SETTING_PREFIX))]
@@ -140,8 +134,12 @@ def compare_manifest(gw: Mapping, results: str) -> dict:
         },
     }
     if gw["compare"]["retrain-per-setting"]:
+        # A setting that changes nothing is the all-detector model's own result.
         sweeps["svd-mlp (retrained per setting)"] = {
-            label: f"{compare}/sweep/svd-mlp-retrained/{label}/summary.json" for label in labels
+            label: f"{compare}/sweep/svd-mlp-zero-filled/summary.json"
+            if _is_full_setting(sweep_entry(gw, label))
+            else f"{compare}/sweep/svd-mlp-retrained/{label}/summary.json"
+            for label in labels
         }
         for run in compare_runs(gw):
             if run.startswith(SETTING_PREFIX):
