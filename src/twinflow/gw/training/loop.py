@@ -46,6 +46,7 @@ from twinflow.core.io import write_json
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed
+from twinflow.core.settings import ConfigError
 from twinflow.gw.training.batch_source import BatchSource
 from twinflow.gw.training.model import (
     PosteriorModel,
@@ -204,6 +205,12 @@ def fit(
 
     per_rank = settings["batch-size"] // world
     budget = settings.get("time-budget")
+    if budget is not None and world > 1:
+        # Each rank would read its own clock and stop at a different step: DDP would hang.
+        raise ConfigError(
+            f"time-budget = {budget!r} needs single-process training; {world} ranks run here: "
+            "set time-budget to null or train on one device"
+        )
     steps = settings["steps-per-epoch"]
     stopped = bool(history) and history[-1].get("stop", False)
     for epoch in range(start_epoch, settings["epochs"]):
