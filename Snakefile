@@ -18,6 +18,7 @@ include: "workflow/rules/gw_dataset.smk"
 include: "workflow/rules/gw_train.smk"
 include: "workflow/rules/gw_inference.smk"
 include: "workflow/rules/gw_peer.smk"
+include: "workflow/rules/gw_compare.smk"
 include: "workflow/rules/glitch.smk"
 include: "workflow/rules/anomaly.smk"
 

@@ -13,7 +13,10 @@ On a CUDA machine (under 5 minutes on one modern GPU):
 4. with more than one GPU visible, the same steps data-parallel (DDP over NCCL, one process
    per GPU, started with torchrun by this script).
 
-Without CUDA it runs its CPU part (step 1 on the CPU only), says that the rest needs CUDA,
+5. the same CPU/GPU step-0 agreement and AMP steps for the svd-mlp embedding (Dingo's baseline
+   at its published scale, a random orthonormal basis, unmasked batches: it takes no masks).
+
+Without CUDA it runs its CPU part (steps 1 and 5 on the CPU only), says that the rest needs CUDA,
 and exits 0. Exit status 1 means a check failed. Batches are synthetic (the shapes of
 Dingo-T1's input: 3 detectors x 69 tokens of 16 bins x 3 channels, 15 parameters): this checks
 the device path, not what the model learns.
@@ -52,6 +55,48 @@ def production_model(device: torch.device):
         seed=1,
     )
     return PosteriorModel(settings).to(device), architecture
+
+
+#: Dingo's SVD + residual-MLP baseline at its published scale (200 basis vectors; the
+#: residual net's width), feeding the production flow.
+SVD_MLP_PRODUCTION = {
+    "basis-size": 200,
+    "training-waveforms": 50_000,
+    "hidden": 1024,
+    "blocks": 8,
+    "context": 128,
+    "dropout": 0.0,
+}
+
+
+def svd_mlp_model(device: torch.device):
+    """The svd-mlp embedding with the production flow; a random orthonormal basis (seeded)."""
+    from twinflow.gw.training.model import PosteriorModel, build_model_settings
+
+    config = yaml.safe_load((REPO / "config" / "production.yaml").read_text())
+    architecture = {
+        **config["gw"]["train"]["model"],
+        "embedding": "svd-mlp",
+        "svd-mlp": SVD_MLP_PRODUCTION,
+    }
+    edges = torch.linspace(20.0, 1810.0, TOKENS_PER_DETECTOR + 1)
+    settings = build_model_settings(
+        parameters=[f"theta_{i}" for i in range(N_PARAMETERS)],
+        mean=[0.0] * N_PARAMETERS,
+        std=[1.0] * N_PARAMETERS,
+        detectors=list(DETECTORS),
+        frequency_scale=1810.0,
+        architecture=architecture,
+        seed=1,
+        **{"svd-token-lower-edges": edges[:-1].tolist()},
+    )
+    model = PosteriorModel(settings)
+    g = torch.Generator().manual_seed(5)
+    n = TOKENS_PER_DETECTOR * 16
+    k = SVD_MLP_PRODUCTION["basis-size"]
+    basis = torch.linalg.qr(torch.randn(n, k, dtype=torch.complex128, generator=g))[0]
+    model.encoder.set_basis(basis)
+    return model.to(device)
 
 
 def synthetic_batch(batch_size: int, seed: int, pad: bool = True) -> dict:
@@ -194,6 +239,15 @@ def main() -> int:
         f"in {time.perf_counter() - start:.1f} s"
     )
 
+    svd_cpu = svd_mlp_model(torch.device("cpu"))
+    svd_small = synthetic_batch(args.compare_size, seed=3, pad=False)  # it takes no masks
+    start = time.perf_counter()
+    svd_cpu_loss = step0_loss(svd_cpu, svd_small)
+    print(
+        f"svd-mlp model ({sum(p.numel() for p in svd_cpu.parameters()) / 1e6:.1f} M parameters): "
+        f"CPU float32 step-0 NLL {svd_cpu_loss:.5f} in {time.perf_counter() - start:.1f} s"
+    )
+
     if not torch.cuda.is_available():
         print(
             "gpu_check: CUDA is not available here; the GPU checks need a CUDA machine "
@@ -215,6 +269,15 @@ def main() -> int:
     print(f"GPU float32 step-0 NLL: {gpu_loss:.5f} (relative difference {relative:.1e})")
     if relative > args.tolerance:
         failures.append(f"CPU and GPU step-0 NLL differ by {relative:.1e} > {args.tolerance}")
+    svd_gpu = svd_mlp_model(device)
+    svd_gpu.load_state_dict(svd_cpu.state_dict())
+    svd_gpu_loss = step0_loss(svd_gpu, to(svd_small, device))
+    svd_relative = abs(svd_gpu_loss - svd_cpu_loss) / max(1.0, abs(svd_cpu_loss))
+    print(f"svd-mlp GPU float32 step-0 NLL: {svd_gpu_loss:.5f} (relative {svd_relative:.1e})")
+    if svd_relative > args.tolerance:
+        failures.append(
+            f"svd-mlp: CPU and GPU step-0 NLL differ by {svd_relative:.1e} > {args.tolerance}"
+        )
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
@@ -229,6 +292,17 @@ def main() -> int:
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f} over {args.steps} steps")
     if not losses[-1] < losses[0]:
         failures.append("the AMP training loss did not fall on a fixed batch")
+
+    torch.cuda.reset_peak_memory_stats(device)
+    svd_batch = to(synthetic_batch(args.batch_size, seed=4, pad=False), device)
+    losses, seconds = train_steps(svd_gpu, svd_batch, args.steps, device)
+    report_throughput(
+        f"svd-mlp, 1 GPU, AMP, batch {args.batch_size}", args.batch_size, seconds, device
+    )
+    print(f"svd-mlp loss {losses[0]:.3f} -> {losses[-1]:.3f} over {args.steps} steps")
+    if not losses[-1] < losses[0]:
+        failures.append("svd-mlp: the AMP training loss did not fall on a fixed batch")
+    del svd_gpu, svd_batch, svd_cpu
 
     gpus = torch.cuda.device_count()
     if gpus > 1:

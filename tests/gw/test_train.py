@@ -242,3 +242,71 @@ def test_bad_train_settings_raise_config_error_naming_the_key(key, value):
     settings[key] = value
     with pytest.raises(ConfigError, match=key):
         check_train_settings(settings)
+
+
+class OneDetectorSource(LinearGaussianSource):
+    """The linear-Gaussian problem on one detector's fixed tokens, for the svd-mlp embedding."""
+
+    def __init__(self, **kwargs):
+        super().__init__(drop=False, **kwargs)
+
+    def metadata(self):
+        edges = torch.linspace(20, 256, self.n_tokens + 1)
+        return {
+            "detectors": ["H1"],
+            "frequency_scale": 256.0,
+            "svd-token-lower-edges": edges[:-1].tolist(),
+        }
+
+    def _make(self, n, g):
+        batch = super()._make(n, g)
+        batch["detector_index"] = torch.zeros_like(batch["detector_index"])
+        return batch
+
+    def noise_free_batches(self, n, batch_size=512):
+        sigma, self.sigma = self.sigma, 0.0
+        try:
+            yield self._make(n, torch.Generator().manual_seed(99))
+        finally:
+            self.sigma = sigma
+
+
+def test_svd_mlp_embedding_learns_the_linear_gaussian_posterior():
+    torch.set_num_threads(1)
+    source = OneDetectorSource()
+    svd = {"basis-size": 8, "training-waveforms": 256, "hidden": 32, "blocks": 2, "context": 16}
+    settings = {
+        **SETTINGS,
+        "epochs": 8,
+        "steps-per-epoch": 15,
+        "model": {**TINY, "embedding": "svd-mlp", "svd-mlp": {**svd, "dropout": 0.0}},
+    }
+    logs = []
+    result = fit(settings, source, state_path=None, device=torch.device("cpu"), log=logs.append)
+    # The signal A θ spans 2 complex directions per bin pair: 8 vectors keep all of it.
+    assert any("keeps 100.000% of their power" in line for line in logs)
+    val = [r["val_loss"] for r in result.history]
+    prior_nll = np.log(2 * np.pi * np.e)
+    assert val[-1] < prior_nll - 1.0
+    assert min(val) > source.optimal_nll() - 0.35
+    assert result.model.embedding == "svd-mlp"
+
+
+def test_time_budget_stops_training_at_the_first_step_past_it():
+    torch.set_num_threads(1)
+    source = LinearGaussianSource()
+    settings = {**SETTINGS, "epochs": 50, "steps-per-epoch": 10, "time-budget": 1e-9}
+    result = fit(
+        settings, source, state_path=None, device=torch.device("cpu"), log=lambda *_: None
+    )
+    # The budget is spent before the first step: one epoch, no steps, then the stop.
+    assert len(result.history) == 1 and result.history[0]["steps"] == 0
+    assert result.stopped_early
+    full = fit(
+        {**SETTINGS, "epochs": 1},
+        source,
+        state_path=None,
+        device=torch.device("cpu"),
+        log=lambda *_: None,
+    )
+    assert full.history[0]["steps"] == SETTINGS["steps-per-epoch"]

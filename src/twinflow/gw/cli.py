@@ -64,8 +64,13 @@ def _dataset_plots(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from twinflow.gw.training.stage import train_posterior_model
 
+    settings = _gw_settings(args, "train_settings_for")
+    if args.time_budget_from:
+        from twinflow.gw.training.compare import budget_from_summary
+
+        settings["train"] = budget_from_summary(settings["train"], args.time_budget_from)
     train_posterior_model(
-        _gw_settings(args, "train_settings_for"),
+        settings,
         dataset_index=args.index,
         psd_banks=args.psd,
         model_path=args.model,
@@ -74,6 +79,23 @@ def _train(args: argparse.Namespace) -> None:
         summary_path=args.summary,
         state_path=args.state,
     )
+
+
+def _compare_table(args: argparse.Namespace) -> None:
+    import json
+
+    from twinflow.gw.training.compare import compare_table
+
+    manifest = json.loads(args.manifest)
+    table = compare_table(
+        manifest["training"],
+        manifest["injections"],
+        manifest["sweeps"],
+        args.out,
+        args.markdown,
+        args.tsv,
+    )
+    print(table["verdict"])
 
 
 def _psd_map(items) -> dict[str, str]:
@@ -258,7 +280,22 @@ def register(stages: argparse._SubParsersAction) -> None:
         "--state",
         help="per-epoch training state, resumed from if present (default: beside --model)",
     )
+    p.add_argument(
+        "--time-budget-from",
+        help="a training summary (JSON) whose total_seconds becomes a null train.time-budget",
+    )
     p.set_defaults(func=_train)
+
+    p = stages.add_parser(
+        "compare-table", help="the embedding comparison's tables (transformer against svd-mlp)"
+    )
+    p.add_argument(
+        "--manifest", required=True, help="JSON: the training, injection and sweep summaries"
+    )
+    p.add_argument("--out", required=True, help="output table (JSON)")
+    p.add_argument("--markdown", required=True, help="output table (Markdown)")
+    p.add_argument("--tsv", required=True, help="output table of the runs (TSV)")
+    p.set_defaults(func=_compare_table)
 
     p = stages.add_parser(
         "inference",

@@ -167,6 +167,15 @@ def check_architecture(arch: Mapping) -> None:
         hidden,
         "a non-empty list of positive integers (hidden layer sizes)",
     )
+    embedding = arch.get("embedding", "transformer")
+    require_choice("model.embedding", embedding, ("transformer", "svd-mlp"))
+    if embedding == "svd-mlp":
+        svd = arch["svd-mlp"]
+        for key in ("basis-size", "hidden", "blocks", "context", "training-waveforms"):
+            _require_int(f"model.svd-mlp.{key}", svd[key], 0 if key == "blocks" else 1)
+        require(
+            0 <= svd["dropout"] < 1, "model.svd-mlp.dropout", svd["dropout"], "a number in [0, 1)"
+        )
 
 
 def _require_int(key: str, value: Any, minimum: int) -> None:
@@ -199,6 +208,14 @@ def check_train_settings(settings: Mapping) -> None:
     _require_int("plateau-patience", settings["plateau-patience"], 0)
     _require_int("early-stopping-patience", settings["early-stopping-patience"], 1)
     require(isinstance(settings["amp"], bool), "amp", settings["amp"], "true or false")
+    budget = settings.get("time-budget")
+    require(
+        budget is None
+        or (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0),
+        "time-budget",
+        budget,
+        "null (no limit) or a number of seconds > 0",
+    )
     frac = settings.get("validation-fraction", 0.05)
     require(
         isinstance(frac, (int, float)) and 0 < frac < 1,

@@ -37,6 +37,9 @@ class BatchSource(Protocol):
     def validation_batches(self, batch_size: int, rank: int, world_size: int) -> Iterator[dict]:
         """Yield this rank's share of the fixed validation set."""
 
+    def noise_free_batches(self, n: int, batch_size: int = 512) -> Iterator[dict]:
+        """Yield unmasked batches of ``n`` training waveforms without noise (for an SVD basis)."""
+
 
 class ShardBatchSource:
     """Training batches from the waveform shards, assembled on the fly on the training device.
@@ -62,8 +65,10 @@ class ShardBatchSource:
         validation_fraction: float,
         validation_size: int,
         block_size: int = 4096,
+        masks: bool = True,
     ):
         self.dataset, self.assembler, self.seed = dataset, assembler, seed
+        self.masks = masks  # False for an embedding that cannot take token masks (svd-mlp)
         self.parameter_names = list(parameter_names)
         self._statistics, self._metadata = statistics, dict(metadata)
         n = len(dataset)
@@ -100,7 +105,25 @@ class ShardBatchSource:
         # batch a pure function of its keys, which is what makes resumption exact.
         self.assembler.rng = numpy_rng(self.seed, "extrinsic", *keys)
         self.assembler.generator.manual_seed(derive_seed(self.seed, "noise-and-masks", *keys))
-        return self.assembler(waveforms)
+        return self.assembler(waveforms, masks=self.masks)
+
+    def noise_free_batches(self, n: int, batch_size: int = 512) -> Iterator[dict]:
+        """Yield unmasked, noise-free batches of the first ``n`` training waveforms (cycled).
+
+        Each waveform gets its own seeded extrinsic parameters and PSD, as in training.
+        """
+        rows, need = [], min(n, self.n_train)
+        for shard, start, stop in self.train_blocks:  # training rows in storage order
+            if need <= 0:
+                break
+            rows.append(self.dataset.read(shard, start, min(stop, start + need)))
+            need -= len(rows[-1]["h_plus"])
+        held = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        for i, start in enumerate(range(0, n, batch_size)):
+            take = np.arange(start, min(n, start + batch_size)) % len(held["h_plus"])
+            self.assembler.rng = numpy_rng(self.seed, "svd-extrinsic", i)
+            self.assembler.generator.manual_seed(derive_seed(self.seed, "svd-psd", i))
+            yield self.assembler({k: v[take] for k, v in held.items()}, masks=False, noise=False)
 
     def _waveform_stream(self, epoch: int, rank: int, batch_size: int) -> Iterator[dict]:
         """Yield training waveform batches without end (passes over the training rows)."""

@@ -46,6 +46,7 @@ from twinflow.core.io import write_json
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed
+from twinflow.core.settings import ConfigError
 from twinflow.gw.training.batch_source import BatchSource
 from twinflow.gw.training.model import (
     PosteriorModel,
@@ -109,6 +110,29 @@ def validation_loss(
     return total / max(count, 1)
 
 
+def out_of_time(budget: float | None, seconds: float) -> bool:
+    """Return whether ``seconds`` of training have used up the time budget (None: no limit)."""
+    return budget is not None and seconds >= budget
+
+
+def fit_svd_basis(model: PosteriorModel, source: BatchSource, svd: Mapping, log=print) -> None:
+    """Compute the svd-mlp embedding's basis from noise-free training waveforms and set it."""
+    from twinflow.gw.training.svd_mlp import svd_basis, waveform_matrix
+
+    t0 = time.process_time()
+    encoder = model.encoder
+    batches = source.noise_free_batches(svd["training-waveforms"])
+    matrix = waveform_matrix(batches, encoder.token_lower_edges.cpu(), encoder.n_detectors)
+    basis, singular = svd_basis(matrix, svd["basis-size"])
+    encoder.set_basis(basis.to(encoder.basis_real.device))
+    kept = float((singular[: svd["basis-size"]] ** 2).sum() / (singular**2).sum())
+    log(
+        f"svd-mlp: basis of {svd['basis-size']} vectors from {matrix.shape[0]} whitened waveform "
+        f"rows x {matrix.shape[1]} bins keeps {100 * kept:.3f}% of their power "
+        f"({time.process_time() - t0:.1f} s CPU)"
+    )
+
+
 def fit(
     settings: Mapping,
     source: BatchSource,
@@ -135,6 +159,8 @@ def fit(
         **source.metadata(),
     )
     model = PosteriorModel(model_settings).to(device)
+    if model.embedding == "svd-mlp":
+        fit_svd_basis(model, source, settings["model"]["svd-mlp"], log=log)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["learning-rate"], weight_decay=settings["weight-decay"]
     )
@@ -178,6 +204,13 @@ def fit(
         )
 
     per_rank = settings["batch-size"] // world
+    budget = settings.get("time-budget")
+    if budget is not None and world > 1:
+        # Each rank would read its own clock and stop at a different step: DDP would hang.
+        raise ConfigError(
+            f"time-budget = {budget!r} needs single-process training; {world} ranks run here: "
+            "set time-budget to null or train on one device"
+        )
     steps = settings["steps-per-epoch"]
     stopped = bool(history) and history[-1].get("stop", False)
     for epoch in range(start_epoch, settings["epochs"]):
@@ -193,11 +226,14 @@ def fit(
             unit="batch",
             disable=rank != 0,
         )
-        loss_sum, n_seen, skipped = 0.0, 0, 0
+        loss_sum, n_seen, skipped, n_steps = 0.0, 0, 0, 0
         t_data = t_step = 0.0
         batches = iter(source.epoch_batches(epoch, steps, per_rank, rank))
         t_epoch = time.perf_counter()
+        spent = sum(r["seconds"] for r in history)  # of earlier epochs, resumed ones included
         for _ in range(steps):
+            if out_of_time(budget, spent + time.perf_counter() - t_epoch):
+                break
             t0 = time.perf_counter()
             batch = to_device(next(batches), device)
             t1 = time.perf_counter()
@@ -222,6 +258,7 @@ def fit(
             t_step += t2 - t1
             loss_sum += float(loss.detach()) * per_rank
             n_seen += per_rank
+            n_steps += 1
             bar.update()
             bar.set_postfix(
                 loss=f"{loss_sum / n_seen:.3f}", samples_s=f"{n_seen * world / (t2 - t_epoch):.0f}"
@@ -229,14 +266,15 @@ def fit(
         bar.close()
         seconds = time.perf_counter() - t_epoch
         loss_sum, n_seen = _all_reduce_sum([loss_sum, n_seen], device)
-        train_loss = loss_sum / n_seen
+        train_loss = loss_sum / n_seen if n_seen else float("nan")
         val_loss = validation_loss(net, source, per_rank, device, settings["amp"])
         lr = optimizer.param_groups[0]["lr"]
         if settings["scheduler"] == "cosine":
             scheduler.step()
         else:
             scheduler.step(val_loss)
-        stop = stopper.step(val_loss) or not math.isfinite(val_loss)
+        timed_out = out_of_time(budget, spent + seconds)
+        stop = stopper.step(val_loss) or not math.isfinite(val_loss) or timed_out
         if stopper.improved:
             best_state = copy.deepcopy(model.state_dict())
         row = {
@@ -245,9 +283,10 @@ def fit(
             "val_loss": val_loss,
             "learning_rate": lr,
             "seconds": seconds,
-            "samples_per_s": n_seen / seconds,
+            "samples_per_s": n_seen / max(seconds, 1e-12),
             "batch_assembly_fraction": t_data / max(t_data + t_step, 1e-12),
             "skipped_steps": skipped,
+            "steps": n_steps,
             "stop": stop,
         }
         history.append(row)
@@ -256,6 +295,7 @@ def fit(
                 f"epoch {epoch + 1}: train {train_loss:.4f}  val {val_loss:.4f}  lr {lr:.2e}  "
                 f"{row['samples_per_s']:.0f} samples/s  batch assembly {100 * row['batch_assembly_fraction']:.1f}%"
                 + ("  (stopping early)" if stop and epoch + 1 < settings["epochs"] else "")
+                + ("  (time budget spent)" if timed_out else "")
             )
             if state_path is not None:
                 save_checkpoint(
@@ -322,6 +362,11 @@ def write_training_outputs(
                 "total_seconds": sum(r["seconds"] for r in rows),
                 "mean_samples_per_s": sum(r["samples_per_s"] for r in rows) / len(rows),
                 "parameters": result.model.parameter_names,
+                "embedding": result.model.embedding,
+                "steps": sum(r.get("steps", 0) for r in rows),
+                "samples_per_s": sum(r["samples_per_s"] * r["seconds"] for r in rows)
+                / max(sum(r["seconds"] for r in rows), 1e-12),
                 "weights": count_parameters(result.model),
+                "embedding_weights": count_parameters(result.model.encoder),
             },
         )

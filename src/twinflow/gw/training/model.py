@@ -1,6 +1,6 @@
 """The posterior model q(θ | d, S_n, m): tokens in, a normalizing-flow density over θ out.
 
-Dingo-T1 (arXiv:2512.02968) in three parts:
+Dingo-T1 (arXiv:2512.02968) in three parts (``architecture.embedding: transformer``):
 
 1. a **tokenizer** shared by every token: a residual MLP mapping the 48 numbers of a token
    (16 frequency bins × Re, Im of the whitened strain and a PSD feature) to ``d-model``,
@@ -11,6 +11,10 @@ Dingo-T1 (arXiv:2512.02968) in three parts:
    exactly that of the shorter sequence of kept tokens;
 3. a conditional **neural spline flow** (zuko, coupling transforms: ``passes=2``, so sampling
    is one pass) over the standardised parameters, conditioned on the summary token's output.
+
+With ``architecture.embedding: svd-mlp`` the first two parts are replaced by Dingo's earlier
+embedding (:mod:`twinflow.gw.training.svd_mlp`: SVD projection of the whitened strain and a
+residual MLP), which takes the same token batches but no token masks; the flow is the same.
 
 Everything is built from one plain settings dict, stored in the checkpoint, so
 :func:`load_posterior_model` rebuilds the model from the file alone.
@@ -31,10 +35,13 @@ from twinflow.core.settings import ConfigError, require
 from twinflow.gw.training.embedding import (
     TransformerEncoder,
 )
+from twinflow.gw.training.svd_mlp import SVDResidualEmbedding
 from twinflow.gw.validation import check_architecture
 
 CHECKPOINT_KIND = "gw-posterior-model"
-#: Per token: 16 bins × (Re, Im of the whitened strain, PSD feature), channel-major.
+EMBEDDINGS = ("transformer", "svd-mlp")
+#: Settings key of the svd-mlp embedding's input grid: lower edges [Hz] of the trained band's tokens.
+SVD_TOKEN_EDGES = "svd-token-lower-edges"
 
 #: Model sizes of the embedded CPU default (overridden by ``gw.train.model``).
 DEFAULT_ARCHITECTURE = {
@@ -79,6 +86,19 @@ def check_model_settings(settings: Mapping) -> None:
         "a frequency > 0 Hz",
     )
     check_architecture(settings["architecture"])
+    if embedding_of(settings["architecture"]) == "svd-mlp":
+        edges = settings.get(SVD_TOKEN_EDGES)
+        require(
+            isinstance(edges, (list, tuple)) and len(edges) >= 1,
+            SVD_TOKEN_EDGES,
+            edges,
+            "the lower edges [Hz] of the trained band's tokens (the svd-mlp input grid)",
+        )
+
+
+def embedding_of(architecture: Mapping) -> str:
+    """Return the embedding of an architecture block (checkpoints before svd-mlp: transformer)."""
+    return architecture.get("embedding", "transformer")
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,21 +109,19 @@ def check_model_settings(settings: Mapping) -> None:
 # The posterior model
 
 
-def _batch_inputs(
-    batch: Mapping[str, Tensor],
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
-    """Return the model inputs of a batch with a leading batch axis, and whether it was added."""
-    tokens = batch["tokens"]
-    single = tokens.dim() == 2  # one event, [N, 48]
-    mask = batch.get("padding_mask")
-    inputs = [tokens, batch["detector_index"], batch["token_frequency"], mask]
-    if single:
-        inputs = [None if t is None else t.unsqueeze(0) for t in inputs]
-    return (*inputs, single)
+def _batched(batch: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], bool]:
+    """Return the batch's tensors with a leading batch axis, and whether it was added."""
+    single = batch["tokens"].dim() == 2  # one event, [N, 48]
+    out = {
+        k: v.unsqueeze(0) if single else v
+        for k, v in batch.items()
+        if k in ("tokens", "detector_index", "token_frequency", "padding_mask") and v is not None
+    }
+    return out, single
 
 
 class PosteriorModel(nn.Module):
-    """q(θ | tokens): a transformer embedding and a conditional neural spline flow.
+    """q(θ | tokens): an embedding (transformer or SVD + MLP) and a conditional neural spline flow.
 
     ``settings`` (all stored in the checkpoint):
 
@@ -111,8 +129,10 @@ class PosteriorModel(nn.Module):
       ``std`` per parameter (the flow sees ``(θ - mean) / std``; densities are returned in
       physical units, i.e. including ``-Σ log std``);
     - ``detectors`` (``detector_index`` indexes this list) and ``frequency-scale`` [Hz];
-    - ``architecture``: ``tokenizer`` (hidden, blocks), ``transformer`` (d-model, layers,
-      heads, feed-forward, dropout), ``flow`` (transforms, hidden, bins);
+    - ``architecture``: ``embedding`` (transformer or svd-mlp), ``tokenizer`` (hidden,
+      blocks), ``transformer`` (d-model, layers, heads, feed-forward, dropout), ``svd-mlp``
+      (basis-size, hidden, blocks, context, dropout), ``flow`` (transforms, hidden, bins);
+    - for svd-mlp, ``svd-token-lower-edges``: the tokens of its fixed input grid;
     - ``seed``: fixes the initial weights and the flow's random feature permutations;
     - anything else (analysis settings, domain, training mask ranges) is carried along for
       the inference stage.
@@ -132,12 +152,20 @@ class PosteriorModel(nn.Module):
         # model rebuilt from the same settings has the same structure.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(settings.get("seed", 0)))
-            self.encoder = TransformerEncoder(
-                len(settings["detectors"]), float(settings["frequency-scale"]), arch
-            )
+            self.embedding = embedding_of(arch)
+            if self.embedding == "svd-mlp":
+                self.encoder = SVDResidualEmbedding(
+                    len(settings["detectors"]), settings[SVD_TOKEN_EDGES], arch["svd-mlp"]
+                )
+                context = arch["svd-mlp"]["context"]
+            else:
+                self.encoder = TransformerEncoder(
+                    len(settings["detectors"]), float(settings["frequency-scale"]), arch
+                )
+                context = arch["transformer"]["d-model"]
             self.flow = zuko.flows.NSF(
                 features=len(self.parameter_names),
-                context=arch["transformer"]["d-model"],
+                context=context,
                 transforms=flow["transforms"],
                 bins=flow["bins"],
                 hidden_features=list(flow["hidden"]),
@@ -171,10 +199,21 @@ class PosteriorModel(nn.Module):
 
     # -- the model ----------------------------------------------------------------------------
 
+    def _encode(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, bool]:
+        """Return the context [B, C] and whether the batch was one event without a batch axis."""
+        inputs, single = _batched(batch)
+        if self.embedding == "svd-mlp":
+            return self.encoder(inputs), single
+        return self.encoder(
+            inputs["tokens"],
+            inputs["detector_index"],
+            inputs["token_frequency"],
+            inputs.get("padding_mask"),
+        ), single
+
     def context(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Return the encoder's context [B, d_model] for a batch of tokens."""
-        tokens, detector_index, token_frequency, mask, single = _batch_inputs(batch)
-        ctx = self.encoder(tokens, detector_index, token_frequency, mask)
+        """Return the embedding's context [B, C] for a batch of tokens."""
+        ctx, single = self._encode(batch)
         return ctx[0] if single else ctx
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -203,8 +242,7 @@ class PosteriorModel(nn.Module):
         given without a batch axis (tokens [N, 48]): name -> [n] and log q [n]. Samples are
         drawn in chunks of ``chunk_size`` to bound memory.
         """
-        tokens, detector_index, token_frequency, mask, single = _batch_inputs(batch)
-        ctx = self.encoder(tokens, detector_index, token_frequency, mask)
+        ctx, single = self._encode(batch)
         zs, lps = [], []
         with torch.autocast(ctx.device.type, enabled=False):
             dist = self.flow(ctx.float())
@@ -244,7 +282,9 @@ def build_model_settings(
         "standardisation": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
         "detectors": list(detectors),
         "frequency-scale": float(frequency_scale),
-        "architecture": {k: dict(v) for k, v in architecture.items()},
+        "architecture": {
+            k: dict(v) if isinstance(v, Mapping) else v for k, v in architecture.items()
+        },
         "seed": int(seed),
         **extra,
     }

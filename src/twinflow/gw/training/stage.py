@@ -17,7 +17,17 @@ from twinflow.core.settings import require
 from twinflow.gw.training.batch_source import ShardBatchSource
 from twinflow.gw.training.distributed import configure_threads_for_rank, init_distributed
 from twinflow.gw.training.loop import TrainResult, fit, write_training_outputs
+from twinflow.gw.training.model import SVD_TOKEN_EDGES
 from twinflow.gw.validation import check_train_settings
+
+#: The token masks of an embedding trained without them: every detector and token kept.
+NO_MASKS = {
+    "detector-drop-probabilities": [1.0],
+    "minimum-frequency": {"probability": 0.0, "maximum": 0.0},
+    "maximum-frequency": {"probability": 0.0, "minimum": 0.0},
+    "notches": {"probability": 0.0, "max-count": 1, "max-width": 0.0},
+    "independent-detectors": True,
+}
 
 
 def parameter_statistics(
@@ -122,6 +132,16 @@ def train_posterior_model(
             # Free prior parameters the model does not infer: it marginalises over them.
             "marginalised": [n for n in free if n not in names],
         }
+        svd_mlp = train["model"].get("embedding", "transformer") == "svd-mlp"
+        if svd_mlp:
+            # No token masks: the model sees every detector and token of the band, and its
+            # checkpoint says so, so inference warns about any other analysis setting.
+            metadata["inputs"]["masks"] = NO_MASKS
+            metadata[SVD_TOKEN_EDGES] = [
+                float(lo)
+                for lo, hi in assembler.domain.token_edges
+                if lo >= assembler.f_min - 1e-9 and hi <= assembler.f_max + 1e-9
+            ]
         source = ShardBatchSource(
             dataset,
             assembler,
@@ -131,6 +151,7 @@ def train_posterior_model(
             seed=train["seed"],
             validation_fraction=train["validation-fraction"],
             validation_size=train["validation-size"],
+            masks=not svd_mlp,
         )
         if rank == 0:
             log(
