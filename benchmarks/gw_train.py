@@ -97,69 +97,9 @@ def model_throughput(
 
 def assembly_share(config: dict, n_waveforms: int, steps: int) -> dict:
     """Time BatchAssembler against the default model's step on a freshly simulated dataset."""
-    from twinflow.gw.dataset.batches import BatchAssembler
-    from twinflow.gw.dataset.grid import resolve_domain
-    from twinflow.gw.dataset.shards import WaveformDataset, simulate_shard, write_index
-    from twinflow.gw.psd import estimate_psd_bank, load_psd_bank
-    from twinflow.gw.settings import (
-        batch_settings_for,
-        dataset_domain_settings_for,
-        dataset_shard_settings_for,
-        psd_settings_for,
-    )
-    from twinflow.gw.training.batch_source import ShardBatchSource
-    from twinflow.gw.training.stage import parameter_statistics
-
-    gw = config["gw"]
-    gw["dataset"] = {**gw["dataset"], "shard-size": n_waveforms}
-    quiet = lambda *a, **k: None  # noqa: E731
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for det in gw["detectors"]:
-            estimate_psd_bank(
-                {**psd_settings_for(gw, det), "n-stretches": 20}, tmp / f"{det}.h5", log=quiet
-            )
-        resolve_domain(dataset_domain_settings_for(gw), tmp / "domain.json", log=quiet)
-        simulate_shard(
-            dataset_shard_settings_for(gw), tmp / "domain.json", 0, tmp / "shard-0.h5", log=quiet
-        )
-        write_index([tmp / "shard-0.h5"], tmp / "index.json")
-        dataset = WaveformDataset(tmp / "index.json")
-        banks = {d: load_psd_bank(tmp / f"{d}.h5") for d in gw["detectors"]}
-        batch_settings = batch_settings_for(gw)
-        assembler = BatchAssembler(
-            batch_settings, dataset.domain, banks, dataset.reference_distance, dataset.parameters
-        )
-        train = gw["train"]
-        names = train["parameters"] or assembler.parameter_names
-        from twinflow.gw.prior import build_prior
-
-        prior = build_prior({**dataset.settings["prior"], **batch_settings["prior"]})
-        source = ShardBatchSource(
-            dataset,
-            assembler,
-            parameter_names=names,
-            statistics=parameter_statistics(prior, names, 0, 10_000),
-            metadata={
-                "detectors": gw["detectors"],
-                "frequency_scale": float(gw["maximum-frequency"]),
-            },
-            seed=0,
-            validation_fraction=0.1,
-            validation_size=16,
-            block_size=1024,
-        )
-        mean, std = source.statistics()
-        model = PosteriorModel(
-            build_model_settings(
-                parameters=names,
-                mean=mean,
-                std=std,
-                detectors=gw["detectors"],
-                frequency_scale=float(gw["maximum-frequency"]),
-                architecture=train["model"],
-            )
-        )
+    train = config["gw"]["train"]
+    with default_source(config, n_waveforms, "transformer") as (source, settings):
+        model = PosteriorModel(settings)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         batches = source.epoch_batches(0, steps + 1, train["batch-size"], 0)
         t_data = t_step = 0.0
@@ -177,7 +117,7 @@ def assembly_share(config: dict, n_waveforms: int, steps: int) -> dict:
                 t_data += t1 - t0
                 t_step += t2 - t1
         return {
-            "tokens": assembler.n_tokens,
+            "tokens": source.assembler.n_tokens,
             "batch": train["batch-size"],
             "assembly_s": t_data / steps,
             "step_s": t_step / steps,
