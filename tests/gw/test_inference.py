@@ -144,6 +144,28 @@ def injection(snr_distance=600.0, seed=2, **analysis):
     return make_injection("inj", params, psds, analysis, SETTINGS, REFERENCE_TIME, 2.0, rng)
 
 
+def strain_event_settings(name, strain, spec, n_samples):
+    """The inference settings of a real event (``strain``: its bilby_pipe keys) with ``spec``."""
+    return {
+        **SETTINGS,
+        "n-samples": n_samples,
+        "event": name,
+        "kind": "strain",
+        "strain": strain,
+        "analysis": {
+            "detectors": ["H1", "L1"],
+            "duration": 4,
+            "sampling-frequency": 1024,
+            "minimum-frequency": 20,
+            "maximum-frequency": 256,
+        },
+        "prior": spec,
+        "reference-time": REFERENCE_TIME,
+        "post-trigger-duration": 2.0,
+        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
+    }
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.pt"
@@ -331,27 +353,11 @@ def test_run_event_on_real_strain_and_collect(shared_data, tmp_path):
     model_path = tmp_path / "model.pt"
     spec = {**PRIOR, "ra": {"distribution": "Uniform", "minimum": 0, "maximum": 6.283185307179586}}
     tiny_model(model_path, sampled_parameters(build_prior(spec)), spec=spec)
-    settings = {
-        **SETTINGS,
-        "n-samples": 200,
-        "event": "GW170104",
-        "kind": "strain",
-        "strain": {
-            "trigger-time": e["tevent"],
-            "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")},
-        },
-        "analysis": {
-            "detectors": ["H1", "L1"],
-            "duration": 4,
-            "sampling-frequency": 1024,
-            "minimum-frequency": 20,
-            "maximum-frequency": 256,
-        },
-        "prior": spec,
-        "reference-time": REFERENCE_TIME,
-        "post-trigger-duration": 2.0,
-        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
+    strain = {
+        "trigger-time": e["tevent"],
+        "data-dict": {d: str(folder / e[f"fn_{d}"]) for d in ("H1", "L1")},
     }
+    settings = strain_event_settings("GW170104", strain, spec, n_samples=200)
     summary = run_event(
         settings, model_path, tmp_path / "GW170104", processes=1, log=lambda *_: None
     )

@@ -22,7 +22,12 @@ import yaml
 
 bilby = pytest.importorskip("bilby")
 
-from tests.gw.test_inference import PRIOR, REFERENCE_TIME, SETTINGS, tiny_model  # noqa: E402
+from tests.gw.test_inference import (  # noqa: E402
+    PRIOR,
+    SETTINGS,
+    strain_event_settings,
+    tiny_model,
+)
 
 from twinflow.core.config import validate_config  # noqa: E402
 from twinflow.core.settings import ConfigError  # noqa: E402
@@ -125,23 +130,12 @@ def test_an_event_outside_the_checkpoints_prior_is_refused_before_sampling(
     save_posterior_model(tmp_path / "model.pt", model)
     assert load_posterior_model(tmp_path / "model.pt").settings["prior"] == spec
     monkeypatch.setattr(stage, "analyse_event", lambda *a, **k: pytest.fail("sampled"))
-    settings = {
-        **SETTINGS,
-        "event": "GW170104",
-        "kind": "strain",
-        "strain": overlay_events(shared_data / "gw" / "strain")["GW170104"],
-        "analysis": {
-            "detectors": ["H1", "L1"],
-            "duration": 4,
-            "sampling-frequency": 1024,
-            "minimum-frequency": 20,
-            "maximum-frequency": 256,
-        },
-        "prior": PRIOR,
-        "reference-time": REFERENCE_TIME,
-        "post-trigger-duration": 2.0,
-        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
-    }
+    settings = strain_event_settings(
+        "GW170104",
+        overlay_events(shared_data / "gw" / "strain")["GW170104"],
+        PRIOR,
+        n_samples=SETTINGS["n-samples"],
+    )
     with pytest.raises(ConfigError, match="chirp_mass range 30-40") as err:
         run_event(settings, tmp_path / "model.pt", tmp_path / "out", log=lambda *_: None)
     assert str(err.value).startswith("GW170104: refused before sampling")
@@ -190,24 +184,9 @@ def gw170104_outputs(shared_data, tmp_path_factory):
     # as the default model: the phase is marginalised, not inferred
     names = [n for n in sampled_parameters(build_prior(spec)) if n != "phase"]
     tiny_model(tmp / "model.pt", names, spec=spec)
-    settings = {
-        **SETTINGS,
-        "n-samples": 400,
-        "event": "GW170104",
-        "kind": "strain",
-        "strain": overlay_events(folder)["GW170104"],
-        "analysis": {
-            "detectors": ["H1", "L1"],
-            "duration": 4,
-            "sampling-frequency": 1024,
-            "minimum-frequency": 20,
-            "maximum-frequency": 256,
-        },
-        "prior": spec,
-        "reference-time": REFERENCE_TIME,
-        "post-trigger-duration": 2.0,
-        "psd": {"window": "hann", "overlap": 0.5, "average": "median"},
-    }
+    settings = strain_event_settings(
+        "GW170104", overlay_events(folder)["GW170104"], spec, n_samples=400
+    )
     out = tmp / "GW170104"
     summary = run_event(settings, tmp / "model.pt", out, processes=1, log=lambda *_: None)
     return out, summary
