@@ -258,3 +258,104 @@ def test_bad_settings_fail_before_any_likelihood_call(settings, key):
     assert key in message
     value = next(iter(settings.values())) if key != "refinement" else "stepz"
     assert str(value) in message
+
+
+# --------------------------------------------------------------------------------------------
+# Symmetries: a posterior with identical copies, and the folded proposal's density
+
+
+def test_folded_proposal_is_a_normalised_density_of_its_draws():
+    """The spread proposal integrates to one over the whole box, and its draws follow it."""
+    from twinflow.gw.inference.refinement import (
+        BoundedSpace,
+        FoldedProposal,
+        Folding,
+        Proposal,
+        fit_mixture,
+    )
+
+    space = BoundedSpace(np.array([[-1.0, 1.0], [0.0, math.pi]]), [False, True])
+    folding = Folding(space, [None, math.pi / 2])
+    rng = np.random.default_rng(3)
+    x = np.column_stack([rng.normal(0.2, 0.2, 3000).clip(-0.99, 0.99), rng.normal(1.2, 0.2, 3000)])
+    mixture = fit_mixture(folding.fold(x), np.zeros(3000), folding.folded_space, 3, rng)
+    proposal = FoldedProposal(Proposal(mixture, 0.1), folding)
+    a, psi = np.linspace(-1, 1, 403)[1:-1], np.linspace(0, math.pi, 601)  # a: inside its bounds
+    grid = np.stack(np.meshgrid(a, psi, indexing="ij"), -1).reshape(-1, 2)
+    density = np.exp(proposal.log_prob(grid)).reshape(len(a), len(psi))
+    total = scipy.integrate.simpson(scipy.integrate.simpson(density, x=psi), x=a)
+    assert total == pytest.approx(1.0, abs=2e-3)
+    draws = proposal.sample(20000, np.random.default_rng(4))
+    assert np.all((draws >= space.bounds[:, 0]) & (draws < space.bounds[:, 1]))
+    # E_q[u / q] = 1 for the uniform density u: holds only if draws and log_prob agree
+    ratio = np.exp(-math.log(2 * math.pi) - proposal.log_prob(draws))
+    assert ratio.mean() == pytest.approx(1.0, abs=4 * ratio.std() / math.sqrt(len(ratio)))
+    upper = np.mean(draws[:, 1] >= math.pi / 2)
+    assert upper == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / len(draws)))
+
+
+def test_symmetric_posterior_with_folding_against_quadrature():
+    """Two identical narrow copies pi/2 apart, a proposal on one: both get half, ln Z is right."""
+    bounds = np.array([[0.0, 1.0], [0.0, math.pi]])
+    kappa = 40.0
+
+    def log_likelihood(y):  # period pi/2 in psi: copies at 0.3 and 0.3 + pi/2
+        return scipy.stats.norm(0.4, 0.08).logpdf(y[:, 0]) + kappa * np.cos(4 * (y[:, 1] - 0.3))
+
+    log_prior, log_volume = box_prior(bounds)
+    z_psi, _ = scipy.integrate.quad(
+        lambda p: math.exp(kappa * math.cos(4 * (p - 0.3))), 0, math.pi, points=[0.3, 1.87]
+    )
+    z_a = scipy.stats.norm(0.4, 0.08).cdf(1) - scipy.stats.norm(0.4, 0.08).cdf(0)
+    truth = math.log(z_a * z_psi) - log_volume
+    rng = np.random.default_rng(8)
+    x = np.column_stack([rng.uniform(0.1, 0.7, 2000), rng.uniform(0.15, 0.45, 2000)])
+    log_q = np.full(2000, -math.log(0.6 * 0.3))  # uniform on one copy only
+    result = refine(
+        x,
+        log_q,
+        log_likelihood,
+        log_prior,
+        bounds,
+        [False, True],
+        {"target-ess": 2000, "batch-size": 2000, "max-likelihood-evaluations": 40000},
+        np.random.default_rng(9),
+        symmetry_periods=[None, math.pi / 2],
+        **QUIET,
+    )
+    check_honest(result)
+    assert result.reached_target
+    assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
+    upper = float(np.sum(result.weights[result.samples[:, 1] >= math.pi / 2]))
+    assert upper == pytest.approx(0.5, abs=0.05)
+    mean, _ = weighted_moments(result)
+    assert mean[0] == pytest.approx(0.4, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "periods",
+    [[None, 1.0], [0.5, None], [None, math.pi], [None]],
+)
+def test_bad_symmetry_periods_fail_before_any_likelihood_call(periods):
+    """A period must divide a periodic dimension's width into two or more copies."""
+
+    def never(y):
+        raise AssertionError("the likelihood must not be called")
+
+    bounds = np.array([[0.0, 1.0], [0.0, math.pi]])
+    log_prior, _ = box_prior(bounds)
+    x = np.column_stack([np.full(10, 0.5), np.full(10, 1.0)])
+    with pytest.raises(ConfigError, match="symmetry_periods"):
+        refine(
+            x,
+            np.zeros(10),
+            never,
+            log_prior,
+            bounds,
+            [False, True],
+            {"target-ess": 100},
+            np.random.default_rng(0),
+            symmetry_periods=periods,
+            initial_log_likelihood=np.zeros(10),
+            **QUIET,
+        )

@@ -19,6 +19,28 @@ from twinflow.gw.inference.sampling import prior_log_density
 PERIODIC = ("ra", "psi", "phase")
 
 
+def symmetry_periods(prior, names: Sequence[str], *, marginalize: bool) -> list[float | None]:
+    """Return per parameter the shift that leaves likelihood and prior unchanged (or None).
+
+    psi -> psi + pi/2 flips the sign of both antenna patterns, so the signal in every detector
+    becomes -h. The phase-marginalised likelihood depends on the data only through |<d, h>|
+    and <h, h> (bilby's phase marginalisation is the same), so it does not change, whatever the
+    waveform; with a uniform prior on psi over a whole number of quarter turns the posterior
+    then has identical copies pi/2 apart, which the refinement's proposals are told about.
+    Without phase marginalisation the copy sits at a shifted phase, and nothing is declared.
+    """
+    out: list[float | None] = [None] * len(names)
+    if not marginalize or "psi" not in names:
+        return out
+    psi = prior["psi"]
+    width = getattr(psi, "maximum", np.inf) - getattr(psi, "minimum", -np.inf)
+    copies = width / (np.pi / 2)
+    if type(psi).__name__ == "Uniform" and np.isfinite(width) and copies >= 2:
+        if abs(copies - round(copies)) < 1e-9:
+            out[list(names).index("psi")] = np.pi / 2
+    return out
+
+
 def refine_event(
     likelihood,
     prior,
@@ -84,6 +106,7 @@ def refine_event(
         settings,
         rng,
         initial_log_likelihood=log_likelihood_ratio,
+        symmetry_periods=symmetry_periods(prior, names, marginalize=marginalize),
         log=log,
     )
     out = {n: result.samples[:, i].copy() for i, n in enumerate(names)}

@@ -18,6 +18,14 @@ weights are exact against the same likelihood and prior, so that the effective s
     fit rests on enough samples): the first iterations then anneal from the network's samples
     towards the posterior instead of collapsing onto a few heavy samples.
 
+Symmetries (``symmetry_periods``): where the caller knows that likelihood and prior are both
+    unchanged by ``x_i -> x_i + P_i`` on a periodic dimension (the posterior then has
+    ``width / P_i`` identical copies), the ``amis`` proposals are fitted to the samples folded
+    into one copy and spread evenly over all copies (:class:`Folding`). Each copy's samples then
+    teach the fit about all of them, and no copy is covered worse than another, which otherwise
+    leaves one copy's few samples to dominate the weights. The proposal stays a normalised
+    density over the whole box, so the weights are exact whatever the target.
+
 ``smc`` — sequential Monte Carlo tempered from the proposal to the posterior,
     ``pi_beta ∝ q^(1 - beta) (L pi)^beta`` (Del Moral et al. 2006), with the next beta from a
     conditional-ESS criterion (Zhou et al. 2016), systematic resampling and Metropolis moves
@@ -412,6 +420,71 @@ class Proposal:
         return np.logaddexp(math.log1p(-self.defensive) + out, math.log(self.defensive) + box)
 
 
+class Folding:
+    """Fold periodic dimensions onto one of their ``m`` identical copies, and spread back.
+
+    ``periods[i]`` (None: no symmetry) must divide dimension i's width into an integer number
+    ``m_i >= 2`` of copies, and the dimension must be periodic. :meth:`fold` maps x into the box
+    whose dimension i is ``[lower_i, lower_i + P_i)``; :meth:`spread` adds ``k P_i`` with k
+    uniform in ``0 .. m_i - 1``. A density g on the folded box becomes the density
+    ``g(fold(x)) / prod m_i`` on the whole box (:class:`FoldedProposal`).
+    """
+
+    def __init__(self, space: BoundedSpace, periods: Sequence[float | None]):
+        require(
+            len(periods) == space.dim,
+            "symmetry_periods",
+            list(periods),
+            f"one period or None per dimension ({space.dim})",
+        )
+        self.space = space
+        self.dims = [i for i, p in enumerate(periods) if p is not None]
+        self.periods = np.array([float(periods[i]) for i in self.dims])
+        width = space.bounds[self.dims, 1] - space.bounds[self.dims, 0]
+        copies = width / self.periods if self.dims else np.zeros(0)
+        self.copies = np.rint(copies).astype(int)
+        require(
+            bool(np.all(space.periodic[self.dims]))
+            and bool(np.all(np.abs(copies - self.copies) < 1e-9))
+            and bool(np.all(self.copies >= 2)),
+            "symmetry_periods",
+            list(periods),
+            "periods of periodic dimensions that divide their width into 2 or more copies",
+        )
+        folded = space.bounds.copy()
+        folded[self.dims, 1] = folded[self.dims, 0] + self.periods
+        self.folded_space = BoundedSpace(folded, space.periodic)
+        self.log_copies = float(np.sum(np.log(self.copies)))
+
+    def fold(self, x: np.ndarray) -> np.ndarray:
+        out = np.array(x, dtype=float, copy=True)
+        lo = self.space.bounds[self.dims, 0]
+        out[:, self.dims] = lo + np.mod(out[:, self.dims] - lo, self.periods)
+        return out
+
+    def spread(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = np.array(x, dtype=float, copy=True)
+        k = rng.integers(0, self.copies, size=(len(x), len(self.dims)))
+        out[:, self.dims] += k * self.periods
+        return out
+
+
+class FoldedProposal:
+    """A proposal on the folded box, spread evenly over the copies of the whole box."""
+
+    def __init__(self, inner: Proposal, folding: Folding):
+        self.inner, self.folding = inner, folding
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.folding.spread(self.inner.sample(n, rng), rng)
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        lo, hi = self.folding.space.bounds.T
+        inside = np.all((x >= lo) & (x <= hi), 1)
+        out = self.inner.log_prob(self.folding.fold(x)) - self.folding.log_copies
+        return np.where(inside, out, -np.inf)
+
+
 # --------------------------------------------------------------------------------------------
 # The result
 
@@ -560,6 +633,7 @@ def refine(
     *,
     proposal_log_prob: LogDensity | None = None,
     initial_log_likelihood: np.ndarray | None = None,
+    symmetry_periods: Sequence[float | None] | None = None,
     log=print,
 ) -> RefinementResult:
     """Return exactly weighted posterior samples, refined from a proposal's samples.
@@ -569,7 +643,9 @@ def refine(
     the support; the likelihood is called only inside it); ``bounds`` [D, 2] and ``periodic``
     [D]: the prior's box; ``proposal_log_prob``: the proposal's ln density at new points (when
     given, the proposal stays in the importance-sampling mixture and ``smc`` tempers from it);
-    ``initial_log_likelihood`` [N]: ln L of ``samples`` if already known (saves N calls).
+    ``initial_log_likelihood`` [N]: ln L of ``samples`` if already known (saves N calls);
+    ``symmetry_periods`` [D]: per dimension, a period P under which likelihood *and* prior are
+    invariant (None where there is none); the ``amis`` proposals then respect it (:class:`Folding`).
     """
     s = refinement_settings(settings)
     rng = rng if rng is not None else np.random.default_rng()
@@ -609,7 +685,12 @@ def refine(
             log,
         )
         diagnostics.update(smc_diagnostics)
-    history = _adapt(pool, space, s, rng, counter, log_likelihood, log_prior, first, log)
+    folding = Folding(space, symmetry_periods) if symmetry_periods is not None else None
+    if folding is not None and not folding.dims:
+        folding = None
+    history = _adapt(
+        pool, space, s, rng, counter, log_likelihood, log_prior, first, log, folding=folding
+    )
     diagnostics["iterations"] = len(pool.counts) - 1
     diagnostics["log_evidence_history"] = [float(z) for z, _ in history]
 
@@ -679,10 +760,13 @@ def _adapt(
     log_prior: LogDensity,
     first: GaussianMixture | None,
     log,
+    *,
+    folding: Folding | None = None,
 ) -> list[tuple[float, float]]:
     """The AMIS iterations: fit, draw, weight against the mixture of all proposals, repeat.
 
-    Returns (ln Z, error) after each iteration.
+    With a ``folding``, each mixture is fitted to the folded samples on the folded box and
+    spread over all copies. Returns (ln Z, error) after each iteration.
     """
     budget, batch = s["max-likelihood-evaluations"], s["batch-size"]
     min_fit_ess = 20 * (space.dim + 1)
@@ -703,13 +787,17 @@ def _adapt(
         if counter[0] + batch > budget:
             break
         if iteration == 0 and first is not None:
-            mixture = first
+            proposal = Proposal(first, s["defensive-fraction"])
+        elif folding is None:
+            log_w = _flattened(pool.log_weights(), min_fit_ess)
+            mixture = fit_mixture(pool.x, log_w, space, s["components"], rng)
+            proposal = Proposal(mixture, s["defensive-fraction"])
         else:
-            log_w = pool.log_weights()
+            log_w = _flattened(pool.log_weights(), min_fit_ess)
             mixture = fit_mixture(
-                pool.x, _flattened(log_w, min_fit_ess), space, s["components"], rng
+                folding.fold(pool.x), log_w, folding.folded_space, s["components"], rng
             )
-        proposal = Proposal(mixture, s["defensive-fraction"])
+            proposal = FoldedProposal(Proposal(mixture, s["defensive-fraction"]), folding)
         x = proposal.sample(batch, rng)
         before = counter[0]
         log_l, log_pi = _evaluate(x, log_likelihood, log_prior, counter)
