@@ -5,14 +5,15 @@ effective sample size), :func:`refine` takes its samples as the start and return
 weights are exact against the same likelihood and prior, so that the effective sample size
 (ESS), the sampling efficiency and ln Z +- error stay honest. Two methods, one interface:
 
-``amis`` — adaptive multiple importance sampling with deterministic-mixture weights
-    (Cornuet et al. 2012, arXiv:0907.1254; the DM-PMC of Elvira et al. 2017). Each iteration
-    fits a Gaussian mixture (weighted EM) to all weighted samples so far, in a space where the
-    prior bounds are gone (logit per bounded parameter; periodic parameters stay on their
-    circle, with wrapped densities), and draws a new batch from it. Every sample's weight is
-    ``L pi / sum_t (n_t / n) g_t``: the mixture of *all* proposals used so far, the network's
-    q included when its density at new points is known (``proposal_log_prob``). Each proposal
-    also holds a defensive share drawn uniformly inside the prior bounds, so weights stay
+``amis`` — adaptive multiple importance sampling (Cornuet et al. 2012, arXiv:0907.1254).
+    Each iteration fits a Gaussian mixture (weighted EM) to all weighted samples so far, in a
+    space where the prior bounds are gone (logit per bounded parameter; periodic parameters
+    stay on their circle, with wrapped densities), and draws a new batch from it. Every
+    sample's weight is ``L pi / g_t`` against the proposal g_t it was drawn from (the network's
+    q for the first batch); :class:`_Pool` says why not the deterministic mixture of all
+    proposals, which was measured to bias ln Z here. Each proposal
+    also holds a share drawn from the same mixture widened threefold, for tails the fit is too
+    light for, and a defensive share drawn uniformly inside the prior bounds, so weights stay
     bounded by ``L_max / (share x prior volume^-1)`` and a mode the network missed can still be
     found. The mixture is fitted to weights flattened to ``w^a`` (``a`` <= 1 chosen so that the
     fit rests on enough samples): the first iterations then anneal from the network's samples
@@ -47,8 +48,10 @@ the two methods here against each other on the default injections (numbers in
 What it cannot do: a mode that neither the network nor the defensive draws ever reach stays
 unseen (in many dimensions a uniform draw rarely lands in a narrow mode). The diagnostics say
 when the weights do not support the answer: an ESS below target, a heavy-tailed weight
-distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jump of ln Z, or
-the SMC and importance-sampling evidences disagreeing. Each becomes a warning, and
+distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jump of ln Z, a
+drift of ln Z between the earlier and the later batches (posterior mass still being found: an
+ESS alone cannot see mass the proposals never reached), or the SMC and importance-sampling
+evidences disagreeing. Each becomes a warning, and
 ``reached_target`` is false unless the final ESS reached the target.
 
 Everything is numpy/scipy and generic (no gravitational-wave code; only the settings and their
@@ -82,6 +85,15 @@ PARETO_K_LIMIT = 0.7
 #: Each tempering step keeps this fraction of the particles' effective size (conditional ESS).
 CESS_TARGET = 0.9
 
+#: Above this many standard errors between the ln Z of the earlier and of the later half of
+#: the kept batches, the proposals were still finding posterior mass (:func:`evidence_drift`).
+DRIFT_SIGMA = 4.0
+
+#: Share of each proposal drawn from the fitted mixture widened by WIDE_SCALE (in standard
+#: deviations), for the tails the fit is too light for (see :class:`Proposal`).
+WIDE_FRACTION = 0.1
+WIDE_SCALE = 3.0
+
 #: Most samples a mixture is fitted to; beyond it, a weighted draw of them (unit weights), which
 #: keeps each AMIS iteration's fit as cheap as the first while the pool grows.
 EM_SAMPLES = 20000
@@ -109,6 +121,20 @@ def log_evidence_and_error(log_w: np.ndarray) -> tuple[float, float]:
     if ess == 0:
         return -math.inf, math.inf
     return float(logsumexp(log_w) - math.log(n)), float(math.sqrt(max(n - ess, 0.0) / (n * ess)))
+
+
+def evidence_drift(log_w: np.ndarray, batch: np.ndarray) -> tuple[float, float, float, float]:
+    """Return ln Z +- error from the earlier and from the later half of the batches.
+
+    Each batch's weights estimate Z without bias given the past; if the proposals were still
+    finding posterior mass, the later batches see more of it, and their ln Z lies above the
+    earlier ones' by more than the errors allow. ``batch`` [N]: the batch of each weight.
+    """
+    batches = np.unique(batch)
+    early = batch < batches[len(batches) // 2]
+    z1, e1 = log_evidence_and_error(log_w[early])
+    z2, e2 = log_evidence_and_error(log_w[~early])
+    return z1, e1, z2, e2
 
 
 def pareto_k(log_w: np.ndarray) -> float:
@@ -393,7 +419,14 @@ def _cut_periodic(u: np.ndarray, w: np.ndarray, space: BoundedSpace) -> np.ndarr
 
 
 class Proposal:
-    """One iteration's proposal: a mixture with a defensive share uniform in the prior box."""
+    """One iteration's proposal: a mixture, a wider copy of it, and a share uniform in the box.
+
+    The wider copy (every covariance times ``WIDE_SCALE**2``, a ``WIDE_FRACTION`` share) covers
+    tails the fitted mixture is too light for: in the unbounded space a posterior piled against
+    a prior bound (a distance at its minimum, a mass ratio at one) has an exponential tail, which
+    no Gaussian fitted to the bulk reaches, so the weights there grow without bound and ln Z
+    creeps up for many iterations as the tail is found (measured on the default injections).
+    """
 
     def __init__(self, mixture: GaussianMixture, defensive: float):
         self.mixture = mixture
@@ -401,23 +434,34 @@ class Proposal:
         log_volume = self.space.box_log_volume
         self.defensive = defensive if log_volume is not None else 0.0
         self.log_volume = log_volume
+        self.wide = GaussianMixture(
+            mixture.log_weights, mixture.means, mixture.covariances * WIDE_SCALE**2, self.space
+        )
+        self.shares = np.array(
+            [(1 - self.defensive) * (1 - WIDE_FRACTION), (1 - self.defensive) * WIDE_FRACTION]
+        )
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n_box = rng.binomial(n, self.defensive) if self.defensive else 0
-        x = self.mixture.sample(n - n_box, rng)
+        n_wide = rng.binomial(n - n_box, WIDE_FRACTION)
+        parts = [self.mixture.sample(n - n_box - n_wide, rng), self.wide.sample(n_wide, rng)]
         if n_box:
             lo, hi = self.space.bounds.T
-            x = np.concatenate([x, lo + (hi - lo) * rng.uniform(size=(n_box, self.space.dim))])
-        return x[rng.permutation(n)]
+            parts.append(lo + (hi - lo) * rng.uniform(size=(n_box, self.space.dim)))
+        return np.concatenate(parts)[rng.permutation(n)]
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
-        out = self.mixture.log_prob(x)
+        with np.errstate(divide="ignore"):
+            log_shares = np.log(self.shares)
+        out = np.logaddexp(
+            log_shares[0] + self.mixture.log_prob(x), log_shares[1] + self.wide.log_prob(x)
+        )
         if not self.defensive:
             return out
         lo, hi = self.space.bounds.T
         inside = np.all((x >= lo) & (x <= hi), 1)
         box = np.where(inside, -self.log_volume, -np.inf)
-        return np.logaddexp(math.log1p(-self.defensive) + out, math.log(self.defensive) + box)
+        return np.logaddexp(out, math.log(self.defensive) + box)
 
 
 class Folding:
@@ -716,6 +760,15 @@ def refine(
             f"the importance weights are heavy-tailed (Pareto k = {k_hat:.2f} > {PARETO_K_LIMIT}): "
             "a few samples dominate and the proposal may miss part of the posterior"
         )
+    if len(np.unique(pool.batch[keep])) >= 4:
+        z1, e1, z2, e2 = evidence_drift(log_w, pool.batch[keep])
+        diagnostics["log_evidence_halves"] = [[z1, e1], [z2, e2]]
+        if abs(z2 - z1) > DRIFT_SIGMA * math.hypot(e1, e2):
+            warnings.append(
+                f"ln Z from the later half of the batches ({z2:.2f} +- {e2:.2f}) differs from the "
+                f"earlier half's ({z1:.2f} +- {e1:.2f}): the proposals were still finding "
+                "posterior mass, and the samples may miss part of it"
+            )
     if len(history) >= 2:
         (z_prev, e_prev), (z_last, e_last) = history[-2], history[-1]
         if abs(z_last - z_prev) > 3 * math.hypot(e_prev, e_last) + 0.1:
