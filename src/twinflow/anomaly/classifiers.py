@@ -3,11 +3,15 @@
 ``ClassifierEnsemble(kind=...)`` trains ``n-models`` classifiers that differ in their seed and in
 the fold they hold out, and averages their probabilities: averaging tames the large run-to-run
 spread of weakly supervised training. The events are split at random into K = round(1 /
-validation-fraction) folds (at least 2); member i trains on all folds but fold i mod K, which it
-uses for early stopping. Every training event is thus held out by some members, and
-``out_of_fold`` gives each event of class 1 the mean of those members only: the score of the
-data a weakly supervised method trained on, free of what it memorised (k-folding, as CWoLa and
-CATHODE select their events).
+validation-fraction) folds (at least 2); member i trains on all folds but fold i mod K, and
+stops early on a random ``EARLY_STOPPING_FRACTION`` of its training folds, never on the fold it
+holds out. Every training event is thus held out by some members, and ``out_of_fold`` gives each
+event of class 1 the mean of those members only: the score of the data a weakly supervised
+method trained on, free of what it memorised (k-folding, as CWoLa and CATHODE select their
+events). The held-out fold takes no part in the member's training, not even in choosing when to
+stop, so its events and fresh events from the same density are exchangeable: the excess after a
+cut on them is pure noise when there is no signal (early stopping on the scored fold would pick
+the models that happen to score it high).
 
 - ``hgb``: scikit-learn ``HistGradientBoostingClassifier``: cheap on a CPU and robust to
   uninformative features (Finke et al., arXiv:2309.13111);
@@ -32,6 +36,7 @@ from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed, numpy_rng
 
 CLASSIFIERS = ("hgb", "mlp")
+EARLY_STOPPING_FRACTION = 0.2  # of a member's training folds, split off at random to stop on
 
 
 class ClassifierEnsemble:
@@ -71,6 +76,7 @@ class ClassifierEnsemble:
                 learning_rate=self.learning_rate,
                 max_leaf_nodes=self.max_leaf_nodes,
                 early_stopping=True,
+                validation_fraction=EARLY_STOPPING_FRACTION,
                 n_iter_no_change=10,
                 class_weight="balanced",
                 random_state=seed,
@@ -82,7 +88,7 @@ class ClassifierEnsemble:
                 learning_rate_init=1e-3,
                 max_iter=self.max_iter,
                 early_stopping=True,
-                validation_fraction=self.validation_fraction,
+                validation_fraction=EARLY_STOPPING_FRACTION,
                 n_iter_no_change=10,
                 batch_size=512,
                 random_state=seed,
@@ -111,10 +117,10 @@ class ClassifierEnsemble:
                 )
                 xi, yi = np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
                 assert (yi == large).sum() == (yi == small).sum()
-            if self.kind == "hgb":  # early stopping on the held-out fold
-                model = self._model(i).fit(xi, yi, X_val=x_all[held_out], y_val=y_all[held_out])
-            else:  # the MLP stops early on its own split of the training folds
-                model = self._model(i).fit(xi, yi)
+            # both kinds stop early on their own split of the training folds, where HGB's
+            # balanced class weights apply too. (Passed as X_val, the held-out fold was scored
+            # unweighted, and on pure noise that loss kept falling: every member ran max-iter.)
+            model = self._model(i).fit(xi, yi)
             self.models.append(model)
             held_positive = held_out[len(x0) :]
             oof_sum[held_positive] += model.predict_proba(x1[held_positive])[:, 1]
