@@ -224,3 +224,49 @@ def test_fisher_error_matches_the_spread_of_the_maximum_likelihood_w():
         estimates.append(w_hat)
         errors.append(fisher_w_uncertainty(ls, lb, w_hat))
     assert np.std(estimates) == pytest.approx(np.median(errors), rel=0.15)
+
+
+def test_profile_w_finds_the_maximum_of_the_mixture_likelihood():
+    """profile_w against a brute-force grid over w of the same log likelihood."""
+    from twinflow.anomaly.ranode import profile_w
+
+    rng = np.random.default_rng(6)
+    x = np.where(rng.random(5000) < 0.03, rng.normal(2.5, 0.4, 5000), rng.normal(size=5000))
+    ls, lb = stats.norm.logpdf(x, 2.5, 0.4), stats.norm.logpdf(x)
+    grid = np.linspace(1e-4, 0.1, 2001)
+    loglike = [np.logaddexp(np.log(w) + ls, np.log1p(-w) + lb).sum() for w in grid]
+    assert profile_w(ls, lb) == pytest.approx(grid[int(np.argmax(loglike))], abs=1e-4)
+
+
+def test_background_ensemble_is_the_mean_density():
+    """Two 'flows' with known Gaussian densities: the ensemble is their equal-weight mixture."""
+    from twinflow.anomaly.ranode import BackgroundEnsemble
+
+    class Known:
+        fit_seconds = 1.0
+
+        def __init__(self, mean):
+            self.mean = mean
+
+        def log_prob(self, x, m):
+            return stats.norm.logpdf(x[:, 0], self.mean)
+
+    x = np.linspace(-3, 3, 50)[:, None]
+    ensemble = BackgroundEnsemble([Known(0.0), Known(0.5)])
+    expected = np.log(0.5 * stats.norm.pdf(x[:, 0]) + 0.5 * stats.norm.pdf(x[:, 0], 0.5))
+    np.testing.assert_allclose(ensemble.log_prob(x, None), expected, rtol=1e-10)
+    assert ensemble.fit_seconds == 2.0
+
+
+def test_ranode_with_a_background_ensemble_adds_its_spread_to_the_error(toy):
+    """K = 2 sideband flows: w is fitted against their mean, and the error is the curvature
+    error and the members' spread of w in quadrature."""
+    settings = _settings("ranode", flow={"epochs": 3}, ranode={"background-flows": 2})
+    detector = RAnode(settings, REGION, toy["flow"]).fit({"data": toy["data"]})
+    info = detector.info
+    assert info["background_flows"] == len(info["w_per_background_flow"]) == 2
+    assert info["learned_w_error_background"] > 0
+    assert info["learned_w_error"] == pytest.approx(
+        np.hypot(info["learned_w_error_statistical"], info["learned_w_error_background"])
+    )
+    assert info["learned_w"] == pytest.approx(info["true_w"], rel=0.3)

@@ -1,6 +1,7 @@
 """R-ANODE (Das, Kasieczka, Shih, arXiv:2312.11629): a signal flow P_S(x, m) and the signal fraction w
 fitted to the signal-region data with the sideband background density P_B(x, m) frozen; its
-ideal-w variant; the w uncertainty from the curvature of the loss.
+ideal-w variant; the w uncertainty from the curvature of the loss and, with an ensemble of
+sideband flows as P_B, from the spread of w across the ensemble's members.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ import time
 
 import numpy as np
 import torch
+from scipy import optimize, special
 
 from twinflow.anomaly.data import Events
 from twinflow.anomaly.detector import Detector, sample_masses
-from twinflow.anomaly.flows import ConditionalFlow, train_validation_split
+from twinflow.anomaly.flows import ConditionalFlow, flow_from_settings, train_validation_split
 from twinflow.core.checkpoint import EarlyStopping
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed, numpy_rng
@@ -31,14 +33,51 @@ def fisher_w_uncertainty(log_ps: np.ndarray, log_pb: np.ndarray, w: float) -> fl
     return float(1 / np.sqrt(information)) if information > 0 else float("inf")
 
 
+def profile_w(log_ps: np.ndarray, log_pb: np.ndarray) -> float:
+    """Return the w in (0, 1) that maximises sum log[w p_S + (1 - w) p_B] with both densities
+    fixed (the mixture log likelihood is concave in w, so the bounded search finds its maximum)."""
+
+    def nll(w: float) -> float:
+        return -float(np.sum(np.logaddexp(np.log(w) + log_ps, np.log1p(-w) + log_pb)))
+
+    return float(optimize.minimize_scalar(nll, bounds=(1e-9, 1 - 1e-9), method="bounded").x)
+
+
+class BackgroundEnsemble:
+    """P_B as the mean density of K sideband flows, log P_B = logsumexp_k log p_k - log K.
+
+    Averaging flows trained with different seeds smooths each one's own density errors; the
+    members also tell how much a learned w depends on which P_B it was fitted against.
+    """
+
+    def __init__(self, flows: list[ConditionalFlow]):
+        self.flows = list(flows)
+
+    @property
+    def fit_seconds(self) -> float:
+        return float(sum(flow.fit_seconds for flow in self.flows))
+
+    def member_log_probs(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Return log p_k(x | m) of every member, [K, N]."""
+        return np.stack([flow.log_prob(x, m) for flow in self.flows])
+
+    def log_prob(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        members = self.member_log_probs(x, m)
+        return special.logsumexp(members, axis=0) - np.log(len(members))
+
+
 class RAnode(Detector):
     """R-ANODE (Das, Kasieczka & Shih 2023): fit w and P_S(x, m) to the SR data by minimising
     -log[w P_S(x, m) + (1 - w) P_B(x, m)] with P_B the frozen sideband flow.
 
     P_S is a conditional flow on the SR masses, so it can be sampled at any m in the SR. The
     learned w comes with its 1-sigma error from the curvature of the loss
-    (:func:`fisher_w_uncertainty`). ``ranode.w-grid`` adds one P_S per fixed w (SIC against w);
-    the ``ranode-ideal`` method holds w at the true S/(S+B) of the SR (a check, needs labels).
+    (:func:`fisher_w_uncertainty`). With ``ranode.background-flows`` K > 1, K - 1 more sideband
+    flows (other seeds, the ``flow`` settings) join the given one, P_B is their mean density,
+    and the error adds in quadrature the spread (standard deviation) of w refitted against each
+    member at fixed P_S (:func:`profile_w`): the part of w's uncertainty that comes from P_B.
+    ``ranode.w-grid`` adds one P_S per fixed w (SIC against w); the ``ranode-ideal`` method
+    holds w at the true S/(S+B) of the SR (a check, needs labels).
     """
 
     name = "ranode"
@@ -119,18 +158,39 @@ class RAnode(Detector):
         flow.net.eval()
         return flow, float(1 / (1 + np.exp(-best[1]))), history
 
+    def _background_ensemble(self, samples) -> BackgroundEnsemble:
+        """The given sideband flow and ``background-flows`` - 1 more, trained here."""
+        flows = [self.background]
+        data = samples["data"]
+        sideband = data.select(self.region.sidebands(data.m))
+        for k in range(1, int(self.settings["ranode"].get("background-flows", 1))):
+            flow = flow_from_settings(
+                self.settings["flow"],
+                seed=derive_seed(self.seed, "background-flow", k) % 2**31,
+                name=f"sideband flow {k} ({self.region.name})",
+                device=self.device,
+                features=sideband.x.shape[1],
+            )
+            flows.append(flow.fit(sideband.x, sideband.m))
+        return BackgroundEnsemble(flows)
+
     def fit(self, samples):
         start = time.perf_counter()
         s = self.settings["ranode"]
         sr = self.region_data(samples)
         true_w = float(sr.label.mean())  # for the ideal-w variant and the report only
-        log_pb = self.background.log_prob(sr.x, sr.m)
+        self.background = self._background_ensemble(samples)
+        members = self.background.member_log_probs(sr.x, sr.m)
+        log_pb = special.logsumexp(members, axis=0) - np.log(len(members))
         # at N_sig = 0 the ideal w is 0, where P_S is undefined: hold it at a negligible 1e-6
         ideal_w = max(true_w, 1e-6)
         flow, w, history = self._train(sr, log_pb, ideal_w if self.ideal else None, "main")
         self.signal_flow = flow
         log_ps = flow.log_prob(sr.x, sr.m)
-        sigma_w = fisher_w_uncertainty(log_ps, log_pb, w)
+        sigma_statistical = fisher_w_uncertainty(log_ps, log_pb, w)
+        w_members = [profile_w(log_ps, member) for member in members] if len(members) > 1 else []
+        sigma_background = float(np.std(w_members, ddof=1)) if w_members else 0.0
+        sigma_w = float(np.hypot(sigma_statistical, sigma_background))
         self.grid_flows = []
         for k, w_grid in enumerate([] if self.ideal else s["w-grid"]):
             self.grid_flows.append(self._train(sr, log_pb, float(w_grid), f"grid{k}")[0])
@@ -139,6 +199,10 @@ class RAnode(Detector):
             sideband_flow_seconds=self.background.fit_seconds,
             learned_w=w,
             learned_w_error=sigma_w,
+            learned_w_error_statistical=sigma_statistical,
+            learned_w_error_background=sigma_background,
+            w_per_background_flow=w_members,
+            background_flows=len(members),
             true_w=true_w,
             ideal_w=self.ideal,
             w_grid=[] if self.ideal else [float(v) for v in s["w-grid"]],

@@ -143,6 +143,8 @@ def method_settings(anomaly: Mapping, index: int, method: str) -> dict:
         out["cathode"] = dict(anomaly["cathode"])
     if method in RANODE_METHODS:
         out["ranode"] = dict(anomaly["ranode"])
+        if anomaly["ranode"].get("background-flows", 1) > 1:  # it trains the extra flows
+            out["flow"] = dict(anomaly["flow"])
     if method in USES_SIGMA or method in USES_SIGMA_CR:
         out["sigma"] = {k: anomaly["sigma"][k] for k in SIGMA_PER_REGION_KEYS}
     return out
