@@ -55,6 +55,24 @@ def test_shipped_configurations_are_valid(name):
             r"glitch.translation: peak-weight = -1 is invalid: a number >= 0",
         ),
         (
+            "translation",
+            "witness-weight",
+            -2,
+            r"glitch.translation: witness-weight = -2 is invalid: a number >= 0",
+        ),
+        (
+            "translation",
+            "loss-domain",
+            "energy",
+            r"glitch.translation: loss-domain = 'energy' is invalid: choose one of",
+        ),
+        (
+            "translation",
+            "schedule",
+            "step",
+            r"glitch.translation: schedule = 'step' is invalid: choose one of",
+        ),
+        (
             "vae",
             "output-activation",
             "sigmoid",

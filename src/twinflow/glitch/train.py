@@ -46,8 +46,11 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 def training_identity(settings: Mapping, *arrays: np.ndarray) -> str:
     """Return what a resumable state must match: the settings (except ``epochs`` and
-    ``patience``, so a run can be extended) and a fingerprint of the training data."""
-    kept = {k: v for k, v in settings.items() if k not in ("epochs", "patience")}
+    ``patience``, so a run can be extended; ``epochs`` counts under a cosine schedule) and a
+    fingerprint of the training data."""
+    # a cosine schedule is a function of ``epochs``: changing it changes every epoch's rate
+    free = ("patience",) if settings.get("schedule") == "cosine" else ("epochs", "patience")
+    kept = {k: v for k, v in settings.items() if k not in free}
     return dumps_settings({"settings": kept, "data": fingerprint(*arrays)})
 
 
@@ -104,6 +107,8 @@ def train_loop(
     )
     for epoch in range(start, 0 if finished else settings["epochs"]):
         model.train()
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(settings, epoch)
         order = torch.randperm(
             n_train,
             generator=torch.Generator().manual_seed(derive_seed(settings["seed"], kind, epoch)),
@@ -150,6 +155,17 @@ def train_loop(
             )
             break
     return best_state, rows, device
+
+
+def learning_rate(settings: Mapping, epoch: int) -> float:
+    """Return the learning rate of ``epoch`` (from 0): ``learning-rate`` throughout, or with
+    ``schedule: cosine`` decayed as lr (1 + cos(pi epoch / epochs)) / 2 (SGDR without restarts,
+    Loshchilov & Hutter 2017). A function of the epoch alone, so a resumed run continues it.
+    The VAE's settings have no ``schedule``: constant."""
+    lr = settings["learning-rate"]
+    if settings.get("schedule", "constant") == "cosine":
+        return lr * (1 + np.cos(np.pi * epoch / settings["epochs"])) / 2
+    return lr
 
 
 @torch.no_grad()
@@ -203,7 +219,7 @@ def train_translation(
     Writes the best model (``out``, a checkpoint that rebuilds itself), the per-epoch metrics
     (CSV) and the loss-curve plot; ``state`` (default: beside ``out``) makes training resumable.
     """
-    from twinflow.glitch.losses import make_loss
+    from twinflow.glitch.losses import make_translation_loss
     from twinflow.glitch.models import build_translation_model
     from twinflow.glitch.qtransform import load_images
 
@@ -219,11 +235,14 @@ def train_translation(
     }
     seed_everything(derive_seed(settings["seed"], TRANSLATION_KIND, "init"))
     model = build_translation_model(model_settings, in_channels)
-    loss_fn = make_loss(settings["loss"], settings["ssim-weight"], settings["peak-weight"])
+    scale = train_set.strain_scale
+    loss_fn = make_translation_loss(
+        settings, (float(scale.minimum[0]), float(scale.maximum[0]), scale.log)
+    )
 
     def batch_loss(net, batch):
         aux, strain = batch
-        return loss_fn(net(aux), strain)
+        return loss_fn(net(aux), strain, aux)
 
     tensors = [
         (torch.from_numpy(s.aux), torch.from_numpy(s.strain)[:, None])
