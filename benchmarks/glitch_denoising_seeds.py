@@ -13,13 +13,15 @@ written ``key=value,key=value`` (``default``: the config as it is), e.g.
         --out denoising.json
 
 Runs are independent: launch several with different ``--seeds`` side by side, then
-``--summarise`` their JSON files.
+``--summarise`` their JSON files. ``--keep-models DIR`` keeps the trained models; ``--ensemble
+DIR/*.pt`` scores the average of their outputs (an ensemble over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -43,8 +45,9 @@ def parse_variant(variant: str) -> dict:
     return {key.strip(): yaml.safe_load(value) for key, value in pairs}
 
 
-def run(images: str, config: str, variant: str, seed: int) -> dict:
-    """Return the subtraction metrics of one trained model (and its CPU time)."""
+def run(images: str, config: str, variant: str, seed: int, keep: str | None = None) -> dict:
+    """Return the subtraction metrics of one trained model (and its CPU time); with ``keep``,
+    the model is copied into that folder as ``<variant>-seed<seed>.pt``."""
     from twinflow.glitch.subtraction import run_subtraction
     from twinflow.glitch.train import train_translation
 
@@ -57,9 +60,40 @@ def run(images: str, config: str, variant: str, seed: int) -> dict:
         train_translation(settings, images, f / "m.pt", f / "m.csv", f / "m.png", log=lambda *_: 0)
         sub = {**stage_settings(glitch, "subtract"), "device": "cpu"}
         metrics = run_subtraction(sub, images, f / "m.pt", f / "s.json", f / "g.png", log=print)
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f / "m.pt", Path(keep) / f"{variant}-seed{seed}.pt")
     metrics.update({"variant": variant, "seed": seed})
     metrics["cpu_seconds"] = time.process_time() - start
     return metrics
+
+
+def ensemble(images: str, config: str, models: list[str]) -> dict:
+    """Return the subtraction metrics of the average of several trained models' outputs
+    (the mean of their scaled images, i.e. the geometric mean of 1 + E)."""
+    from twinflow.glitch.qtransform import load_images, noise_energy_mean
+    from twinflow.glitch.subtraction import subtraction_metrics
+    from twinflow.glitch.train import load_translation_model, predict
+
+    test = load_images(images, "test")
+    cpu = torch.device("cpu")
+    aux = torch.from_numpy(test.aux)
+    outputs = [predict(load_translation_model(m), aux, cpu)[:, 0].numpy() for m in models]
+    labels = test.labels
+    metrics = subtraction_metrics(
+        test.strain_energy(test.strain),
+        test.strain_energy(np.mean(outputs, axis=0)),
+        labels["glitch_energy"],
+        labels["chirp_energy"],
+        labels["has_glitch"],
+        labels["has_chirp"],
+        labels["glitch_snr"],
+        stage_settings(load_config(config)["glitch"], "subtract"),
+        noise_energy_mean(test.settings["norm"]),
+    )
+    for k in FIGURES:
+        print(f"ensemble of {len(models)}: {k:35s} {metrics[k]:.3f}")
+    return {**metrics, "models": models}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -93,14 +127,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5])
     parser.add_argument("--out", required=True, help="output JSON")
     parser.add_argument("--summarise", nargs="+", help="JSON files of earlier runs to combine")
+    parser.add_argument("--keep-models", help="folder to keep the trained models in")
+    parser.add_argument("--ensemble", nargs="+", help="kept models to average (no training)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.ensemble:
+        write_json(args.out, ensemble(args.images, args.config, args.ensemble))
+        return
     if args.summarise:
         runs = [r for path in args.summarise for r in json.loads(Path(path).read_text())["runs"]]
         write_json(args.out, {"runs": runs, "summary": summarise(runs)})
         return
     runs = [
-        run(args.images, args.config, variant, seed)
+        run(args.images, args.config, variant, seed, args.keep_models)
         for variant in args.variants
         for seed in args.seeds
     ]
