@@ -16,7 +16,9 @@ it scores every cell with other statistics of the same images, so one run compar
 - VAE variants: ``vae-elbo`` (negative ELBO), ``vae-residual-max`` (the largest positive
   residual x - x_rec of the scaled image), ``vae-residual-weighted`` (the mean of the squared
   residual over each pixel's residual variance on the clean validation images), ``vae-energy-max``
-  (the largest residual in tile energy, E(x) - E(x_rec));
+  (the largest residual in tile energy, E(x) - E(x_rec)), ``vae-combined`` (the sum of ``vae``
+  and ``vae-energy-max``, each standardised by its mean and spread on the clean validation
+  images);
 - references that are no VAE: ``excess-power-sum`` (sum over tiles of E - 1, the normalised
   energy over its noise expectation) and ``excess-power-max`` (the loudest tile's E); and, with
   ``--supervised``, ``supervised`` (per class, a small CNN trained on labelled glitches of that
@@ -55,9 +57,12 @@ def strain_images(data: dict, q: dict, images, shard: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def statistics(model, x: np.ndarray, images, residual_var: np.ndarray | None) -> dict:
+def statistics(
+    model, x: np.ndarray, images, residual_var: np.ndarray | None, reference: dict | None = None
+) -> dict:
     """Return every statistic of the module docstring (but ``supervised``) for scaled strain
-    images x [N, 1, S, S]: higher is more glitch-like."""
+    images x [N, 1, S, S]: higher is more glitch-like. ``reference`` (statistic: (mean, std)
+    on clean images) adds ``vae-combined``."""
     cpu = torch.device("cpu")
     t = torch.from_numpy(x)
     elbo_settings = {"score": "elbo", "loss": "mse", "beta": 1.0, "fft-weight": 0.0}
@@ -69,6 +74,10 @@ def statistics(model, x: np.ndarray, images, residual_var: np.ndarray | None) ->
         out["vae-residual-weighted"] = (residual**2 / residual_var).reshape(len(x), -1).mean(-1)
     energy, energy_rec = images.strain_energy(x[:, 0]), images.strain_energy(recon[:, 0])
     out["vae-energy-max"] = (energy - energy_rec).reshape(len(x), -1).max(-1)
+    if reference is not None:  # each score over its spread on clean images, then summed
+        out["vae-combined"] = sum(
+            (out[k] - reference[k][0]) / reference[k][1] for k in ("vae", "vae-energy-max")
+        )
     out["excess-power-sum"] = (energy - 1.0).reshape(len(x), -1).sum(-1)
     out["excess-power-max"] = energy.reshape(len(x), -1).max(-1)
     return out
@@ -148,7 +157,9 @@ def main() -> None:
     x_val = validation.strain[quiet][:, None]
     recon_val = anomaly_scores(model, torch.from_numpy(x_val), score_settings, cpu)[1]
     residual_var = np.var(x_val - recon_val, axis=0)[0] + 1e-8  # [S, S]
-    clean_stats = statistics(model, clean, images, residual_var)
+    val_stats = statistics(model, x_val, validation, residual_var)
+    reference = {k: (float(np.mean(v)), float(np.std(v))) for k, v in val_stats.items()}
+    clean_stats = statistics(model, clean, images, residual_var, reference)
     n_cells = len(GLITCH_TYPES) * len(args.snrs)
     if args.supervised:  # labelled training images: their own shards, after the test cells
         data.update({"clean-fraction": 1.0, "samples-per-shard": args.supervised_train})
@@ -171,14 +182,14 @@ def main() -> None:
         for k, snr in enumerate(args.snrs):
             data["glitch"]["snr"] = [snr, snr]
             x = strain_images(data, q, images, 1 + c * len(args.snrs) + k)
-            stats = statistics(model, x, images, residual_var)
+            stats = statistics(model, x, images, residual_var, reference)
             if args.supervised:
                 with torch.no_grad():
                     stats["supervised"] = classifiers[name](torch.from_numpy(x))[:, 0].numpy()
             y = np.r_[np.zeros(len(clean)), np.ones(len(x))]
             for stat, s in stats.items():
-                reference = clean_stats[f"supervised-{name}" if stat == "supervised" else stat]
-                auc = float(roc_auc_score(y, np.r_[reference, s]))
+                baseline = clean_stats[f"supervised-{name}" if stat == "supervised" else stat]
+                auc = float(roc_auc_score(y, np.r_[baseline, s]))
                 tables.setdefault(stat, {}).setdefault(name, {})[f"{snr:g}"] = auc
     table = tables["vae"]
     print(f"noise: {data['noise-source']}; {args.clean} clean, {args.per_cell} per cell")

@@ -30,6 +30,7 @@ from twinflow.core.io import dumps_settings, quarantine_if_damaged
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed, seed_everything
+from twinflow.core.settings import require
 from twinflow.glitch.validation import check_translation_settings
 
 TRANSLATION_KIND = "glitch-translation-model"
@@ -227,6 +228,12 @@ def train_translation(
     val_set = load_images(images, "validation")
     size = train_set.strain.shape[-1]
     check_translation_settings(settings, size)
+    require(
+        train_set.truth or settings["target"] == "observed",
+        "target",
+        settings["target"],
+        "'observed' for detector data (the glitch alone, which 'expected' needs, is unknown)",
+    )
     in_channels = train_set.aux.shape[1]
     model_settings = {
         **{k: settings[k] for k in ("model", "width", "depth")},
@@ -245,7 +252,10 @@ def train_translation(
         return loss_fn(net(aux), strain, aux)
 
     tensors = [
-        (torch.from_numpy(s.aux), torch.from_numpy(s.strain)[:, None])
+        (
+            torch.from_numpy(s.aux),
+            torch.from_numpy(training_target(s, settings["target"]))[:, None],
+        )
         for s in (train_set, val_set)
     ]
     identity = training_identity(settings, train_set.aux, train_set.strain)
@@ -278,6 +288,23 @@ def train_translation(
     log(
         f"wrote {out} (best validation loss {min(r['val_loss'] for r in rows):.5g} after {len(rows)} epochs)"
     )
+
+
+def training_target(image_set, target: str) -> np.ndarray:
+    """Return the scaled strain images [N, S, S] the translation model learns to generate.
+
+    ``observed``: the strain Q-plots themselves, noise included. ``expected``: the glitch
+    alone's tile energy plus the noise mean b, which is E[T | glitch] (the glitch-noise cross
+    term of ``|n + s|^2`` averages to zero): the same optimum as an energy loss on the observed
+    images, without the unpredictable noise in the target (simulated data only).
+    """
+    from twinflow.glitch.qtransform import noise_energy_mean
+
+    if target == "observed":
+        return image_set.strain
+    background = noise_energy_mean(image_set.settings["norm"])
+    expected = image_set.labels["glitch_energy"] + background
+    return image_set.strain_scale.transform(expected[:, None])[:, 0]
 
 
 def load_translation_model(path: str | Path) -> torch.nn.Module:

@@ -26,6 +26,7 @@ from twinflow.core.settings import (
 LOSSES = ("l1", "mse", "log-cosh", "ssim-mix")
 LOSS_DOMAINS = ("scaled", "amplitude")
 SCHEDULES = ("constant", "cosine")
+TARGETS = ("observed", "expected")
 
 
 def check_loss_settings(
@@ -111,6 +112,7 @@ def check_translation_settings(settings: Mapping, image_size: int) -> None:
         settings["loss-domain"],
     )
     require_choice("schedule", settings["schedule"], SCHEDULES)
+    require_choice("target", settings["target"], TARGETS)
     check_optimiser_settings(settings)
 
 
