@@ -291,12 +291,24 @@ def load_vae(path: str | Path) -> tuple[ConvVAE, dict]:
 
 @torch.no_grad()
 def anomaly_scores(
-    model: ConvVAE, x: torch.Tensor, settings: Mapping, device, batch_size: int = 256
+    model: ConvVAE,
+    x: torch.Tensor,
+    settings: Mapping,
+    device,
+    batch_size: int = 256,
+    to_energy=None,
+    reference: Mapping | None = None,
 ):
     """Return (scores, reconstructions, latent means) of images x [N, 1, S, S] (eval mode).
 
     ``reconstruction``: the per-image mean squared error of the reconstruction from the latent
-    mean; ``elbo``: the negative ELBO (reconstruction term + beta * KL) of the training loss.
+    mean; ``elbo``: the negative ELBO (reconstruction term + beta * KL) of the training loss;
+    ``energy-max``: the largest residual tile energy E(x) - E(x_rec) (``to_energy`` maps
+    scaled images to tile energies); ``combined``: the sum of the ``reconstruction`` and
+    ``energy-max`` scores, each standardised by ``reference`` ({score: (mean, std)} on clean
+    images, :func:`score_reference`). A faint glitch lights up a few tiles: the mean over all
+    tiles dilutes it, the maximum does not; long faint glitches (wandering lines) spread
+    over many tiles, where the mean sees more; the sum keeps both.
     """
     from twinflow.core.device import to_device
 
@@ -305,14 +317,43 @@ def anomaly_scores(
     for i in range(0, len(x), batch_size):
         batch = to_device(x[i : i + batch_size], device)
         recon, mu, logvar = model(batch)
-        if settings["score"] == "reconstruction":
-            score = (recon - batch).pow(2).flatten(1).mean(-1)
+        kind = settings["score"]
+        if kind == "elbo":
+            score = vae_loss(recon, batch, mu, logvar, settings, kl=model.kl(mu, logvar)).cpu()
         else:
-            score = vae_loss(recon, batch, mu, logvar, settings, kl=model.kl(mu, logvar))
-        scores.append(score.cpu())
+            parts = residual_scores(batch.cpu(), recon.cpu(), to_energy)
+            if kind == "combined":
+                score = sum((parts[k] - reference[k][0]) / reference[k][1] for k in parts)
+            else:
+                score = parts[kind]
+        scores.append(score)
         recons.append(recon.cpu())
         mus.append(mu.cpu())
     return torch.cat(scores).numpy(), torch.cat(recons).numpy(), torch.cat(mus).numpy()
+
+
+def residual_scores(x: torch.Tensor, recon: torch.Tensor, to_energy=None) -> dict:
+    """Return {"reconstruction": mean squared residual, "energy-max": largest residual tile
+    energy} per image of scaled images x and their reconstructions [B, 1, S, S] (the second
+    only with ``to_energy``, scaled images [B, S, S] -> tile energies)."""
+    out = {"reconstruction": (recon - x).pow(2).flatten(1).mean(-1)}
+    if to_energy is not None:
+        residual = to_energy(x[:, 0].numpy()) - to_energy(recon[:, 0].numpy())
+        out["energy-max"] = torch.from_numpy(residual.reshape(len(x), -1).max(-1))
+    return out
+
+
+@torch.no_grad()
+def score_reference(model: ConvVAE, clean: torch.Tensor, device, to_energy) -> dict:
+    """Return {score: (mean, std)} of :func:`residual_scores` on clean images [N, 1, S, S]."""
+    from twinflow.core.device import to_device
+
+    model.eval().to(device)
+    recon = torch.cat(
+        [model(to_device(clean[i : i + 256], device))[0].cpu() for i in range(0, len(clean), 256)]
+    )
+    parts = residual_scores(clean, recon, to_energy)
+    return {k: (float(v.mean()), float(v.std())) for k, v in parts.items()}
 
 
 def score_vae(
@@ -341,8 +382,26 @@ def score_vae(
     x = torch.from_numpy(test.strain[use])[:, None]
     y = labels["has_glitch"][use].astype(int)
     snr = labels["glitch_snr"][use]
+    device = select_device(settings["device"])
+    reference = None
+    if settings["score"] == "combined":  # the clean validation images set the scales
+        validation = load_images(images, "validation")
+        quiet = ~validation.labels["has_glitch"] & ~validation.labels["has_chirp"]
+        require(
+            quiet.sum() >= 2,
+            "score",
+            settings["score"],
+            "a score other than 'combined' (the validation split has fewer than 2 clean images)",
+        )
+        clean = torch.from_numpy(validation.strain[quiet])[:, None]
+        reference = score_reference(model, clean, device, validation.strain_energy)
     scores, recon, mu = anomaly_scores(
-        model, x, {**training, **settings}, select_device(settings["device"])
+        model,
+        x,
+        {**training, **settings},
+        device,
+        to_energy=test.strain_energy,
+        reference=reference,
     )
     require(
         0 < y.sum() < len(y),

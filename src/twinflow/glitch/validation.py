@@ -120,7 +120,7 @@ RECONSTRUCTION_LOSSES = ("bce", "mse", "spectral")
 
 ACTIVATIONS = ("sigmoid", "none")
 
-SCORES = ("reconstruction", "elbo")
+SCORES = ("reconstruction", "elbo", "energy-max", "combined")
 COVARIANCES = ("diagonal", "low-rank", "full")
 
 #: The output activation each reconstruction loss needs.
