@@ -1,5 +1,6 @@
 """The convolutional VAE glitch detector: trained on clean strain Q-plots, it scores an image as
-anomalous (glitchy) by its reconstruction error (or its negative ELBO).
+anomalous (glitchy) by its reconstruction error (mean squared, its largest tile energy, or the
+two combined; or by its negative ELBO).
 
 Architecture (input 1 x S x S, S a multiple of 16):
 
