@@ -117,3 +117,15 @@ def test_schema_defaults_are_the_default_config():
         filled, str(REPO / "src" / "twinflow" / "schemas" / "glitch.schema.yaml"), set_default=True
     )
     assert filled == load_yaml(REPO / "config" / "config.yaml")["glitch"]
+
+
+def test_expected_target_is_refused_for_detector_data(glitch_config, monkeypatch):
+    import twinflow.glitch.validation
+
+    # the detector files themselves are checked elsewhere: here only the cross-check matters
+    monkeypatch.setattr(twinflow.glitch.validation, "check_data_settings", lambda *a: None)
+    g = copy.deepcopy(glitch_config)
+    g["data"]["source"] = "files"
+    g["translation"]["target"] = "expected"
+    with pytest.raises(ConfigError, match=r"glitch.translation: target = 'expected' is invalid"):
+        check_config(g)

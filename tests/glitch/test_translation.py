@@ -21,6 +21,7 @@ from twinflow.glitch.train import (
     load_translation_model,
     predict,
     train_translation,
+    training_target,
 )
 
 
@@ -266,3 +267,19 @@ def test_cosine_schedule_matches_torchs_cosine_annealing():
         optimiser.step()
         reference.step()
     assert learning_rate({**settings, "schedule": "constant"}, 5) == 0.002
+
+
+def test_expected_target_is_the_scaled_glitch_energy_plus_the_noise_mean(easy_images):
+    """E[|n + s|^2] = |s|^2 + E|n|^2: the expected target is log1p(glitch energy + 1),
+    min-max scaled with the strain's training statistics (psd normalisation: noise mean 1)."""
+    _, _, images = easy_images
+    test = load_images(images, "test")
+    assert test.settings["norm"] == "psd" and test.strain_scale.log
+    lo, hi = test.strain_scale.minimum[0], test.strain_scale.maximum[0]
+    by_hand = (np.log1p(test.labels["glitch_energy"] + 1.0) - lo) / (hi - lo)
+    np.testing.assert_allclose(training_target(test, "expected"), by_hand, rtol=1e-5, atol=1e-6)
+    assert training_target(test, "observed") is test.strain
+    # noise-free: on glitch-free images the expected target is the noise mean everywhere
+    clean = ~test.labels["has_glitch"]
+    expected_clean = training_target(test, "expected")[clean]
+    np.testing.assert_allclose(expected_clean, (np.log1p(1.0) - lo) / (hi - lo), rtol=1e-5)

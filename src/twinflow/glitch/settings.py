@@ -92,10 +92,11 @@ def check_config(glitch: Mapping) -> None:
         (
             "translation",
             lambda: require(
-                data["source"] == "simulate" or glitch["translation"]["target"] == "observed",
+                data["source"] == "simulate" or glitch["translation"]["target"] != "expected",
                 "target",
                 glitch["translation"]["target"],
-                "'observed' with data.source files (detector data has no glitch-alone truth)",
+                "'observed' or 'auto' with data.source files (detector data has no glitch-alone "
+                "truth)",
             ),
         ),
         ("subtraction", lambda: check_subtraction_settings(glitch["subtraction"])),

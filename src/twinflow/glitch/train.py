@@ -229,10 +229,11 @@ def train_translation(
     size = train_set.strain.shape[-1]
     check_translation_settings(settings, size)
     require(
-        train_set.truth or settings["target"] == "observed",
+        train_set.truth or settings["target"] != "expected",
         "target",
         settings["target"],
-        "'observed' for detector data (the glitch alone, which 'expected' needs, is unknown)",
+        "'observed' or 'auto' for detector data (the glitch alone, which 'expected' needs, is "
+        "unknown)",
     )
     in_channels = train_set.aux.shape[1]
     model_settings = {
@@ -251,11 +252,12 @@ def train_translation(
         aux, strain = batch
         return loss_fn(net(aux), strain, aux)
 
+    target = settings["target"]
+    if target == "auto":  # the noise-free target where the data carry the glitch alone
+        target = "expected" if train_set.truth else "observed"
+        log(f"target auto: training on the {target} strain images")
     tensors = [
-        (
-            torch.from_numpy(s.aux),
-            torch.from_numpy(training_target(s, settings["target"]))[:, None],
-        )
+        (torch.from_numpy(s.aux), torch.from_numpy(training_target(s, target))[:, None])
         for s in (train_set, val_set)
     ]
     identity = training_identity(settings, train_set.aux, train_set.strain)

@@ -26,7 +26,7 @@ from twinflow.core.settings import (
 LOSSES = ("l1", "mse", "log-cosh", "ssim-mix")
 LOSS_DOMAINS = ("scaled", "amplitude")
 SCHEDULES = ("constant", "cosine")
-TARGETS = ("observed", "expected")
+TARGETS = ("auto", "observed", "expected")
 
 
 def check_loss_settings(
