@@ -386,16 +386,18 @@ def score_vae(
     device = select_device(settings["device"])
     reference = None
     if settings["score"] == "combined":  # the clean validation images set the scales
-        validation = load_images(images, "validation")
-        quiet = ~validation.labels["has_glitch"] & ~validation.labels["has_chirp"]
+        reference_set = load_images(images, "validation")
+        if _clean(reference_set).sum() < 2:  # few clean windows (detector data): the training's
+            log("fewer than 2 clean validation images: the training split's set the scales")
+            reference_set = load_images(images, "train")
+        clean = torch.from_numpy(reference_set.strain[_clean(reference_set)])[:, None]
         require(
-            quiet.sum() >= 2,
+            len(clean) >= 2,
             "score",
             settings["score"],
-            "a score other than 'combined' (the validation split has fewer than 2 clean images)",
+            "a score other than 'combined' (fewer than 2 clean images to set its scales)",
         )
-        clean = torch.from_numpy(validation.strain[quiet])[:, None]
-        reference = score_reference(model, clean, device, validation.strain_energy)
+        reference = score_reference(model, clean, device, reference_set.strain_energy)
     scores, recon, mu = anomaly_scores(
         model,
         x,
