@@ -42,7 +42,8 @@ from sklearn.metrics import roc_auc_score
 from twinflow.core.io import write_json
 from twinflow.glitch.data import GLITCH_TYPES, simulate_shard, strain_psd
 from twinflow.glitch.qtransform import load_images, transform_for
-from twinflow.glitch.vae import anomaly_scores, load_vae
+from twinflow.glitch.vae import load_vae
+from twinflow.glitch.vae_scores import anomaly_scores
 
 
 def strain_images(data: dict, q: dict, images, shard: int) -> np.ndarray:

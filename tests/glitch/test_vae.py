@@ -11,7 +11,8 @@ import torch
 
 from twinflow.core.settings import ConfigError
 from twinflow.glitch.settings import stage_settings
-from twinflow.glitch.vae import ConvVAE, check_vae_settings, kl_divergence, score_vae, train_vae
+from twinflow.glitch.vae import ConvVAE, check_vae_settings, kl_divergence, train_vae
+from twinflow.glitch.vae_scores import score_vae
 
 
 @pytest.mark.parametrize("size", [64, 256])
@@ -112,7 +113,7 @@ def test_vae_separates_glitchy_from_clean_images(easy_images, tmp_path):
 
 
 def test_reconstruction_score_is_the_mean_squared_error():
-    from twinflow.glitch.vae import anomaly_scores
+    from twinflow.glitch.vae_scores import anomaly_scores
 
     model = ConvVAE(32, 4, 0.0)
     x = torch.rand(6, 1, 32, 32)
@@ -158,7 +159,7 @@ def test_posterior_covariance_kl_matches_the_gaussian_formula(covariance):
 
 def test_energy_max_and_combined_scores_follow_their_definitions():
     from twinflow.glitch.qtransform import MinMax
-    from twinflow.glitch.vae import anomaly_scores, score_reference
+    from twinflow.glitch.vae_scores import anomaly_scores, score_reference
 
     torch.manual_seed(0)
     model = ConvVAE(32, 4, 0.0)
