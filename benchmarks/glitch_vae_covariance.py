@@ -26,7 +26,8 @@ from twinflow.glitch.settings import stage_settings
 
 def main() -> None:
     from twinflow.glitch.qtransform import load_images
-    from twinflow.glitch.vae import load_vae, reconstruction_error, score_vae, train_vae
+    from twinflow.glitch.vae import load_vae, reconstruction_error, train_vae
+    from twinflow.glitch.vae_scores import score_vae
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", required=True)

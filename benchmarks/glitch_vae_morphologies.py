@@ -10,7 +10,22 @@ simulated clean samples. ROC AUC from scikit-learn.
 
     python benchmarks/glitch_vae_morphologies.py --results results/glitch --out auroc.json
 
-Prints a class x SNR table and writes it (with the settings) as JSON.
+Besides the VAE's own score (``reconstruction``, the mean squared residual of the scaled image)
+it scores every cell with other statistics of the same images, so one run compares them:
+
+- VAE variants: ``vae-elbo`` (negative ELBO), ``vae-residual-max`` (the largest positive
+  residual x - x_rec of the scaled image), ``vae-residual-weighted`` (the mean of the squared
+  residual over each pixel's residual variance on the clean validation images), ``vae-energy-max``
+  (the largest residual in tile energy, E(x) - E(x_rec)), ``vae-combined`` (the sum of ``vae``
+  and ``vae-energy-max``, each standardised by its mean and spread on the clean validation
+  images);
+- references that are no VAE: ``excess-power-sum`` (sum over tiles of E - 1, the normalised
+  energy over its noise expectation) and ``excess-power-max`` (the loudest tile's E); and, with
+  ``--supervised``, ``supervised`` (per class, a small CNN trained on labelled glitches of that
+  class at ``--supervised-snr`` against clean images, fresh simulations; an estimate of the
+  ceiling no detector that does not know the class can beat).
+
+Prints a class x SNR table per statistic and writes them (with the settings) as JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +42,8 @@ from sklearn.metrics import roc_auc_score
 from twinflow.core.io import write_json
 from twinflow.glitch.data import GLITCH_TYPES, simulate_shard, strain_psd
 from twinflow.glitch.qtransform import load_images, transform_for
-from twinflow.glitch.vae import anomaly_scores, load_vae
+from twinflow.glitch.vae import load_vae
+from twinflow.glitch.vae_scores import anomaly_scores
 
 
 def strain_images(data: dict, q: dict, images, shard: int) -> np.ndarray:
@@ -41,6 +57,65 @@ def strain_images(data: dict, q: dict, images, shard: int) -> np.ndarray:
     return images.strain_scale.transform(energy[:, None])
 
 
+@torch.no_grad()
+def statistics(
+    model, x: np.ndarray, images, residual_var: np.ndarray | None, reference: dict | None = None
+) -> dict:
+    """Return every statistic of the module docstring (but ``supervised``) for scaled strain
+    images x [N, 1, S, S]: higher is more glitch-like. ``reference`` (statistic: (mean, std)
+    on clean images) adds ``vae-combined``."""
+    cpu = torch.device("cpu")
+    t = torch.from_numpy(x)
+    elbo_settings = {"score": "elbo", "loss": "mse", "beta": 1.0, "fft-weight": 0.0}
+    out = {"vae": anomaly_scores(model, t, {"score": "reconstruction"}, cpu)[0]}
+    out["vae-elbo"], recon, _ = anomaly_scores(model, t, elbo_settings, cpu)
+    residual = (x - recon)[:, 0]
+    out["vae-residual-max"] = residual.reshape(len(x), -1).max(-1)
+    if residual_var is not None:
+        out["vae-residual-weighted"] = (residual**2 / residual_var).reshape(len(x), -1).mean(-1)
+    energy, energy_rec = images.strain_energy(x[:, 0]), images.strain_energy(recon[:, 0])
+    out["vae-energy-max"] = (energy - energy_rec).reshape(len(x), -1).max(-1)
+    if reference is not None:  # each score over its spread on clean images, then summed
+        out["vae-combined"] = sum(
+            (out[k] - reference[k][0]) / reference[k][1] for k in ("vae", "vae-energy-max")
+        )
+    out["excess-power-sum"] = (energy - 1.0).reshape(len(x), -1).sum(-1)
+    out["excess-power-max"] = energy.reshape(len(x), -1).max(-1)
+    return out
+
+
+def train_classifier(glitchy: np.ndarray, clean: np.ndarray, seed: int, epochs: int = 25):
+    """Return a small CNN (logit of "glitch") trained on scaled images [N, 1, S, S] of one
+    class against clean ones: three stride-2 convolutions, global max pooling, a linear head."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 1),
+    )
+    x = torch.from_numpy(np.concatenate([glitchy, clean]))
+    y = torch.cat([torch.ones(len(glitchy)), torch.zeros(len(clean))])
+    optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), 32):
+            batch = order[i : i + 32]
+            loss = nn.functional.binary_cross_entropy_with_logits(net(x[batch])[:, 0], y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return net.eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True, help="a glitch results folder")
@@ -49,6 +124,9 @@ def main() -> None:
     parser.add_argument("--per-cell", type=int, default=60, help="glitches per class and SNR")
     parser.add_argument("--clean", type=int, default=300, help="clean samples")
     parser.add_argument("--seed", type=int, default=2027)
+    parser.add_argument("--supervised", action="store_true", help="add the supervised CNN")
+    parser.add_argument("--supervised-snr", type=float, default=6.0)
+    parser.add_argument("--supervised-train", type=int, default=400, help="per class and label")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.process_time()
@@ -75,28 +153,58 @@ def main() -> None:
     }
     data["glitch"] = {**defaults, **data["glitch"]}
     clean = strain_images(data, q, images, 0)
-    clean_scores = anomaly_scores(model, torch.from_numpy(clean), score_settings, cpu)[0]
+    validation = load_images(f"{args.results}/images.h5", "validation")
+    quiet = ~validation.labels["has_glitch"] & ~validation.labels["has_chirp"]
+    x_val = validation.strain[quiet][:, None]
+    recon_val = anomaly_scores(model, torch.from_numpy(x_val), score_settings, cpu)[1]
+    residual_var = np.var(x_val - recon_val, axis=0)[0] + 1e-8  # [S, S]
+    val_stats = statistics(model, x_val, validation, residual_var)
+    reference = {k: (float(np.mean(v)), float(np.std(v))) for k, v in val_stats.items()}
+    clean_stats = statistics(model, clean, images, residual_var, reference)
+    n_cells = len(GLITCH_TYPES) * len(args.snrs)
+    if args.supervised:  # labelled training images: their own shards, after the test cells
+        data.update({"clean-fraction": 1.0, "samples-per-shard": args.supervised_train})
+        clean_train = strain_images(data, q, images, 1 + n_cells)
+        classifiers = {}
 
-    table: dict[str, dict[str, float]] = {}
-    data.update({"clean-fraction": 0.0, "samples-per-shard": args.per_cell})
+    tables: dict[str, dict[str, dict[str, float]]] = {}
     for c, name in enumerate(GLITCH_TYPES):
-        table[name] = {}
+        data["glitch"]["types"] = {name: 1.0}
+        if args.supervised:
+            data.update({"clean-fraction": 0.0, "samples-per-shard": args.supervised_train})
+            data["glitch"]["snr"] = [args.supervised_snr] * 2
+            glitchy = strain_images(data, q, images, 2 + n_cells + c)
+            classifiers[name] = train_classifier(glitchy, clean_train, args.seed + c)
+            with torch.no_grad():
+                clean_stats[f"supervised-{name}"] = classifiers[name](torch.from_numpy(clean))[
+                    :, 0
+                ].numpy()
+        data.update({"clean-fraction": 0.0, "samples-per-shard": args.per_cell})
         for k, snr in enumerate(args.snrs):
-            data["glitch"]["types"] = {name: 1.0}
             data["glitch"]["snr"] = [snr, snr]
             x = strain_images(data, q, images, 1 + c * len(args.snrs) + k)
-            s = anomaly_scores(model, torch.from_numpy(x), score_settings, cpu)[0]
-            y = np.r_[np.zeros(len(clean_scores)), np.ones(len(s))]
-            table[name][f"{snr:g}"] = float(roc_auc_score(y, np.r_[clean_scores, s]))
+            stats = statistics(model, x, images, residual_var, reference)
+            if args.supervised:
+                with torch.no_grad():
+                    stats["supervised"] = classifiers[name](torch.from_numpy(x))[:, 0].numpy()
+            y = np.r_[np.zeros(len(clean)), np.ones(len(x))]
+            for stat, s in stats.items():
+                baseline = clean_stats[f"supervised-{name}" if stat == "supervised" else stat]
+                auc = float(roc_auc_score(y, np.r_[baseline, s]))
+                tables.setdefault(stat, {}).setdefault(name, {})[f"{snr:g}"] = auc
+    table = tables["vae"]
     print(f"noise: {data['noise-source']}; {args.clean} clean, {args.per_cell} per cell")
-    print(f"{'class':16s}" + "".join(f"  SNR {s:>4g}" for s in args.snrs))
-    for name, row in table.items():
-        print(f"{name:16s}" + "".join(f"  {row[f'{s:g}']:8.3f}" for s in args.snrs))
+    for stat, rows in tables.items():
+        print(f"\n{stat}\n{'class':16s}" + "".join(f"  SNR {s:>4g}" for s in args.snrs))
+        for name, row in rows.items():
+            print(f"{name:16s}" + "".join(f"  {row[f'{s:g}']:8.3f}" for s in args.snrs))
     print(f"CPU time {time.process_time() - start:.0f} s (one thread)")
     write_json(
         args.out,
         {
             "auroc": table,
+            "auroc_by_statistic": tables,
+            "supervised_snr": args.supervised_snr if args.supervised else None,
             "noise-source": data["noise-source"],
             "n_clean": args.clean,
             "per_cell": args.per_cell,

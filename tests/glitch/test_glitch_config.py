@@ -55,6 +55,24 @@ def test_shipped_configurations_are_valid(name):
             r"glitch.translation: peak-weight = -1 is invalid: a number >= 0",
         ),
         (
+            "translation",
+            "witness-weight",
+            -2,
+            r"glitch.translation: witness-weight = -2 is invalid: a number >= 0",
+        ),
+        (
+            "translation",
+            "loss-domain",
+            "energy",
+            r"glitch.translation: loss-domain = 'energy' is invalid: choose one of",
+        ),
+        (
+            "translation",
+            "schedule",
+            "step",
+            r"glitch.translation: schedule = 'step' is invalid: choose one of",
+        ),
+        (
             "vae",
             "output-activation",
             "sigmoid",
@@ -99,3 +117,15 @@ def test_schema_defaults_are_the_default_config():
         filled, str(REPO / "src" / "twinflow" / "schemas" / "glitch.schema.yaml"), set_default=True
     )
     assert filled == load_yaml(REPO / "config" / "config.yaml")["glitch"]
+
+
+def test_expected_target_is_refused_for_detector_data(glitch_config, monkeypatch):
+    import twinflow.glitch.validation
+
+    # the detector files themselves are checked elsewhere: here only the cross-check matters
+    monkeypatch.setattr(twinflow.glitch.validation, "check_data_settings", lambda *a: None)
+    g = copy.deepcopy(glitch_config)
+    g["data"]["source"] = "files"
+    g["translation"]["target"] = "expected"
+    with pytest.raises(ConfigError, match=r"glitch.translation: target = 'expected' is invalid"):
+        check_config(g)

@@ -12,11 +12,17 @@ import torch
 
 from twinflow.core.checkpoint import load_checkpoint
 from twinflow.core.settings import ConfigError
-from twinflow.glitch.losses import log_cosh, make_loss, ssim
+from twinflow.glitch.losses import log_cosh, make_loss, make_translation_loss, ssim
 from twinflow.glitch.models import build_translation_model
 from twinflow.glitch.qtransform import load_images
 from twinflow.glitch.settings import stage_settings
-from twinflow.glitch.train import load_translation_model, predict, train_translation
+from twinflow.glitch.train import (
+    learning_rate,
+    load_translation_model,
+    predict,
+    train_translation,
+    training_target,
+)
 
 
 @pytest.mark.parametrize("kind", ["decoder-shallow", "decoder-deep", "unet"])
@@ -209,3 +215,71 @@ def test_peak_weighted_loss_is_numpys_weighted_average(name):
     assert float(make_loss(name, peak_weight=0.0)(prediction, target)) == pytest.approx(
         pixel.mean()
     )
+
+
+def _loss_settings(**changes):
+    settings = {
+        "loss": "mse",
+        "ssim-weight": 0.5,
+        "peak-weight": 0.0,
+        "witness-weight": 0.0,
+        "loss-domain": "scaled",
+    }
+    return {**settings, **changes}
+
+
+def test_witness_weighted_loss_is_numpys_weighted_average():
+    rng = np.random.default_rng(1)
+    target = rng.uniform(0, 1, (3, 1, 8, 8))
+    prediction = rng.uniform(0, 1, (3, 1, 8, 8))
+    aux = rng.uniform(0, 1, (3, 2, 8, 8))
+    loss = make_translation_loss(_loss_settings(**{"witness-weight": 4.0}), (0.0, 1.0, True))
+    value = float(loss(*(torch.from_numpy(a) for a in (prediction, target, aux))))
+    weights = 1 + 4.0 * aux.max(axis=1, keepdims=True)
+    assert value == pytest.approx(np.average((prediction - target) ** 2, weights=weights))
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_amplitude_loss_compares_square_roots_of_the_tile_energies(log):
+    rng = np.random.default_rng(2)
+    minimum, maximum = 0.3, 6.0
+    target = rng.uniform(0, 1, (2, 1, 8, 8))
+    prediction = rng.uniform(0, 1, (2, 1, 8, 8))
+    loss = make_translation_loss(
+        _loss_settings(**{"loss-domain": "amplitude"}), (minimum, maximum, log)
+    )
+    value = float(loss(torch.from_numpy(prediction), torch.from_numpy(target), None))
+
+    def energy(scaled):  # the images stage's scaling, inverted by hand
+        values = minimum + scaled * (maximum - minimum)
+        return np.expm1(values) if log else values
+
+    expected = np.mean((np.sqrt(1 + energy(prediction)) - np.sqrt(1 + energy(target))) ** 2)
+    assert value == pytest.approx(expected)
+
+
+def test_cosine_schedule_matches_torchs_cosine_annealing():
+    settings = {"learning-rate": 0.002, "epochs": 7, "schedule": "cosine"}
+    optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.002)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=7)
+    for epoch in range(7):
+        assert learning_rate(settings, epoch) == pytest.approx(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        reference.step()
+    assert learning_rate({**settings, "schedule": "constant"}, 5) == 0.002
+
+
+def test_expected_target_is_the_scaled_glitch_energy_plus_the_noise_mean(easy_images):
+    """E[|n + s|^2] = |s|^2 + E|n|^2: the expected target is log1p(glitch energy + 1),
+    min-max scaled with the strain's training statistics (psd normalisation: noise mean 1)."""
+    _, _, images = easy_images
+    test = load_images(images, "test")
+    assert test.settings["norm"] == "psd" and test.strain_scale.log
+    lo, hi = test.strain_scale.minimum[0], test.strain_scale.maximum[0]
+    by_hand = (np.log1p(test.labels["glitch_energy"] + 1.0) - lo) / (hi - lo)
+    np.testing.assert_allclose(training_target(test, "expected"), by_hand, rtol=1e-5, atol=1e-6)
+    assert training_target(test, "observed") is test.strain
+    # noise-free: on glitch-free images the expected target is the noise mean everywhere
+    clean = ~test.labels["has_glitch"]
+    expected_clean = training_target(test, "expected")[clean]
+    np.testing.assert_allclose(expected_clean, (np.log1p(1.0) - lo) / (hi - lo), rtol=1e-5)

@@ -11,7 +11,8 @@ import torch
 
 from twinflow.core.settings import ConfigError
 from twinflow.glitch.settings import stage_settings
-from twinflow.glitch.vae import ConvVAE, check_vae_settings, kl_divergence, score_vae, train_vae
+from twinflow.glitch.vae import ConvVAE, check_vae_settings, kl_divergence, train_vae
+from twinflow.glitch.vae_scores import score_vae
 
 
 @pytest.mark.parametrize("size", [64, 256])
@@ -96,12 +97,23 @@ def test_vae_separates_glitchy_from_clean_images(easy_images, tmp_path):
     )
     assert json.loads((tmp_path / "s.json").read_text())["roc_auc"] == result["roc_auc"]
     assert result["roc_auc"] > 0.9
+    for score in ("energy-max", "combined"):  # the same model, the other residual scores
+        other = score_vae(
+            {**stage_settings(g, "score-vae"), "score": score},
+            images,
+            tmp_path / "vae.pt",
+            tmp_path / f"{score}.json",
+            tmp_path / "roc.png",
+            tmp_path / "rec.png",
+            tmp_path / "lat.png",
+        )
+        assert other["score"] == score and other["roc_auc"] > 0.9
     for name in ("roc.png", "rec.png", "lat.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 
 def test_reconstruction_score_is_the_mean_squared_error():
-    from twinflow.glitch.vae import anomaly_scores
+    from twinflow.glitch.vae_scores import anomaly_scores
 
     model = ConvVAE(32, 4, 0.0)
     x = torch.rand(6, 1, 32, 32)
@@ -143,3 +155,36 @@ def test_posterior_covariance_kl_matches_the_gaussian_formula(covariance):
     (recon.sum() + model.kl(mu, params).sum()).backward()
     if extra:
         assert model.fc_covariance.weight.grad.abs().sum() > 0
+
+
+def test_energy_max_and_combined_scores_follow_their_definitions():
+    from twinflow.glitch.qtransform import MinMax
+    from twinflow.glitch.vae_scores import anomaly_scores, score_reference
+
+    torch.manual_seed(0)
+    model = ConvVAE(32, 4, 0.0)
+    scale = MinMax(np.array([0.0]), np.array([5.0]), log=True)
+
+    def to_energy(images):  # scaled [N, S, S] -> tile energies
+        return scale.inverse(images[:, None])[:, 0]
+
+    x, clean = torch.rand(5, 1, 32, 32), torch.rand(7, 1, 32, 32)
+    cpu = torch.device("cpu")
+    peak, recon, _ = anomaly_scores(model, x, {"score": "energy-max"}, cpu, to_energy=to_energy)
+    by_hand = np.expm1(5 * x.numpy()) - np.expm1(5 * recon)
+    np.testing.assert_allclose(peak, by_hand.reshape(5, -1).max(1), rtol=1e-5)
+
+    reference = score_reference(model, clean, cpu, to_energy)
+    clean_recon = anomaly_scores(model, clean, {"score": "reconstruction"}, cpu)[1]
+    clean_mse = ((clean.numpy() - clean_recon) ** 2).reshape(7, -1).mean(1)
+    assert reference["reconstruction"][0] == pytest.approx(clean_mse.mean(), rel=1e-5)
+    assert reference["reconstruction"][1] == pytest.approx(clean_mse.std(ddof=1), rel=1e-4)
+    combined = anomaly_scores(
+        model, x, {"score": "combined"}, cpu, to_energy=to_energy, reference=reference
+    )[0]
+    mse = ((x.numpy() - recon) ** 2).reshape(5, -1).mean(1)
+    expected = sum(
+        (value - reference[k][0]) / reference[k][1]
+        for k, value in (("reconstruction", mse), ("energy-max", peak))
+    )
+    np.testing.assert_allclose(combined, expected, rtol=1e-4)

@@ -70,7 +70,7 @@ def _train_vae(args: argparse.Namespace) -> None:
 
 
 def _score_vae(args: argparse.Namespace) -> None:
-    from twinflow.glitch.vae import score_vae
+    from twinflow.glitch.vae_scores import score_vae
 
     score_vae(
         _settings(args, "score-vae"),

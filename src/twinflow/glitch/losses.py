@@ -8,12 +8,22 @@ images are min-max normalised), averaged over the valid (unpadded) pixels.
 (normalised by the batch's mean weight): the images are almost all noise, so an unweighted loss
 barely sees the few bright glitch pixels whose peaks the subtraction must reach. In ssim-mix it
 weights the L1 part. The weight uses the target image only, so it needs no glitch truth.
+
+``witness-weight`` w > 0 multiplies that weight by ``1 + w * max_k aux_k`` (the brightest
+scaled witness image of the sample): the glitch's pixels are where the witnesses see it, so the
+loss leans on them and not on chirps or strain noise, which the witnesses do not see.
+
+``loss-domain: amplitude`` computes the loss on amplitudes ``sqrt(1 + E)`` of the un-scaled tile
+energies E instead of on the scaled images: the subtraction is judged on ``sqrt(T) - sqrt(G)``,
+and an amplitude loss weighs a glitch's bright pixels as that test does, where a loss on
+``log1p(E)`` compresses them. ``sqrt(1 + E) = exp(log1p(E) / 2)`` is smooth at E = 0 (``sqrt(E)``
+has an infinite slope there) and equals ``sqrt(E)`` to within 1/(2 sqrt(E)) on bright pixels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +55,54 @@ def peak_weighted(pixel_loss: Callable, peak_weight: float) -> Callable:
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = 1 + peak_weight * target.clamp(min=0)
         return (weight * pixel_loss(prediction, target)).sum() / weight.sum()
+
+    return loss
+
+
+def amplitude_map(minimum: float, maximum: float, log: bool) -> Callable:
+    """Return ``f(images)``: scaled strain images [B, 1, S, S] as amplitudes ``sqrt(1 + E)`` of
+    their tile energies E (the inverse of the training split's min-max scaling, after
+    ``log1p`` when ``log``)."""
+    span = maximum - minimum if maximum > minimum else 1.0
+
+    def amplitude(images: torch.Tensor) -> torch.Tensor:
+        values = images * span + minimum
+        if log:  # values = log1p(E), so sqrt(1 + E) = exp(values / 2)
+            return torch.exp(values / 2)
+        return torch.sqrt((1 + values).clamp(min=1e-6))
+
+    return amplitude
+
+
+def make_translation_loss(
+    settings: Mapping, strain_scale: tuple[float, float, bool]
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Return ``loss(prediction, target, aux)`` of the translation settings (``loss``,
+    ``ssim-weight``, ``peak-weight``, ``witness-weight``, ``loss-domain``; module docstring);
+    ``strain_scale`` is (minimum, maximum, log) of the strain images' scaling."""
+    name, ssim_weight = settings["loss"], settings["ssim-weight"]
+    peak, witness = settings["peak-weight"], settings["witness-weight"]
+    check_loss_settings(name, ssim_weight, peak, witness, settings["loss-domain"])
+    domain = (
+        amplitude_map(*strain_scale)
+        if settings["loss-domain"] == "amplitude"
+        else (lambda images: images)
+    )
+    if witness == 0:
+        plain = make_loss(name, ssim_weight, peak)
+        return lambda prediction, target, aux: plain(domain(prediction), domain(target))
+    pixel = _PIXEL_LOSSES[name if name != "ssim-mix" else "l1"]
+
+    def loss(prediction: torch.Tensor, target: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        # [B, K, S, S] -> [B, 1, S, S]: where any witness is bright
+        weight = (1 + peak * target.clamp(min=0)) * (
+            1 + witness * aux.amax(dim=1, keepdim=True).clamp(min=0)
+        )
+        p, t = domain(prediction), domain(target)
+        weighted = (weight * pixel(p, t)).sum() / weight.sum()
+        if name != "ssim-mix":
+            return weighted
+        return ssim_weight * (1 - ssim(p, t)) + (1 - ssim_weight) * weighted
 
     return loss
 

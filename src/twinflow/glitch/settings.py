@@ -66,7 +66,7 @@ def check_config(glitch: Mapping) -> None:
 
     Each stage checks its own settings again when it runs (by hand, too).
     """
-    from twinflow.core.settings import ConfigError
+    from twinflow.core.settings import ConfigError, require
     from twinflow.glitch.qtransform import check_qtransform_settings
     from twinflow.glitch.validation import (
         check_data_settings,
@@ -88,6 +88,16 @@ def check_config(glitch: Mapping) -> None:
         (
             "translation",
             lambda: check_translation_settings(glitch["translation"], qtransform["image-size"]),
+        ),
+        (
+            "translation",
+            lambda: require(
+                data["source"] == "simulate" or glitch["translation"]["target"] != "expected",
+                "target",
+                glitch["translation"]["target"],
+                "'observed' or 'auto' with data.source files (detector data has no glitch-alone "
+                "truth)",
+            ),
         ),
         ("subtraction", lambda: check_subtraction_settings(glitch["subtraction"])),
         ("vae", lambda: check_vae_settings(glitch["vae"], qtransform["image-size"])),

@@ -30,6 +30,7 @@ from twinflow.core.io import dumps_settings, quarantine_if_damaged
 from twinflow.core.metrics_log import plot_loss_curve, write_metrics_csv
 from twinflow.core.progress import progress
 from twinflow.core.seeding import derive_seed, seed_everything
+from twinflow.core.settings import require
 from twinflow.glitch.validation import check_translation_settings
 
 TRANSLATION_KIND = "glitch-translation-model"
@@ -46,8 +47,11 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 def training_identity(settings: Mapping, *arrays: np.ndarray) -> str:
     """Return what a resumable state must match: the settings (except ``epochs`` and
-    ``patience``, so a run can be extended) and a fingerprint of the training data."""
-    kept = {k: v for k, v in settings.items() if k not in ("epochs", "patience")}
+    ``patience``, so a run can be extended; ``epochs`` counts under a cosine schedule) and a
+    fingerprint of the training data."""
+    # a cosine schedule is a function of ``epochs``: changing it changes every epoch's rate
+    free = ("patience",) if settings.get("schedule") == "cosine" else ("epochs", "patience")
+    kept = {k: v for k, v in settings.items() if k not in free}
     return dumps_settings({"settings": kept, "data": fingerprint(*arrays)})
 
 
@@ -104,6 +108,8 @@ def train_loop(
     )
     for epoch in range(start, 0 if finished else settings["epochs"]):
         model.train()
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(settings, epoch)
         order = torch.randperm(
             n_train,
             generator=torch.Generator().manual_seed(derive_seed(settings["seed"], kind, epoch)),
@@ -150,6 +156,17 @@ def train_loop(
             )
             break
     return best_state, rows, device
+
+
+def learning_rate(settings: Mapping, epoch: int) -> float:
+    """Return the learning rate of ``epoch`` (from 0): ``learning-rate`` throughout, or with
+    ``schedule: cosine`` decayed as lr (1 + cos(pi epoch / epochs)) / 2 (SGDR without restarts,
+    Loshchilov & Hutter 2017). A function of the epoch alone, so a resumed run continues it.
+    The VAE's settings have no ``schedule``: constant."""
+    lr = settings["learning-rate"]
+    if settings.get("schedule", "constant") == "cosine":
+        return lr * (1 + np.cos(np.pi * epoch / settings["epochs"])) / 2
+    return lr
 
 
 @torch.no_grad()
@@ -203,7 +220,7 @@ def train_translation(
     Writes the best model (``out``, a checkpoint that rebuilds itself), the per-epoch metrics
     (CSV) and the loss-curve plot; ``state`` (default: beside ``out``) makes training resumable.
     """
-    from twinflow.glitch.losses import make_loss
+    from twinflow.glitch.losses import make_translation_loss
     from twinflow.glitch.models import build_translation_model
     from twinflow.glitch.qtransform import load_images
 
@@ -211,6 +228,13 @@ def train_translation(
     val_set = load_images(images, "validation")
     size = train_set.strain.shape[-1]
     check_translation_settings(settings, size)
+    require(
+        train_set.truth or settings["target"] != "expected",
+        "target",
+        settings["target"],
+        "'observed' or 'auto' for detector data (the glitch alone, which 'expected' needs, is "
+        "unknown)",
+    )
     in_channels = train_set.aux.shape[1]
     model_settings = {
         **{k: settings[k] for k in ("model", "width", "depth")},
@@ -219,14 +243,21 @@ def train_translation(
     }
     seed_everything(derive_seed(settings["seed"], TRANSLATION_KIND, "init"))
     model = build_translation_model(model_settings, in_channels)
-    loss_fn = make_loss(settings["loss"], settings["ssim-weight"], settings["peak-weight"])
+    scale = train_set.strain_scale
+    loss_fn = make_translation_loss(
+        settings, (float(scale.minimum[0]), float(scale.maximum[0]), scale.log)
+    )
 
     def batch_loss(net, batch):
         aux, strain = batch
-        return loss_fn(net(aux), strain)
+        return loss_fn(net(aux), strain, aux)
 
+    target = settings["target"]
+    if target == "auto":  # the noise-free target where the data carry the glitch alone
+        target = "expected" if train_set.truth else "observed"
+        log(f"target auto: training on the {target} strain images")
     tensors = [
-        (torch.from_numpy(s.aux), torch.from_numpy(s.strain)[:, None])
+        (torch.from_numpy(s.aux), torch.from_numpy(training_target(s, target))[:, None])
         for s in (train_set, val_set)
     ]
     identity = training_identity(settings, train_set.aux, train_set.strain)
@@ -259,6 +290,23 @@ def train_translation(
     log(
         f"wrote {out} (best validation loss {min(r['val_loss'] for r in rows):.5g} after {len(rows)} epochs)"
     )
+
+
+def training_target(image_set, target: str) -> np.ndarray:
+    """Return the scaled strain images [N, S, S] the translation model learns to generate.
+
+    ``observed``: the strain Q-plots themselves, noise included. ``expected``: the glitch
+    alone's tile energy plus the noise mean b, which is E[T | glitch] (the glitch-noise cross
+    term of ``|n + s|^2`` averages to zero): the same optimum as an energy loss on the observed
+    images, without the unpredictable noise in the target (simulated data only).
+    """
+    from twinflow.glitch.qtransform import noise_energy_mean
+
+    if target == "observed":
+        return image_set.strain
+    background = noise_energy_mean(image_set.settings["norm"])
+    expected = image_set.labels["glitch_energy"] + background
+    return image_set.strain_scale.transform(expected[:, None])[:, 0]
 
 
 def load_translation_model(path: str | Path) -> torch.nn.Module:

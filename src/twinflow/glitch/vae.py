@@ -1,5 +1,6 @@
 """The convolutional VAE glitch detector: trained on clean strain Q-plots, it scores an image as
-anomalous (glitchy) by its reconstruction error (or its negative ELBO).
+anomalous (glitchy) by its reconstruction error (mean squared, its largest tile energy, or the
+two combined; or by its negative ELBO).
 
 Architecture (input 1 x S x S, S a multiple of 16):
 
@@ -32,13 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from twinflow.core.checkpoint import load_checkpoint
-from twinflow.core.io import quarantine_if_damaged, write_json
-from twinflow.core.plotting import figure, save_figure
+from twinflow.core.io import quarantine_if_damaged
 from twinflow.core.seeding import derive_seed, seed_everything
 from twinflow.core.settings import require
-from twinflow.glitch.vae_report import plot_latent, plot_reconstructions, roc_auc_by_class
 from twinflow.glitch.validation import (
-    check_score_settings,
     check_vae_settings,
 )
 
@@ -287,110 +285,3 @@ def load_vae(path: str | Path) -> tuple[ConvVAE, dict]:
     model = build_vae(checkpoint["settings"])
     model.load_state_dict(checkpoint["model"])
     return model.eval(), checkpoint["training"]
-
-
-@torch.no_grad()
-def anomaly_scores(
-    model: ConvVAE, x: torch.Tensor, settings: Mapping, device, batch_size: int = 256
-):
-    """Return (scores, reconstructions, latent means) of images x [N, 1, S, S] (eval mode).
-
-    ``reconstruction``: the per-image mean squared error of the reconstruction from the latent
-    mean; ``elbo``: the negative ELBO (reconstruction term + beta * KL) of the training loss.
-    """
-    from twinflow.core.device import to_device
-
-    model.eval().to(device)
-    scores, recons, mus = [], [], []
-    for i in range(0, len(x), batch_size):
-        batch = to_device(x[i : i + batch_size], device)
-        recon, mu, logvar = model(batch)
-        if settings["score"] == "reconstruction":
-            score = (recon - batch).pow(2).flatten(1).mean(-1)
-        else:
-            score = vae_loss(recon, batch, mu, logvar, settings, kl=model.kl(mu, logvar))
-        scores.append(score.cpu())
-        recons.append(recon.cpu())
-        mus.append(mu.cpu())
-    return torch.cat(scores).numpy(), torch.cat(recons).numpy(), torch.cat(mus).numpy()
-
-
-def score_vae(
-    settings: Mapping,
-    images: str | Path,
-    model_path: str | Path,
-    metrics_out: str | Path,
-    roc_out: str | Path,
-    recon_out: str | Path,
-    latent_out: str | Path,
-    log=print,
-) -> dict:
-    """Score the test split (glitchy against clean, chirps left out); write ROC AUC and average
-    precision (all glitches and those with SNR >= ``snr-threshold``) and the plots."""
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-
-    from twinflow.core.device import configure_cpu_threads, select_device
-    from twinflow.glitch.qtransform import load_images
-
-    configure_cpu_threads()
-    check_score_settings(settings)
-    model, training = load_vae(model_path)
-    test = load_images(images, "test")
-    labels = test.labels
-    use = ~labels["has_chirp"]
-    x = torch.from_numpy(test.strain[use])[:, None]
-    y = labels["has_glitch"][use].astype(int)
-    snr = labels["glitch_snr"][use]
-    scores, recon, mu = anomaly_scores(
-        model, x, {**training, **settings}, select_device(settings["device"])
-    )
-    require(
-        0 < y.sum() < len(y),
-        "split",
-        int(y.sum()),
-        "a test split with both glitchy and clean images",
-    )
-    loud = (y == 0) | (snr >= settings["snr-threshold"])
-    result = {
-        "n_clean": int((y == 0).sum()),
-        "n_glitch": int(y.sum()),
-        "n_glitch_snr_ge_threshold": int((y[loud] == 1).sum()),
-        "roc_auc": float(roc_auc_score(y, scores)),
-        "average_precision": float(average_precision_score(y, scores)),
-        "roc_auc_snr_ge_threshold": float(roc_auc_score(y[loud], scores[loud]))
-        if 0 < y[loud].sum() < loud.sum()
-        else None,
-        "average_precision_snr_ge_threshold": float(average_precision_score(y[loud], scores[loud]))
-        if 0 < y[loud].sum() < loud.sum()
-        else None,
-        "roc_auc_by_class": roc_auc_by_class(y, scores, labels["glitch_type"][use]),
-        "snr_threshold": float(settings["snr-threshold"]),
-        "score": settings["score"],
-        "settings": dict(settings),
-    }
-    write_json(metrics_out, result)
-
-    fig, ax = figure(figsize=(4.8, 4.2))
-    for mask, label in (
-        (np.ones_like(loud), "all glitches"),
-        (loud, f"glitch SNR >= {settings['snr-threshold']:g}"),
-    ):
-        if 0 < y[mask].sum() < mask.sum():
-            fpr, tpr, _ = roc_curve(y[mask], scores[mask])
-            ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y[mask], scores[mask]):.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("false-positive rate (clean flagged)")
-    ax.set_ylabel("true-positive rate (glitches found)")
-    ax.set_title(f"VAE glitch detector ({settings['score']} score)")
-    ax.legend(loc="lower right", fontsize=8)
-    save_figure(fig, roc_out)
-
-    plot_reconstructions(
-        recon_out, x.numpy()[:, 0], recon[:, 0], y, snr, scores, test.strain_energy
-    )
-    plot_latent(latent_out, mu, y, snr)
-    log(
-        f"VAE: ROC AUC {result['roc_auc']:.4f} (SNR >= {settings['snr-threshold']:g}: "
-        f"{result['roc_auc_snr_ge_threshold']}), average precision {result['average_precision']:.4f}"
-    )
-    return result

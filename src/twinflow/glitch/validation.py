@@ -24,16 +24,27 @@ from twinflow.core.settings import (
 )
 
 LOSSES = ("l1", "mse", "log-cosh", "ssim-mix")
+LOSS_DOMAINS = ("scaled", "amplitude")
+SCHEDULES = ("constant", "cosine")
+TARGETS = ("auto", "observed", "expected")
 
 
-def check_loss_settings(name: str, ssim_weight: float, peak_weight: float = 0.0) -> None:
+def check_loss_settings(
+    name: str,
+    ssim_weight: float,
+    peak_weight: float = 0.0,
+    witness_weight: float = 0.0,
+    domain: str = "scaled",
+) -> None:
     require_choice("loss", name, LOSSES)
-    require(
-        isinstance(peak_weight, (int, float)) and peak_weight >= 0,
-        "peak-weight",
-        peak_weight,
-        "a number >= 0 (0: every pixel weighs the same)",
-    )
+    require_choice("loss-domain", domain, LOSS_DOMAINS)
+    for key, weight in (("peak-weight", peak_weight), ("witness-weight", witness_weight)):
+        require(
+            isinstance(weight, (int, float)) and weight >= 0,
+            key,
+            weight,
+            "a number >= 0 (0: every pixel weighs the same)",
+        )
     require(
         isinstance(ssim_weight, (int, float)) and 0 <= ssim_weight <= 1,
         "ssim-weight",
@@ -93,7 +104,15 @@ def check_optimiser_settings(settings: Mapping) -> None:
 def check_translation_settings(settings: Mapping, image_size: int) -> None:
 
     check_model_settings(settings, image_size)
-    check_loss_settings(settings["loss"], settings["ssim-weight"], settings["peak-weight"])
+    check_loss_settings(
+        settings["loss"],
+        settings["ssim-weight"],
+        settings["peak-weight"],
+        settings["witness-weight"],
+        settings["loss-domain"],
+    )
+    require_choice("schedule", settings["schedule"], SCHEDULES)
+    require_choice("target", settings["target"], TARGETS)
     check_optimiser_settings(settings)
 
 
@@ -101,7 +120,7 @@ RECONSTRUCTION_LOSSES = ("bce", "mse", "spectral")
 
 ACTIVATIONS = ("sigmoid", "none")
 
-SCORES = ("reconstruction", "elbo")
+SCORES = ("reconstruction", "elbo", "energy-max", "combined")
 COVARIANCES = ("diagonal", "low-rank", "full")
 
 #: The output activation each reconstruction loss needs.
