@@ -335,11 +335,12 @@ def test_symmetric_posterior_with_folding_against_quadrature():
     assert mean[0] == pytest.approx(0.4, abs=0.01)
 
 
+@pytest.mark.parametrize("method", ["amis", "smc"])
 @pytest.mark.parametrize(
     "periods",
     [[None, 1.0], [0.5, None], [None, math.pi], [None]],
 )
-def test_bad_symmetry_periods_fail_before_any_likelihood_call(periods):
+def test_bad_symmetry_periods_fail_before_any_likelihood_call(periods, method):
     """A period must divide a periodic dimension's width into two or more copies."""
 
     def never(y):
@@ -356,7 +357,7 @@ def test_bad_symmetry_periods_fail_before_any_likelihood_call(periods):
             log_prior,
             bounds,
             [False, True],
-            {"target-ess": 100},
+            {"target-ess": 100, "method": method},
             np.random.default_rng(0),
             symmetry_periods=periods,
             initial_log_likelihood=np.zeros(10),

@@ -702,6 +702,9 @@ def refine(
         samples.shape,
         f"an array [N, {space.dim}] (one column per bound)",
     )
+    folding = Folding(space, symmetry_periods) if symmetry_periods is not None else None
+    if folding is not None and not folding.dims:
+        folding = None
     log_q = np.asarray(log_q, dtype=float)
     counter = [0]
     if initial_log_likelihood is None:
@@ -729,9 +732,6 @@ def refine(
             log,
         )
         diagnostics.update(smc_diagnostics)
-    folding = Folding(space, symmetry_periods) if symmetry_periods is not None else None
-    if folding is not None and not folding.dims:
-        folding = None
     history = _adapt(
         pool, space, s, rng, counter, log_likelihood, log_prior, first, log, folding=folding
     )
