@@ -41,11 +41,23 @@ N_PARAMETERS, DETECTORS, TOKENS_PER_DETECTOR = 15, ("H1", "L1", "V1"), 69
 
 
 def production_model(device: torch.device):
-    from twinflow.gw.training.model import PosteriorModel, build_model_settings
+    from twinflow.gw.training.model import PosteriorModel
 
+    architecture = production_architecture()
+    return PosteriorModel(model_settings(architecture)).to(device), architecture
+
+
+def production_architecture() -> dict:
+    """config/production.yaml's `gw.train.model` block."""
     config = yaml.safe_load((REPO / "config" / "production.yaml").read_text())
-    architecture = config["gw"]["train"]["model"]
-    settings = build_model_settings(
+    return config["gw"]["train"]["model"]
+
+
+def model_settings(architecture: dict, **extra) -> dict:
+    """Model settings for N_PARAMETERS standardised parameters over DETECTORS."""
+    from twinflow.gw.training.model import build_model_settings
+
+    return build_model_settings(
         parameters=[f"theta_{i}" for i in range(N_PARAMETERS)],
         mean=[0.0] * N_PARAMETERS,
         std=[1.0] * N_PARAMETERS,
@@ -53,8 +65,8 @@ def production_model(device: torch.device):
         frequency_scale=1810.0,
         architecture=architecture,
         seed=1,
+        **extra,
     )
-    return PosteriorModel(settings).to(device), architecture
 
 
 #: Dingo's SVD + residual-MLP baseline at its published scale (200 basis vectors; the
@@ -71,25 +83,15 @@ SVD_MLP_PRODUCTION = {
 
 def svd_mlp_model(device: torch.device):
     """The svd-mlp embedding with the production flow; a random orthonormal basis (seeded)."""
-    from twinflow.gw.training.model import PosteriorModel, build_model_settings
+    from twinflow.gw.training.model import PosteriorModel
 
-    config = yaml.safe_load((REPO / "config" / "production.yaml").read_text())
     architecture = {
-        **config["gw"]["train"]["model"],
+        **production_architecture(),
         "embedding": "svd-mlp",
         "svd-mlp": SVD_MLP_PRODUCTION,
     }
     edges = torch.linspace(20.0, 1810.0, TOKENS_PER_DETECTOR + 1)
-    settings = build_model_settings(
-        parameters=[f"theta_{i}" for i in range(N_PARAMETERS)],
-        mean=[0.0] * N_PARAMETERS,
-        std=[1.0] * N_PARAMETERS,
-        detectors=list(DETECTORS),
-        frequency_scale=1810.0,
-        architecture=architecture,
-        seed=1,
-        **{"svd-token-lower-edges": edges[:-1].tolist()},
-    )
+    settings = model_settings(architecture, **{"svd-token-lower-edges": edges[:-1].tolist()})
     model = PosteriorModel(settings)
     g = torch.Generator().manual_seed(5)
     n = TOKENS_PER_DETECTOR * 16

@@ -437,9 +437,10 @@ class Proposal:
         self.wide = GaussianMixture(
             mixture.log_weights, mixture.means, mixture.covariances * WIDE_SCALE**2, self.space
         )
-        self.shares = np.array(
-            [(1 - self.defensive) * (1 - WIDE_FRACTION), (1 - self.defensive) * WIDE_FRACTION]
-        )
+        with np.errstate(divide="ignore"):  # a zero share is ln 0 = -inf: no draws from it
+            self.log_shares = np.log(1 - self.defensive) + np.log(
+                [1 - WIDE_FRACTION, WIDE_FRACTION]
+            )
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n_box = rng.binomial(n, self.defensive) if self.defensive else 0
@@ -451,10 +452,9 @@ class Proposal:
         return np.concatenate(parts)[rng.permutation(n)]
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            log_shares = np.log(self.shares)
         out = np.logaddexp(
-            log_shares[0] + self.mixture.log_prob(x), log_shares[1] + self.wide.log_prob(x)
+            self.log_shares[0] + self.mixture.log_prob(x),
+            self.log_shares[1] + self.wide.log_prob(x),
         )
         if not self.defensive:
             return out
