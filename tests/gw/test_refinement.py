@@ -190,6 +190,41 @@ def test_bounded_and_periodic_against_quadrature():
     assert circular == pytest.approx(0.1, abs=0.03)
 
 
+def test_posterior_piled_into_a_corner_against_scipy():
+    """A correlated Gaussian centred just outside a corner of the box: most of it is cut away.
+
+    ln Z is the Gaussian's probability inside the box, from scipy's multivariate normal CDF; the
+    returned samples are all inside the box (draws outside it cost no likelihood call).
+    """
+    mean = np.array([0.02, 0.97, 0.5, 0.5])
+    sd = np.array([0.1, 0.05, 0.05, 0.05])
+    cov = np.diag(sd**2)
+    cov[0, 1] = cov[1, 0] = -0.8 * sd[0] * sd[1]
+    target = scipy.stats.multivariate_normal(mean, cov)
+    bounds = np.array([[0.0, 1.0]] * 4)
+    log_prior, log_volume = box_prior(bounds)
+    corner = scipy.stats.multivariate_normal(mean[:2], cov[:2, :2])
+    # the other two dimensions lose 2 x 2.9e-7 of their mass beyond the bounds: negligible
+    truth = math.log(corner.cdf([1.0, 1.0], lower_limit=[0.0, 0.0])) - log_volume
+    start = scipy.stats.multivariate_normal([0.2, 0.85, 0.5, 0.5], 0.05**2)
+    x = start.rvs(2000, random_state=np.random.default_rng(8))
+    result = refine(
+        x,
+        start.logpdf(x),
+        target.logpdf,
+        log_prior,
+        bounds,
+        [False] * 4,
+        {"target-ess": 2000, "batch-size": 2000},
+        np.random.default_rng(9),
+        **QUIET,
+    )
+    check_honest(result)
+    assert result.reached_target
+    assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error
+    assert np.all((result.samples > bounds[:, 0]) & (result.samples < bounds[:, 1]))
+
+
 def test_a_missed_mode_is_found_or_reported():
     """The proposal covers one of two equal modes: the result is right, or it says it is not."""
     bounds = np.array([[-10.0, 10.0]] * 2)
@@ -270,28 +305,37 @@ def test_bad_settings_fail_before_any_likelihood_call(settings, key):
 def test_folded_proposal_is_a_normalised_density_of_its_draws():
     """The spread proposal integrates to one over the whole box, and its draws follow it."""
     from twinflow.gw.inference.refinement import (
-        BoundedSpace,
+        Box,
         FoldedProposal,
         Folding,
         Proposal,
         fit_mixture,
     )
 
-    space = BoundedSpace(np.array([[-1.0, 1.0], [0.0, math.pi]]), [False, True])
+    space = Box(np.array([[-1.0, 1.0], [0.0, math.pi]]), [False, True])
     folding = Folding(space, [None, math.pi / 2])
     rng = np.random.default_rng(3)
     x = np.column_stack([rng.normal(0.2, 0.2, 3000).clip(-0.99, 0.99), rng.normal(1.2, 0.2, 3000)])
     mixture = fit_mixture(folding.fold(x), np.zeros(3000), folding.folded_space, 3, rng)
     proposal = FoldedProposal(Proposal(mixture, 0.1), folding)
-    a, psi = np.linspace(-1, 1, 403)[1:-1], np.linspace(0, math.pi, 601)  # a: inside its bounds
+    # the mixtures are not cut at the bounds of a (the prior is zero beyond them): integrate a
+    # over far enough that the widened share's tails hold nothing, with the box's edges on the
+    # grid (the uniform share steps there)
+    a = np.concatenate(
+        [np.linspace(-6, -1, 1001), np.linspace(-1, 1, 801)[1:], np.linspace(1, 6, 1001)[1:]]
+    )
+    psi = np.linspace(0, math.pi, 601)
     grid = np.stack(np.meshgrid(a, psi, indexing="ij"), -1).reshape(-1, 2)
     density = np.exp(proposal.log_prob(grid)).reshape(len(a), len(psi))
-    total = scipy.integrate.simpson(scipy.integrate.simpson(density, x=psi), x=a)
+    total = scipy.integrate.trapezoid(scipy.integrate.simpson(density, x=psi), x=a)
     assert total == pytest.approx(1.0, abs=2e-3)
     draws = proposal.sample(20000, np.random.default_rng(4))
-    assert np.all((draws >= space.bounds[:, 0]) & (draws < space.bounds[:, 1]))
-    # E_q[u / q] = 1 for the uniform density u: holds only if draws and log_prob agree
-    ratio = np.exp(-math.log(2 * math.pi) - proposal.log_prob(draws))
+    assert np.all((draws[:, 1] >= 0) & (draws[:, 1] < math.pi))  # wrapped on the circle
+    assert 0 < np.mean(~space.inside(draws)) < 0.05  # beyond a's bounds: the tails, no more
+    # E_q[u / q] = 1 for the uniform density u on the box: holds only if draws and log_prob agree
+    ratio = np.where(
+        space.inside(draws), np.exp(-math.log(2 * math.pi) - proposal.log_prob(draws)), 0.0
+    )
     assert ratio.mean() == pytest.approx(1.0, abs=4 * ratio.std() / math.sqrt(len(ratio)))
     upper = np.mean(draws[:, 1] >= math.pi / 2)
     assert upper == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / len(draws)))
