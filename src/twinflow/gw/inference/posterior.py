@@ -304,8 +304,7 @@ def analyse_event(
                 log=log,
             )
             log_l, log_prior = refinement.log_likelihood, refinement.log_prior
-            with np.errstate(invalid="ignore"):
-                log_q = log_l + log_prior - refinement.log_weights  # the proposal's density
+            log_q = refinement.log_proposal
             result = ImportanceResult(
                 refinement.log_weights,
                 refinement.weights,

@@ -35,8 +35,8 @@ Symmetries (``symmetry_periods``): where the caller knows that likelihood and pr
     to them, alternating with a random walk with their covariance). Its ln Z comes from the
     tempering increments. Its particles, after resampling and moves, are correlated, and a
     Kish ESS of them would overstate the information; so the tempered particles seed the
-    final mixture, and the returned samples come from the same deterministic-mixture
-    importance sampling as ``amis``: exact weights and an honest ESS. The two ln Z estimates
+    final mixture, and the returned samples come from the same adaptive importance sampling
+    as ``amis``: exact weights and an honest ESS. The two ln Z estimates
     are compared, and a disagreement is reported.
 
 Why our own code: pocomc (preconditioned SMC) and nessai (nested sampling) start from a prior
@@ -492,12 +492,13 @@ class FoldedProposal:
 class RefinementResult:
     """Exactly weighted samples from the refinement and how they were obtained."""
 
-    samples: np.ndarray  # [N, D]
-    log_weights: np.ndarray  # [N], unnormalised: ln L + ln pi - ln(mixture of all proposals)
+    samples: np.ndarray  # [N, D]; draws outside the prior's box included (zero weight)
+    log_weights: np.ndarray  # [N], unnormalised: ln L + ln pi - ln g (the sample's own proposal)
+    log_proposal: np.ndarray  # [N], ln g: the density of the proposal each sample was drawn from
     log_likelihood: np.ndarray  # [N]
     log_prior: np.ndarray  # [N]
     effective_sample_size: float
-    sampling_efficiency: float  # ESS / samples returned (each cost one likelihood evaluation)
+    sampling_efficiency: float  # ESS / N (N: all kept draws, those outside the prior included)
     log_evidence: float
     log_evidence_error: float
     n_likelihood_evaluations: int  # new ones, not counting the network samples'
@@ -531,7 +532,7 @@ class RefinementResult:
 
 
 # --------------------------------------------------------------------------------------------
-# The sample pool with deterministic-mixture weights
+# The sample pool, each sample weighted against its own proposal
 
 
 class _Pool:
@@ -582,8 +583,10 @@ class _Pool:
 
         Batches before it come from proposals still far from the posterior: their heavy weights
         would dominate the Kish ESS while adding little, so the final estimate leaves them out
-        (they still shaped the proposals). Dropping whole batches chosen by a rule that does not
-        look at the later batches' weights keeps the estimate unbiased given the past.
+        (they still shaped the proposals). Each kept batch's estimate of Z is unbiased given the
+        past; the cut itself compares every batch's efficiency, the kept ones' included, so the
+        choice of batches is not independent of their weights (a small effect next to the
+        spread between methods measured in config/README.md, but not zero).
         """
         eff = self.batch_efficiencies()
         return int(np.flatnonzero(eff >= 0.5 * eff.max())[0])
@@ -641,7 +644,7 @@ def refine(
     ``log_likelihood`` and ``log_prior``: batched callables [M, D] -> [M] (ln pi = -inf outside
     the support; the likelihood is called only inside it); ``bounds`` [D, 2] and ``periodic``
     [D]: the prior's box; ``proposal_log_prob``: the proposal's ln density at new points (when
-    given, the proposal stays in the importance-sampling mixture and ``smc`` tempers from it);
+    given, ``smc`` tempers from it, and calls it at points outside the box too);
     ``initial_log_likelihood`` [N]: ln L of ``samples`` if already known (saves N calls);
     ``symmetry_periods`` [D]: per dimension, a period P under which likelihood *and* prior are
     invariant (None where there is none); the ``amis`` proposals then respect it (:class:`Folding`).
@@ -695,9 +698,10 @@ def refine(
 
     first_kept = pool.first_kept_batch()
     keep = pool.batch >= first_kept
-    log_w = pool.log_weights()[keep]  # with the draws outside the prior: they count in ln Z's mean
-    support = keep & np.isfinite(pool.log_pi)  # the samples returned: zero weight is no sample
-    x, log_l, log_pi = pool.x[support], pool.log_l[support], pool.log_pi[support]
+    # draws outside the prior's support stay in, with zero weight: they count in ln Z's mean
+    # and in the efficiency, as the network's draws outside it do
+    log_w = pool.log_weights()[keep]
+    x, log_l, log_pi = pool.x[keep], pool.log_l[keep], pool.log_pi[keep]
     diagnostics["first_kept_batch"] = first_kept
     diagnostics["batch_efficiencies"] = pool.batch_efficiencies().tolist()
     ess = kish_ess(log_w)
@@ -742,11 +746,12 @@ def refine(
             )
     return RefinementResult(
         samples=x,
-        log_weights=pool.log_weights()[support],
+        log_weights=log_w,
+        log_proposal=pool.log_proposal[keep],
         log_likelihood=log_l,
         log_prior=log_pi,
         effective_sample_size=ess,
-        sampling_efficiency=ess / len(x),
+        sampling_efficiency=ess / len(log_w),
         log_evidence=log_z,
         log_evidence_error=log_z_error,
         n_likelihood_evaluations=counter[0],
@@ -772,7 +777,7 @@ def _adapt(
     *,
     folding: Folding | None = None,
 ) -> list[tuple[float, float]]:
-    """The AMIS iterations: fit, draw, weight against the mixture of all proposals, repeat.
+    """The AMIS iterations: fit, draw, weight against the proposal drawn from, repeat.
 
     With a ``folding``, each mixture is fitted to the folded samples on the folded box and
     spread over all copies. Returns (ln Z, error) after each iteration.
@@ -855,7 +860,10 @@ def _temper(
         stages += 1
         w_norm = np.exp(log_w - logsumexp(log_w))
 
-        delta = _next_temperature_step(log_ratio, w_norm, 1 - beta, CESS_TARGET)
+        # particles outside the prior (ratio 0) drop out at any step: the conditional ESS
+        # cannot exceed the others' weight, so the target is a fraction of that
+        alive = float(w_norm[np.isfinite(log_ratio)].sum())
+        delta = _next_temperature_step(log_ratio, w_norm, 1 - beta, CESS_TARGET * alive)
         inc = np.where(np.isfinite(log_ratio), delta * log_ratio, -np.inf)
         step = logsumexp(inc, b=w_norm)
         log_z += step
