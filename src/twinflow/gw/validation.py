@@ -246,7 +246,7 @@ REFINEMENT_DEFAULTS: dict = {
     "batch-size": 4000,
     "max-iterations": 40,
     "mcmc-steps": 4,
-    "components": 10,
+    "components": 6,
     "defensive-fraction": 0.1,
 }
 
