@@ -180,8 +180,8 @@ class Box:
     (mass ratio, spin) and reported ln Z 0.4 below an importance-sampling reference built from
     dynesty's samples, with an ESS above target; in the parameters they agree to 0.08, in a
     third of the likelihood calls (config/README.md). Not everywhere better: on a thin curved
-    ridge (the banana of the tests) the logit space reached its target more often. Periodic dimensions (both bounds finite)
-    are circles: densities there are wrapped by the mixtures.
+    ridge (the banana of the tests) the logit space reached its target more often. Periodic
+    dimensions (both bounds finite) are circles: densities there are wrapped by the mixtures.
     """
 
     def __init__(self, bounds: np.ndarray, periodic: Sequence[bool]):
