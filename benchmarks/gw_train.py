@@ -13,8 +13,12 @@
    each SDPA backend (transformer) and torch.compile of the embedding; and the FLOPs per
    training sample against the machine's measured matmul FLOP/s (the compute floor).
 
+4. ``--processes CORES``: the training stage itself (``twinflow gw train``) on CORES cores, as
+   one process of CORES threads and as CORES data-parallel ranks of one thread (torchrun, gloo).
+
 Usage: python benchmarks/gw_train.py [--threads 2] [--steps 10] [--waveforms 2048]
        python benchmarks/gw_train.py --sweep [--steps 3] [--json rows.json]
+       python benchmarks/gw_train.py --processes 2 [--steps 60]
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import argparse
 import contextlib
 import copy
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -128,37 +135,49 @@ def assembly_share(config: dict, n_waveforms: int, steps: int) -> dict:
 # --sweep: where a training step's time goes, across batch sizes, threads and CPU options
 
 
-@contextlib.contextmanager
-def default_source(config: dict, n_waveforms: int, embedding: str):
-    """Yield (ShardBatchSource, model settings) on a freshly simulated default-config dataset."""
-    from twinflow.gw.dataset.batches import BatchAssembler
+def write_default_dataset(gw: dict, n_waveforms: int, directory: Path) -> None:
+    """Write PSD banks (20 stretches), the domain, one shard of ``n_waveforms`` and index.json."""
     from twinflow.gw.dataset.grid import resolve_domain
-    from twinflow.gw.dataset.shards import WaveformDataset, simulate_shard, write_index
-    from twinflow.gw.prior import build_prior
-    from twinflow.gw.psd import estimate_psd_bank, load_psd_bank
+    from twinflow.gw.dataset.shards import simulate_shard, write_index
+    from twinflow.gw.psd import estimate_psd_bank
     from twinflow.gw.settings import (
-        batch_settings_for,
         dataset_domain_settings_for,
         dataset_shard_settings_for,
         psd_settings_for,
     )
+
+    gw = {**gw, "dataset": {**gw["dataset"], "shard-size": n_waveforms}}
+    quiet = lambda *a, **k: None  # noqa: E731
+    for det in gw["detectors"]:
+        estimate_psd_bank(
+            {**psd_settings_for(gw, det), "n-stretches": 20}, directory / f"{det}.h5", log=quiet
+        )
+    resolve_domain(dataset_domain_settings_for(gw), directory / "domain.json", log=quiet)
+    simulate_shard(
+        dataset_shard_settings_for(gw),
+        directory / "domain.json",
+        0,
+        directory / "shard-0.h5",
+        log=quiet,
+    )
+    write_index([directory / "shard-0.h5"], directory / "index.json")
+
+
+@contextlib.contextmanager
+def default_source(config: dict, n_waveforms: int, embedding: str):
+    """Yield (ShardBatchSource, model settings) on a freshly simulated default-config dataset."""
+    from twinflow.gw.dataset.batches import BatchAssembler
+    from twinflow.gw.dataset.shards import WaveformDataset
+    from twinflow.gw.prior import build_prior
+    from twinflow.gw.psd import load_psd_bank
+    from twinflow.gw.settings import batch_settings_for
     from twinflow.gw.training.batch_source import ShardBatchSource
     from twinflow.gw.training.stage import parameter_statistics
 
     gw = copy.deepcopy(config["gw"])
-    gw["dataset"] = {**gw["dataset"], "shard-size": n_waveforms}
-    quiet = lambda *a, **k: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for det in gw["detectors"]:
-            estimate_psd_bank(
-                {**psd_settings_for(gw, det), "n-stretches": 20}, tmp / f"{det}.h5", log=quiet
-            )
-        resolve_domain(dataset_domain_settings_for(gw), tmp / "domain.json", log=quiet)
-        simulate_shard(
-            dataset_shard_settings_for(gw), tmp / "domain.json", 0, tmp / "shard-0.h5", log=quiet
-        )
-        write_index([tmp / "shard-0.h5"], tmp / "index.json")
+        write_default_dataset(gw, n_waveforms, tmp)
         dataset = WaveformDataset(tmp / "index.json")
         banks = {d: load_psd_bank(tmp / f"{d}.h5") for d in gw["detectors"]}
         batch_settings = batch_settings_for(gw)
@@ -361,6 +380,82 @@ def sweep(config: dict, n_waveforms: int, steps: int, batch_sizes, thread_counts
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# --processes: the training stage itself, one process against data-parallel CPU ranks
+
+
+def processes_comparison(config: dict, n_waveforms: int, steps: int, cores: int) -> list[dict]:
+    """Time ``twinflow gw train`` on the default model: one process of ``cores`` threads, then
+    ``cores`` torchrun ranks of one thread each (DDP over gloo, the global batch split).
+
+    Both run the real stage (batch assembly, AdamW, gradient clipping; the ranks also
+    all-reduce their gradients) for ``steps`` optimizer steps of the default batch size in one
+    epoch; samples/s is the stage's own figure (the optimizer steps with batch assembly, not
+    validation), summed over ranks.
+    """
+    from twinflow.gw.settings import train_settings_for
+
+    gw = copy.deepcopy(config["gw"])
+    gw["train"] = {**gw["train"], "epochs": 1, "steps-per-epoch": steps, "validation-size": 256}
+    bin_dir = Path(sys.executable).parent
+    launchers = {
+        f"1 process x {cores} threads": [],
+        f"{cores} ranks x 1 thread (DDP, gloo)": [
+            str(bin_dir / "torchrun"),
+            "--standalone",
+            f"--nproc_per_node={cores}",
+            "--no-python",
+        ],
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_default_dataset(gw, n_waveforms, tmp)
+        env = {**os.environ, "OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "PASSIVE"}
+        for i, (label, launcher) in enumerate(launchers.items()):
+            run = tmp / f"run-{i}"
+            run.mkdir()
+            command = [
+                *launcher,
+                str(bin_dir / "twinflow"),
+                "gw",
+                "train",
+                "--settings",
+                json.dumps(train_settings_for(gw)),
+                "--index",
+                str(tmp / "index.json"),
+                "--psd",
+                *(str(tmp / f"{d}.h5") for d in gw["detectors"]),
+                "--model",
+                str(run / "model.pt"),
+                "--metrics",
+                str(run / "metrics.csv"),
+                "--plot",
+                str(run / "loss.png"),
+                "--summary",
+                str(run / "summary.json"),
+            ]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{label}: training failed:\n{done.stderr[-2000:]}")
+            summary = json.loads((run / "summary.json").read_text())
+            rows.append(
+                {
+                    "case": label,
+                    "steps": summary["steps"],
+                    "seconds": summary["total_seconds"],
+                    "samples_per_s": summary["samples_per_s"],
+                }
+            )
+            print(
+                f"{label:>34}: {summary['steps']} steps of {gw['train']['batch-size']} in "
+                f"{summary['total_seconds']:.1f} s -> {summary['samples_per_s']:.0f} samples/s",
+                flush=True,
+            )
+    print(f"ratio DDP / one process: {rows[1]['samples_per_s'] / rows[0]['samples_per_s']:.2f}")
+    return rows
+
+
 HEADER = (
     "| case | batch | threads | samples/s | data | forward | backward | optimizer | CPU ms/sample |\n"
     "|---|---|---|---|---|---|---|---|---|"
@@ -392,8 +487,20 @@ def main() -> None:
     parser.add_argument(
         "--no-options", action="store_true", help="skip bf16, SDPA backends and torch.compile"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="CORES",
+        help="time the training stage on CORES cores: one process against CORES DDP ranks",
+    )
     parser.add_argument("--json", help="also write the sweep's rows to this file")
     args = parser.parse_args()
+    if args.processes:
+        default = load_yaml(REPO / "config" / "config.yaml")
+        rows = processes_comparison(default, args.waveforms, args.steps, args.processes)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return
     if args.sweep:
         default = load_yaml(REPO / "config" / "config.yaml")
         print(HEADER)
