@@ -63,9 +63,7 @@ def main() -> None:
         if not isinstance(p, bilby.core.prior.DeltaFunction | bilby.core.prior.Constraint)
         and not (marginalize and k == "phase")
     ]
-    fixed = {
-        k: p.peak for k, p in priors.items() if isinstance(p, bilby.core.prior.DeltaFunction)
-    }
+    fixed = {k: p.peak for k, p in priors.items() if isinstance(p, bilby.core.prior.DeltaFunction)}
     if marginalize:
         fixed["phase"] = 0.0  # a placeholder bilby expects; its likelihood marginalises it
 
