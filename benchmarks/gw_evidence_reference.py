@@ -45,6 +45,11 @@ def main() -> None:
     import bilby
     from tqdm import tqdm
 
+    from twinflow.gw.inference.importance import (
+        effective_sample_size,
+        log_evidence,
+        normalized_weights,
+    )
     from twinflow.gw.inference.peer import bilby_priors, marginalizes_phase, peer_likelihood
     from twinflow.gw.inference.stage import load_event
     from twinflow.gw.prior import build_prior
@@ -92,10 +97,8 @@ def main() -> None:
         likelihood.parameters.update(dict(zip(names, x[row], strict=True)))
         log_w[row] = likelihood.log_likelihood_ratio() + log_prior[row] - log_q[row]
 
-    log_z = logsumexp(log_w) - np.log(args.draws)
-    w = np.exp(log_w - log_w.max())
-    error = np.std(w) / np.sqrt(args.draws) / np.mean(w)  # of ln Z, to first order
-    ess = w.sum() ** 2 / (w**2).sum()
+    log_z, error = log_evidence(log_w)
+    ess = effective_sample_size(normalized_weights(log_w))
     out = {
         "event": settings["event"],
         "parameters": names,
