@@ -397,6 +397,7 @@ def processes_comparison(config: dict, n_waveforms: int, steps: int, cores: int)
 
     gw = copy.deepcopy(config["gw"])
     gw["train"] = {**gw["train"], "epochs": 1, "steps-per-epoch": steps, "validation-size": 256}
+    settings = json.dumps(train_settings_for(gw))
     bin_dir = Path(sys.executable).parent
     launchers = {
         f"1 process x {cores} threads": [],
@@ -421,7 +422,7 @@ def processes_comparison(config: dict, n_waveforms: int, steps: int, cores: int)
                 "gw",
                 "train",
                 "--settings",
-                json.dumps(train_settings_for(gw)),
+                settings,
                 "--index",
                 str(tmp / "index.json"),
                 "--psd",
