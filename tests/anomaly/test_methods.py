@@ -270,3 +270,31 @@ def test_ranode_with_a_background_ensemble_adds_its_spread_to_the_error(toy):
         np.hypot(info["learned_w_error_statistical"], info["learned_w_error_background"])
     )
     assert info["learned_w"] == pytest.approx(info["true_w"], rel=0.3)
+
+
+@pytest.mark.parametrize("cls", [Anode, RAnode])
+def test_density_methods_score_each_sr_fold_with_a_model_that_never_saw_it(toy, cls):
+    """New events in fold 0 of the SR data leave the model that scores fold 0 as it was (it
+    trained on fold 1 only), and change the one that trains on them."""
+    settings = _settings(cls.name, flow={"epochs": 2}, ranode={"epochs": 2, "signal-samples": 0})
+    test = toy["test"]
+
+    def region_scores(data):
+        detector = cls(settings, REGION, toy["flow"]).fit({"data": data})
+        return detector.score_region_data({"data": data}, test)
+
+    data = toy["data"]
+    data_score, fold, test_by_fold = region_scores(data)
+    assert set(np.unique(fold)) == {0, 1} and test_by_fold.shape == (2, len(test))
+    inside = np.flatnonzero(REGION.inside(data.m))
+    replaced = inside[fold == 0]
+    fresh = _toy_background(len(data), np.random.default_rng(99))
+    x, m = data.x.copy(), data.m.copy()
+    x[replaced] = fresh.x[: len(replaced)]
+    m[replaced] = REGION.low + (fresh.m[: len(replaced)] - 2.7) / 1.6 * (REGION.high - REGION.low)
+    changed = Events(m, x, data.label)
+    _, fold2, test_by_fold2 = region_scores(changed)
+    np.testing.assert_array_equal(fold2, fold)
+    np.testing.assert_allclose(test_by_fold2[0], test_by_fold[0], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(test_by_fold2[1], test_by_fold[1], rtol=1e-3, atol=1e-3)
+    assert data_score.shape == fold.shape and np.isfinite(data_score).all()

@@ -21,7 +21,10 @@ higher score means more signal-like.
   slow per-SR reference).
 
 The background flow of ANODE, CATHODE and R-ANODE is the same sideband flow per SR; it is
-trained by its own stage and passed in.
+trained by its own stage and passed in. Every method that trains on the SR data scores them out
+of fold for the excess after a cut: the classifier methods through their ensemble's folds, ANODE
+and R-ANODE by refitting their SR density on all folds but the one scored
+(:class:`~twinflow.anomaly.detector.DensityDetector`).
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ import torch
 
 from twinflow.anomaly.classifiers import classifier_from_settings
 from twinflow.anomaly.data import Events
-from twinflow.anomaly.detector import Detector, sample_masses
+from twinflow.anomaly.detector import DensityDetector, Detector, sample_masses
 from twinflow.anomaly.flow_matching import FlowMatchingModel
 from twinflow.anomaly.flows import ConditionalFlow, flow_from_settings
 from twinflow.anomaly.ranode import RAnode, RAnodeIdeal
 from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import METHODS, USES_SIDEBAND_FLOW, USES_SIGMA, USES_SIGMA_CR
-from twinflow.core.seeding import numpy_rng
+from twinflow.core.seeding import derive_seed, numpy_rng
 from twinflow.core.settings import ConfigError, require_choice
 
 
@@ -182,30 +185,37 @@ class SigmaCR(Sigma):
     mode = "direct"
 
 
-class Anode(Detector):
+class Anode(DensityDetector):
     name = "anode"
 
     def __init__(self, settings, region, sideband_flow: ConditionalFlow):
         super().__init__(settings, region)
         self.background = sideband_flow
 
-    def fit(self, samples):
-        start = time.perf_counter()
-        sr = self.region_data(samples)
-        self.data_flow = flow_from_settings(
+    def _data_flow(self, sr: Events, tag: str) -> ConditionalFlow:
+        flow = flow_from_settings(
             self.settings["flow"],
-            seed=self.seed,
-            name="anode-sr",
+            seed=self.seed if tag == "main" else derive_seed(self.seed, tag) % 2**31,
+            name="anode-sr" if tag == "main" else f"anode-sr-{tag}",
             device=self.device,
             features=sr.x.shape[1],
         )
-        self.data_flow.fit(sr.x, sr.m)
+        return flow.fit(sr.x, sr.m)
+
+    def fit(self, samples):
+        start = time.perf_counter()
+        sr = self.region_data(samples)
+        self.data_flow = self._data_flow(sr, "main")
         self.info.update(
             train_seconds=time.perf_counter() - start,
             sideband_flow_seconds=self.background.fit_seconds,
             n_region=len(sr),
         )
         return self
+
+    def fit_fold(self, sr, tag):
+        flow = self._data_flow(sr, tag)
+        return lambda x, m: flow.log_prob(x, m) - self.background.log_prob(x, m)
 
     def score(self, x, m):
         """log R(x) = log p_data(x|m) - log p_bkg(x|m)."""

@@ -13,7 +13,7 @@ import torch
 from scipy import optimize, special
 
 from twinflow.anomaly.data import Events
-from twinflow.anomaly.detector import Detector, sample_masses
+from twinflow.anomaly.detector import DensityDetector, sample_masses
 from twinflow.anomaly.flows import ConditionalFlow, flow_from_settings, train_validation_split
 from twinflow.core.checkpoint import EarlyStopping
 from twinflow.core.progress import progress
@@ -66,7 +66,7 @@ class BackgroundEnsemble:
         return special.logsumexp(members, axis=0) - np.log(len(members))
 
 
-class RAnode(Detector):
+class RAnode(DensityDetector):
     """R-ANODE (Das, Kasieczka & Shih 2023): fit w and P_S(x, m) to the SR data by minimising
     -log[w P_S(x, m) + (1 - w) P_B(x, m)] with P_B the frozen sideband flow.
 
@@ -77,7 +77,10 @@ class RAnode(Detector):
     and the error adds in quadrature the spread (standard deviation) of w refitted against each
     member at fixed P_S (:func:`profile_w`): the part of w's uncertainty that comes from P_B.
     ``ranode.w-grid`` adds one P_S per fixed w (SIC against w); the ``ranode-ideal`` method
-    holds w at the true S/(S+B) of the SR (a check, needs labels).
+    holds w at the true S/(S+B) of the SR (a check, needs labels). The SR data are scored out of
+    fold for the excess after a cut (:class:`~twinflow.anomaly.detector.DensityDetector`): P_S
+    and w refitted on all folds but the one scored, against the same frozen P_B; the w of each
+    fold's fit is reported (``w_per_fold``).
     """
 
     name = "ranode"
@@ -184,7 +187,8 @@ class RAnode(Detector):
         log_pb = special.logsumexp(members, axis=0) - np.log(len(members))
         # at N_sig = 0 the ideal w is 0, where P_S is undefined: hold it at a negligible 1e-6
         ideal_w = max(true_w, 1e-6)
-        flow, w, history = self._train(sr, log_pb, ideal_w if self.ideal else None, "main")
+        self._w_fixed = ideal_w if self.ideal else None
+        flow, w, history = self._train(sr, log_pb, self._w_fixed, "main")
         self.signal_flow = flow
         log_ps = flow.log_prob(sr.x, sr.m)
         sigma_statistical = fisher_w_uncertainty(log_ps, log_pb, w)
@@ -212,6 +216,11 @@ class RAnode(Detector):
         )
         self._sr_masses = sr.m
         return self
+
+    def fit_fold(self, sr, tag):
+        flow, w, _ = self._train(sr, self.background.log_prob(sr.x, sr.m), self._w_fixed, tag)
+        self.info.setdefault("w_per_fold", []).append(w)
+        return lambda x, m: flow.log_prob(x, m) - self.background.log_prob(x, m)
 
     def score(self, x, m):
         """log P_S(x|m) - log P_B(x|m)."""

@@ -113,9 +113,10 @@ def run_method(
     sigma_cr_model: str | Path | None = None,
 ) -> dict:
     """Fit one method in one SR, score the test events and the data in that SR, write the scores
-    and timings (HDF5). Classifier methods score the data out of fold (see
-    :mod:`twinflow.anomaly.classifiers`); the density methods (ANODE, R-ANODE) score them with
-    the densities fitted to them, as those methods do."""
+    and timings (HDF5). Every method that trains on the SR data scores them out of fold: the
+    classifier methods through their ensemble's folds (:mod:`twinflow.anomaly.classifiers`),
+    ANODE and R-ANODE by refitting their SR density on the other folds
+    (:class:`~twinflow.anomaly.detector.DensityDetector`)."""
     method = settings["method"]
     require_choice("anomaly.methods", method, METHODS)
     region = SignalRegion.from_settings(settings["region"])
