@@ -244,7 +244,7 @@ REFINEMENT_DEFAULTS: dict = {
     "target-ess": 1000,
     "max-likelihood-evaluations": 200_000,
     "batch-size": 4000,
-    "max-iterations": 50,
+    "max-iterations": 100,
     "mcmc-steps": 4,
     "components": 6,
     "defensive-fraction": 0.1,

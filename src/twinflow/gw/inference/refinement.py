@@ -53,7 +53,9 @@ distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jum
 drift of ln Z between the earlier and the later batches (posterior mass still being found: an
 ESS alone cannot see mass the proposals never reached), or the SMC and importance-sampling
 evidences disagreeing. Each becomes a warning, and
-``reached_target`` is false unless the final ESS reached the target. A posterior that the
+``reached_target`` is false unless the final ESS reached the target. The iterations stop at the
+target ESS only if the weights' Pareto k is within its limit: a heavy tail at that point is
+often one draw from a region the next mixtures then cover, so they go on while budget remains. A posterior that the
 mixtures follow poorly (a thin curved ridge running into a corner of the box) can still leave
 some mass so thinly covered that no diagnostic sees it: ln Z then comes out low by more than its
 error. The peer check against dynesty (``gw_peer``) is the independent test of that.
@@ -797,7 +799,9 @@ def _adapt(
                 f"refinement iteration {iteration}: ESS {kish_ess(kept):.0f}, ln Z "
                 f"{history[-1][0]:.2f} +- {history[-1][1]:.2f}, {counter[0]} likelihood evaluations"
             )
-            if kish_ess(kept) >= s["target-ess"]:
+            # stop once the ESS is reached by weights that support it: with a heavy tail
+            # (Pareto k above the limit) the next proposals can still cover the tail better
+            if kish_ess(kept) >= s["target-ess"] and pareto_k(kept) <= PARETO_K_LIMIT:
                 break
         if counter[0] + batch > budget:
             break
