@@ -18,10 +18,9 @@ import argparse
 import json
 import time
 
-import h5py
 import torch
 
-from twinflow.anomaly import metrics
+from twinflow.anomaly.gather import evaluate_method_result, read_method_result
 from twinflow.anomaly.scan import run_method
 from twinflow.anomaly.settings import method_settings
 from twinflow.core.config import load_config
@@ -45,22 +44,13 @@ def main() -> None:
         args.out,
         sideband_flow=f"{args.results}/sr{args.region}/sideband_flow.pt",
     )
-    eps_b = anomaly["metrics"]["significance-background-efficiency"]
-    with h5py.File(args.out) as f:
-        background = f["label"][:] == 0
-        excess = metrics.selected_excess_by_group(
-            f["test_score_by_group"][:][:, background],
-            f["data_score"][:],
-            f["data_group"][:],
-            f["data_label"][:],
-            eps_b,
-        )
+    after = evaluate_method_result(read_method_result(args.out), anomaly["metrics"])
     with open(f"{args.results}/summary.json") as f:
         before = json.load(f)["regions"][f"sr{args.region}"]["methods"][args.method]
     row = {
         "region": args.region,
         "method": args.method,
-        "excess_significance_out_of_fold": excess["excess_significance"],
+        "excess_significance_out_of_fold": after["excess_significance"],
         "excess_significance_in_summary": before["excess_significance"],
         "learned_w": info.get("learned_w"),
         "w_per_fold": info.get("w_per_fold"),

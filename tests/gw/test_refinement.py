@@ -262,6 +262,7 @@ def test_a_missed_mode_is_found_or_reported():
         else:
             assert any("effective sample size" in w or "Pareto" in w for w in result.warnings)
 
+
 def test_heavy_tailed_weights_do_not_end_the_refinement_while_budget_remains():
     """A wide tail the proposal misses: the ESS target is met early, the weights' Pareto k is not.
 
@@ -297,7 +298,6 @@ def test_heavy_tailed_weights_do_not_end_the_refinement_while_budget_remains():
     assert not result.reached_target
     assert any("Pareto" in w for w in result.warnings)
     assert result.n_likelihood_evaluations > budget - batch
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,10 +87,21 @@ class DensityDetector(Detector):
     model is refitted on all folds but k (:meth:`fit_fold`), and that model scores fold k and
     the test events (the cut for fold k is set on those). The model :meth:`fit` trained on all
     SR data still gives the test scores (SIC) and everything else the method reports.
+
+    Both methods score with the log ratio of their SR density to the background density P_B
+    learned on the sidebands (``sideband_flow``, frozen): :meth:`log_ratio`.
     """
 
-    def fit_fold(self, sr: Events, tag: str) -> Scorer:
-        """Fit the method's SR model to ``sr`` (some folds of the SR data); return its score."""
+    def __init__(self, settings: Mapping, region: SignalRegion, sideband_flow):
+        super().__init__(settings, region)
+        self.background = sideband_flow
+
+    def log_ratio(self, flow, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Return log p(x | m) - log P_B(x | m) for an SR density ``flow``."""
+        return flow.log_prob(x, m) - self.background.log_prob(x, m)
+
+    def fit_fold(self, sr: Events, train: np.ndarray, tag: str) -> Scorer:
+        """Fit the method's SR model to the SR data where ``train`` holds; return its score."""
         raise NotImplementedError
 
     def score_region_data(self, samples, test):
@@ -101,7 +112,7 @@ class DensityDetector(Detector):
         test_by_fold = np.empty((DENSITY_FOLDS, len(test)))
         for k in range(DENSITY_FOLDS):
             held_out = fold == k
-            score = self.fit_fold(sr.select(~held_out), f"fold{k}")
+            score = self.fit_fold(sr, ~held_out, f"fold{k}")
             data_score[held_out] = score(sr.x[held_out], sr.m[held_out])
             test_by_fold[k] = score(test.x, test.m)
         return data_score, fold.astype(np.int64), test_by_fold

@@ -47,7 +47,8 @@ def read_method_result(path: str | Path) -> dict:
         }
 
 
-def _evaluate(result: Mapping, metric_settings: Mapping) -> dict:
+def evaluate_method_result(result: Mapping, metric_settings: Mapping) -> dict:
+    """Return the metrics of one method result (:func:`read_method_result`): SIC, excess, w, times."""
     label, score = result["label"], result["score"]
     info = result["info"]
     floor = metric_settings["sic-min-background-efficiency"]
@@ -172,7 +173,9 @@ def gather(
     for region in regions_:
         summary["regions"][region.name] = {"low": region.low, "high": region.high, "methods": {}}
     for r in loaded:
-        summary["regions"][r["region"]]["methods"][r["method"]] = _evaluate(r, settings["metrics"])
+        summary["regions"][r["region"]]["methods"][r["method"]] = evaluate_method_result(
+            r, settings["metrics"]
+        )
     for region in regions_:
         info = next(r["info"] for r in loaded if r["region"] == region.name)
         n_data, n_signal = info["n_data_region"], info["n_signal_region"]
@@ -340,7 +343,7 @@ def gather_nsig(
     rows = []
     for path in results:
         r = read_method_result(path)
-        ev = _evaluate(r, settings["metrics"])
+        ev = evaluate_method_result(r, settings["metrics"])
         row = {
             "n_signal": r["info"]["n_signal_injected"],
             "seed": r["info"]["events_seed"],

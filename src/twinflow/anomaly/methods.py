@@ -29,6 +29,7 @@ and R-ANODE by refitting their SR density on all folds but the one scored
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 
@@ -188,10 +189,6 @@ class SigmaCR(Sigma):
 class Anode(DensityDetector):
     name = "anode"
 
-    def __init__(self, settings, region, sideband_flow: ConditionalFlow):
-        super().__init__(settings, region)
-        self.background = sideband_flow
-
     def _data_flow(self, sr: Events, tag: str) -> ConditionalFlow:
         flow = flow_from_settings(
             self.settings["flow"],
@@ -213,13 +210,12 @@ class Anode(DensityDetector):
         )
         return self
 
-    def fit_fold(self, sr, tag):
-        flow = self._data_flow(sr, tag)
-        return lambda x, m: flow.log_prob(x, m) - self.background.log_prob(x, m)
+    def fit_fold(self, sr, train, tag):
+        return functools.partial(self.log_ratio, self._data_flow(sr.select(train), tag))
 
     def score(self, x, m):
         """log R(x) = log p_data(x|m) - log p_bkg(x|m)."""
-        return self.data_flow.log_prob(x, m) - self.background.log_prob(x, m)
+        return self.log_ratio(self.data_flow, x, m)
 
 
 def build_detector(

@@ -6,6 +6,7 @@ sideband flows as P_B, from the spread of w across the ensemble's members.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -87,8 +88,7 @@ class RAnode(DensityDetector):
     ideal = False
 
     def __init__(self, settings, region, sideband_flow: ConditionalFlow):
-        super().__init__(settings, region)
-        self.background = sideband_flow
+        super().__init__(settings, region, sideband_flow)
         self.grid_flows: list[ConditionalFlow] = []
 
     def _signal_flow(self, sr: Events, tag: str) -> ConditionalFlow:
@@ -215,16 +215,17 @@ class RAnode(DensityDetector):
             w_history=[h["w"] for h in history],
         )
         self._sr_masses = sr.m
+        self._sr_log_pb = log_pb
         return self
 
-    def fit_fold(self, sr, tag):
-        flow, w, _ = self._train(sr, self.background.log_prob(sr.x, sr.m), self._w_fixed, tag)
+    def fit_fold(self, sr, train, tag):
+        flow, w, _ = self._train(sr.select(train), self._sr_log_pb[train], self._w_fixed, tag)
         self.info.setdefault("w_per_fold", []).append(w)
-        return lambda x, m: flow.log_prob(x, m) - self.background.log_prob(x, m)
+        return functools.partial(self.log_ratio, flow)
 
     def score(self, x, m):
         """log P_S(x|m) - log P_B(x|m)."""
-        return self.signal_flow.log_prob(x, m) - self.background.log_prob(x, m)
+        return self.log_ratio(self.signal_flow, x, m)
 
     def extra_outputs(self, test: Events) -> dict[str, np.ndarray]:
         """Scores of each fixed-w signal model, and samples of P_S(x, m) at SR masses."""
