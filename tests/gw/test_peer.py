@@ -13,7 +13,7 @@ from tests.conftest import TEST_CONFIG
 
 from twinflow.core.config import validate_config
 from twinflow.core.settings import ConfigError, load_yaml
-from twinflow.gw.inference.peer import jensen_shannon_divergence
+from twinflow.gw.inference.peer import jensen_shannon_divergence, js_divergence_of_densities
 from twinflow.gw.settings import (
     inference_settings_for,
     peer_settings_for,
@@ -68,6 +68,25 @@ def test_jsd_limits_and_weights():
     direct = rng.normal(0.5, 1, 10_000)
     assert jensen_shannon_divergence(wide, direct, weights_a=w) < 1e-3
     assert jensen_shannon_divergence(wide, direct) > 0.1  # unweighted they differ
+
+
+def test_jsd_ignores_zero_weight_draws_and_stays_finite_in_far_tails():
+    # an importance-sampled posterior keeps its draws outside the prior with zero weight; they
+    # must neither stretch the grid nor change the answer
+    rng = np.random.default_rng(2)
+    p, q = scipy.stats.norm(0, 1), scipy.stats.norm(0.3, 1)
+    a, b = p.rvs(40_000, random_state=rng), q.rvs(40_000, random_state=rng)
+    outside = rng.uniform(20, 40, 2000)
+    weights = np.concatenate([np.ones(len(a)), np.zeros(len(outside))])
+    with_outside = jensen_shannon_divergence(np.concatenate([a, outside]), b, weights_a=weights)
+    assert with_outside == pytest.approx(exact_jsd(p, q), rel=0.08)
+    assert with_outside == jensen_shannon_divergence(a, b, weights_a=np.ones(len(a)))
+    # a KDE tail holding the smallest subnormal float, where the other density is 0
+    tail = np.array([1.0, 5e-324, 0.0])
+    assert js_divergence_of_densities(tail, np.array([1.0, 0.0, 0.0])) == 0.0
+    assert js_divergence_of_densities(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == (
+        pytest.approx(np.log(2))
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -57,28 +57,50 @@ def jensen_shannon_divergence(
     Each set (optionally weighted) becomes a Gaussian kernel density estimate (scipy, Scott's
     bandwidth with the weights' effective size) on one grid spanning both sets; then
     ``JSD = (KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q) / 2``, natural log, so it lies in
-    [0, ln 2]. A parameter with (nearly) no spread in both sets has JSD 0.
+    [0, ln 2]. A parameter with (nearly) no spread in both sets has JSD 0. Samples of zero
+    weight (an importance-sampled posterior's draws outside the prior) are left out, the grid's
+    span included.
     """
-    import scipy.spatial.distance
     import scipy.stats
 
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+    sets = []
+    for values, weights in ((a, weights_a), (b, weights_b)):
+        values = np.asarray(values, dtype=float)
+        if weights is None:
+            sets.append((values, None))
+        else:
+            keep = np.asarray(weights) > 0
+            sets.append((values[keep], np.asarray(weights, dtype=float)[keep]))
+    lo = min(values.min() for values, _ in sets)
+    hi = max(values.max() for values, _ in sets)
     if not hi > lo:
         return 0.0
     grid = np.linspace(lo, hi, n_grid)
     densities = []
-    for values, weights in ((a, weights_a), (b, weights_b)):
-        keep = np.ones(len(values), dtype=bool) if weights is None else np.asarray(weights) > 0
-        w = None if weights is None else np.asarray(weights, dtype=float)[keep]
-        if np.ptp(values[keep]) == 0:  # a fixed value: all mass in the nearest grid point
+    for values, w in sets:
+        if np.ptp(values) == 0:  # a fixed value: all mass in the nearest grid point
             p = np.zeros(n_grid)
-            p[np.argmin(np.abs(grid - values[keep][0]))] = 1.0
+            p[np.argmin(np.abs(grid - values[0]))] = 1.0
         else:
-            p = scipy.stats.gaussian_kde(values[keep], weights=w)(grid)
-        densities.append(p / p.sum())
+            p = scipy.stats.gaussian_kde(values, weights=w)(grid)
+        densities.append(p)
+    return js_divergence_of_densities(*densities)
+
+
+def js_divergence_of_densities(p: np.ndarray, q: np.ndarray) -> float:
+    """Return the JSD [nat] of two densities on one grid (each normalised here).
+
+    Values below the smallest normal float are set to 0 first: a KDE's far tail can hold the
+    smallest subnormal number, whose half rounds to 0, and scipy's ``p log(p / m)`` with
+    ``m = (p + q) / 2`` is then infinite where q is 0 (it was, on a posterior whose grid
+    reached far into the tails).
+    """
+    import scipy.spatial.distance
+
+    tiny = np.finfo(float).tiny
+    p, q = (np.where(x >= tiny, x, 0.0) for x in (np.asarray(p, float), np.asarray(q, float)))
     # scipy returns the Jensen-Shannon distance, the square root of the divergence
-    return float(scipy.spatial.distance.jensenshannon(*densities) ** 2)
+    return float(scipy.spatial.distance.jensenshannon(p / p.sum(), q / q.sum()) ** 2)
 
 
 # --------------------------------------------------------------------------------------------
