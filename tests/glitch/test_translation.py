@@ -258,6 +258,19 @@ def test_amplitude_loss_compares_square_roots_of_the_tile_energies(log):
     assert value == pytest.approx(expected)
 
 
+def test_a_cosine_schedule_run_can_resume(easy_images, tmp_path):
+    """The training state written under the cosine schedule loads again (with
+    ``weights_only=True``): a rerun with the same settings resumes instead of starting afresh."""
+    torch.set_num_threads(1)
+    g, _, images = easy_images
+    settings = _translation_settings(g, epochs=1, model="decoder-shallow", schedule="cosine")
+    paths = (tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "m.png")
+    train_translation(settings, images, *paths, state=tmp_path / "state.pt")
+    messages = []
+    train_translation(settings, images, *paths, state=tmp_path / "state.pt", log=messages.append)
+    assert any("resuming" in m for m in messages), messages
+
+
 def test_cosine_schedule_matches_torchs_cosine_annealing():
     settings = {"learning-rate": 0.002, "epochs": 7, "schedule": "cosine"}
     optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.002)

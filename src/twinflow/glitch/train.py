@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -162,10 +163,12 @@ def learning_rate(settings: Mapping, epoch: int) -> float:
     """Return the learning rate of ``epoch`` (from 0): ``learning-rate`` throughout, or with
     ``schedule: cosine`` decayed as lr (1 + cos(pi epoch / epochs)) / 2 (SGDR without restarts,
     Loshchilov & Hutter 2017). A function of the epoch alone, so a resumed run continues it.
-    The VAE's settings have no ``schedule``: constant."""
-    lr = settings["learning-rate"]
+    The VAE's settings have no ``schedule``: constant. A Python float: it lands in the
+    optimiser's state, which the training checkpoint stores, and a numpy scalar there would
+    make that checkpoint unreadable with ``weights_only=True``, so no run could resume."""
+    lr = float(settings["learning-rate"])
     if settings.get("schedule", "constant") == "cosine":
-        return lr * (1 + np.cos(np.pi * epoch / settings["epochs"])) / 2
+        return lr * (1 + math.cos(math.pi * epoch / settings["epochs"])) / 2
     return lr
 
 
