@@ -32,9 +32,18 @@ def select_device(preference: str = "auto") -> torch.device:
 
 
 def configure_cpu_threads(threads: int | None = None) -> int:
-    """Limit torch to ``threads`` CPU threads (default: Snakemake's or the OS's allotment)."""
+    """Set torch's CPU threads to ``threads``; by default, limit them to the job's allotment
+    (Snakemake's ``OMP_NUM_THREADS``, else the CPUs this process may run on), never raise them.
+
+    Limiting only: torch's own default counts the machine's cores, not the cgroup's or the
+    scheduler's share, so a job must come down to its allotment; but a caller that asked torch
+    for fewer threads (a benchmark or a test pinning one) keeps them. More threads than cores
+    cost far more than they give: OpenMP's spin-waits made a two-thread training beside a
+    one-thread job 12x slower per batch on two cores. The count also sets the order of the
+    floating-point sums, so a training reproduces exactly only at the same count."""
     if threads is None:
-        threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+        allotment = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+        threads = min(torch.get_num_threads(), allotment)
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
 
