@@ -137,6 +137,8 @@ def test_trained_model_beats_trivial_baselines_on_held_out_data(easy_images, tmp
     assert model_error < 0.85 * np.mean(target**2)  # zero output
     assert model_error < 0.85 * np.mean((test.aux[:, 0] - target) ** 2)  # witness copied to strain
     assert (tmp_path / "loss.png").stat().st_size > 0
+    # trained on the one thread asked for above, and the model says so
+    assert load_checkpoint(out, kind="glitch-translation-model")["cpu_threads"] == 1
 
 
 def test_training_resumes_exactly(easy_images, tmp_path):

@@ -327,8 +327,8 @@ def write_training_outputs(
     out, metrics, plot, *, kind, model_settings, best, rows, settings, device, title, ylabel
 ) -> None:
     """Write a trained model's outputs: the best weights as a ``kind`` checkpoint (with the
-    settings that rebuild it and the training settings), the per-epoch metrics CSV and the
-    loss-curve plot."""
+    settings that rebuild it, the training settings, the device and the CPU threads), the
+    per-epoch metrics CSV and the loss-curve plot."""
     save_checkpoint(
         out,
         kind=kind,
@@ -337,6 +337,9 @@ def write_training_outputs(
         rows=rows,
         training=dict(settings),
         device=str(device),
+        # on the CPU the thread count orders the floating-point sums: a model reproduces
+        # exactly only at the same count
+        cpu_threads=torch.get_num_threads(),
     )
     write_metrics_csv(metrics, rows)
     plot_loss_curve(plot, rows, title=title, ylabel=ylabel)
