@@ -1,7 +1,7 @@
 """Shared test fixtures: paths, the shared real-data folder, and running the workflow; and how
 the suite shares two CPU cores.
 
-The suite runs on two pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml): one
+The suite runs on two pytest-xdist workers (``-n 2`` in pyproject.toml): one
 runs the end-to-end workflow tests, one after the other (each runs ``snakemake --cores 2``
 itself), while the other runs the unit tests, each file kept on one worker so that its module
 fixtures are built once. A worker's torch gets one thread: more threads than cores spend their
@@ -29,15 +29,24 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: only called where xdist is installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Schedule the tests in units (module docstring): all workflow tests in one, every other
+    test file in one of its own. (xdist's ``loadgroup`` marks cannot do it under pytest 9,
+    whose node ids xdist can no longer rename.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkflowAndFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "workflow" if file.startswith("tests/workflow/") else file
+
+    return WorkflowAndFiles(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group the tests for ``--dist loadgroup``: the workflow tests in one group, scheduled
-    first (they are the longest chain), every other test with the tests of its file."""
-    for item in items:
-        workflow = item.get_closest_marker("workflow") is not None
-        group = "workflow" if workflow else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.get_closest_marker("workflow") is None)
+    """Run the workflow tests first: they are the longest chain (one worker runs them all)."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/workflow/"))
 
 
 @pytest.fixture(scope="session")
