@@ -1,13 +1,14 @@
 """Shared test fixtures: paths, the shared real-data folder, and running the workflow; and how
 the suite shares two CPU cores.
 
-The suite runs on two pytest-xdist workers (``-n 2`` in pyproject.toml): one
-runs the end-to-end workflow tests, one after the other (each runs ``snakemake --cores 2``
-itself), while the other runs the unit tests, each file kept on one worker so that its module
-fixtures are built once. A worker's torch gets one thread: more threads than cores spend their
-time in OpenMP's spin-waits (on 2 cores, a two-thread glitch training beside a one-thread job
-took 2.1 s per batch instead of 0.17 s; with one thread, 0.23 s). ``-n 0`` runs the suite in
-one process."""
+The suite runs on two pytest-xdist workers (``-n 2`` in pyproject.toml). The workflow tests,
+the longest (each runs ``snakemake --cores 2`` itself), come first, and each test is handed to
+whichever worker is free. Measured with ``bash .ci/run`` on the idle 2-core machine: pytest
+658 s, against 756 s with all workflow tests kept on one worker (they are then the critical
+path) and 816-984 s in one process. A worker's torch gets one thread: more threads than cores
+spend their time in OpenMP's spin-waits (on 2 cores, a two-thread glitch training beside a
+one-thread job took 2.1 s per batch instead of 0.17 s; with one thread, 0.23 s). ``-n 0`` runs
+the suite in one process."""
 
 from __future__ import annotations
 
@@ -31,21 +32,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: only called where xdist is installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Schedule the tests in units (module docstring): all workflow tests in one, every other
-    test file in one of its own. (xdist's ``loadgroup`` marks cannot do it under pytest 9,
-    whose node ids xdist can no longer rename.)"""
+    """Hand out the tests one at a time, in collection order (workflow tests first)."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class WorkflowAndFiles(LoadScopeScheduling):
+    class OneTestAtATime(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            file = nodeid.split("::", 1)[0]
-            return "workflow" if file.startswith("tests/workflow/") else file
+            return nodeid
 
-    return WorkflowAndFiles(config, log)
+    return OneTestAtATime(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the workflow tests first: they are the longest chain (one worker runs them all)."""
+    """Run the workflow tests first: the longest tests start first, and the short ones fill
+    the gaps at the end."""
     items.sort(key=lambda item: not item.nodeid.startswith("tests/workflow/"))
 
 
