@@ -31,6 +31,12 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_allotment() -> int:
+    """Return the CPU threads this job may use: Snakemake's ``OMP_NUM_THREADS``, else the CPUs
+    this process may run on (a cgroup's or scheduler's share, not the machine's cores)."""
+    return int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+
+
 def configure_cpu_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads to ``threads``; by default, limit them to the job's allotment
     (Snakemake's ``OMP_NUM_THREADS``, else the CPUs this process may run on), never raise them.
@@ -42,8 +48,7 @@ def configure_cpu_threads(threads: int | None = None) -> int:
     one-thread job 12x slower per batch on two cores. The count also sets the order of the
     floating-point sums, so a training reproduces exactly only at the same count."""
     if threads is None:
-        allotment = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
-        threads = min(torch.get_num_threads(), allotment)
+        threads = min(torch.get_num_threads(), cpu_allotment())
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
 

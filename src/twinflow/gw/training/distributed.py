@@ -9,6 +9,7 @@ import torch.distributed as dist
 
 from twinflow.core.device import (
     configure_cpu_threads,
+    cpu_allotment,
     select_device,
 )
 
@@ -36,7 +37,6 @@ def init_distributed(preference: str) -> tuple[torch.device, int, int]:
 
 def configure_threads_for_rank(world: int) -> None:
     """Share the CPU threads allotted to the job between the ranks on this node."""
-    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
     configure_cpu_threads(
-        max(1, threads // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        max(1, cpu_allotment() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     )
