@@ -290,7 +290,8 @@ class LHCOLikeGenerator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _simulate(settings: Mapping, seed: int) -> dict[str, Events]:
+def simulate_events(settings: Mapping, seed: int) -> dict[str, Events]:
+    """Return the four event samples of the LHCO-like generator for ``anomaly.data`` settings."""
     gen = LHCOLikeGenerator()
     samples = {}
     plan = [
@@ -353,7 +354,7 @@ def prepare_events(settings: Mapping, out: str | Path) -> dict[str, Events]:
     check_data_settings(data_settings)
     seed = settings["seed"]
     samples = (
-        _simulate(data_settings, seed)
+        simulate_events(data_settings, seed)
         if data_settings["source"] == "simulated"
         else _from_files(data_settings, seed)
     )
