@@ -5,9 +5,10 @@ exactly (``LHCOLikeGenerator.background_log_prob``), so R-ANODE can be fitted wi
 truth: whatever bias w keeps then comes from the joint fit of w and the signal flow P_S, not from
 background mismodelling. Each seed simulates the default run's data (``anomaly.data`` of the
 config, ``--n-signal`` injected), fits R-ANODE in one SR with P_B exact and with P_B the sideband
-flow the workflow trains (the config's ``flow`` settings and seed), for each ``--w-init``, and
-prints the learned w against the true S/(S + B), its curvature error, and the profile w (the
-maximum-likelihood w at the fitted P_S, both densities fixed)::
+flow the workflow trains (the config's ``flow`` settings and seed), for each ``--w-init`` and
+``--overlap-penalty``, and prints the learned w against the true S/(S + B), its curvature error,
+the profile w (the maximum-likelihood w at the fitted P_S, both densities fixed) and the max SIC
+of R-ANODE's score on the labelled test events in the SR::
 
     python benchmarks/anomaly_ranode_w.py --seeds 1 2 3 4 5 --n-signal 750 1000 --out w.json
 
@@ -24,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from twinflow.anomaly import metrics
 from twinflow.anomaly.data import LHCOLikeGenerator, simulate_events
 from twinflow.anomaly.flows import flow_from_settings
 from twinflow.anomaly.ranode import RAnode, profile_w
@@ -52,6 +54,9 @@ def main() -> None:
     parser.add_argument(
         "--background", nargs="+", default=["exact", "sideband-flow"], help="P_B variants"
     )
+    parser.add_argument(
+        "--overlap-penalty", type=float, nargs="+", default=None, help="default: config"
+    )
     parser.add_argument("--out", default="ranode_w.json")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the workflow's jobs run on one thread
@@ -63,13 +68,14 @@ def main() -> None:
         for n_signal in args.n_signal:
             anomaly["seed"] = seed
             data_settings = dict(anomaly["data"], **{"n-signal": n_signal})
-            for sample in ("n-extra-background", "n-train-signal", "n-test-background"):
+            for sample in ("n-extra-background", "n-train-signal"):
                 data_settings[sample] = 0  # only the data enter R-ANODE's fit
-            data_settings["n-test-signal"] = 0
-            samples = {"data": simulate_events(data_settings, seed)["data"]}
+            events = simulate_events(data_settings, seed)
+            samples = {"data": events["data"]}
             settings = method_settings(anomaly, args.region, "ranode")
             settings["ranode"].update({"w-grid": [], "signal-samples": 0, "background-flows": 1})
             region = SignalRegion.from_settings(settings["region"])
+            test = events["test"].select(region.inside(events["test"].m))
             for background in args.background:
                 if background == "exact":
                     density = ExactBackground()
@@ -83,8 +89,13 @@ def main() -> None:
                         device="cpu",
                         features=sideband.x.shape[1],
                     ).fit(sideband.x, sideband.m)
-                for w_init in args.w_init or [anomaly["ranode"]["w-init"]]:
-                    settings["ranode"]["w-init"] = w_init
+                variants = [
+                    (w_init, penalty)
+                    for w_init in args.w_init or [anomaly["ranode"]["w-init"]]
+                    for penalty in args.overlap_penalty or [anomaly["ranode"]["overlap-penalty"]]
+                ]
+                for w_init, penalty in variants:
+                    settings["ranode"].update({"w-init": w_init, "overlap-penalty": penalty})
                     start = time.process_time()
                     method = RAnode(settings, region, density).fit(samples)
                     sr = method.region_data(samples)
@@ -96,6 +107,7 @@ def main() -> None:
                         "n_signal": n_signal,
                         "background": background,
                         "w_init": w_init,
+                        "overlap_penalty": penalty,
                         "true_w": true_w,
                         "learned_w": w,
                         "learned_w_error": error,
@@ -103,15 +115,22 @@ def main() -> None:
                         "within_30_percent": abs(w - true_w) <= 0.3 * true_w,
                         "truth_inside_error": abs(w - true_w) <= error,
                         "profile_w": profile_w(log_ps, method.background.log_prob(sr.x, sr.m)),
+                        "signal_background_overlap": info["signal_background_overlap"],
+                        "max_sic": metrics.max_sic(
+                            test.label,
+                            method.score(test.x, test.m),
+                            anomaly["metrics"]["sic-min-background-efficiency"],
+                        ),
                         "epochs_run": info["epochs_run"],
                         "cpu_seconds": time.process_time() - start,
                     }
                     rows.append(row)
                     print(
-                        f"seed {seed} N_sig {n_signal} P_B {background:13s} w-init {w_init:.3g}: "
+                        f"seed {seed} N_sig {n_signal} P_B {background:13s} w-init {w_init:.3g} "
+                        f"penalty {penalty:.3g}: "
                         f"w {w:.5f} +- {error:.5f} (true {true_w:.5f}, "
                         f"{(w - true_w) / error:+.1f} sigma), profile w "
-                        f"{row['profile_w']:.5f}",
+                        f"{row['profile_w']:.5f}, max SIC {row['max_sic']:.1f}",
                         flush=True,
                     )
                     with open(args.out, "w") as f:
