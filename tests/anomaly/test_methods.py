@@ -306,6 +306,16 @@ def test_ranode_overlap_penalty_refines_a_learned_w_only(toy):
     n_plain = len(plain.history)
     assert [h["w"] for h in penalised.history[:n_plain]] == [h["w"] for h in plain.history]
     assert penalised.info["overlap_penalty"] == 1.0
+    # the plain fit's w, where the second stage started, and the spread it adds to the error
+    info = penalised.info
+    assert info["learned_w_plain"] == pytest.approx(plain.info["learned_w"], rel=1e-6)
+    assert info["learned_w_error_signal_model"] == pytest.approx(
+        abs(info["learned_w_plain"] - info["learned_w"])
+    )
+    assert info["learned_w_error"] == pytest.approx(
+        np.hypot(info["learned_w_error_statistical"], info["learned_w_error_signal_model"])
+    )
+    assert plain.info["learned_w_error_signal_model"] == 0
     assert penalised.info["learned_w"] < continued.info["learned_w"]
     # measured 0.22 against 0.79; with the penalty only in the validation loss (early stopping
     # alone), 0.44: the bound needs the penalty in the training gradient

@@ -93,6 +93,11 @@ class RAnode(DensityDetector):
     flows (other seeds, the ``flow`` settings) join the given one, P_B is their mean density,
     and the error adds in quadrature the spread (standard deviation) of w refitted against each
     member at fixed P_S (:func:`profile_w`): the part of w's uncertainty that comes from P_B.
+    ``ranode.overlap-penalty`` lambda > 0 refines the fit in a second stage with lambda * w *
+    BC(P_S, P_B) added to the loss (:func:`overlap`): the mixture likelihood cannot tell a
+    larger w with a broader, partly background-shaped P_S from the true w, and the penalty
+    picks the fit with the least background-shaped signal mass; the change of w between the
+    plain and the penalised fit joins the error (``learned_w_error_signal_model``).
     ``ranode.w-grid`` adds one P_S per fixed w (SIC against w); the ``ranode-ideal`` method
     holds w at the true S/(S+B) of the SR (a check, needs labels). The SR data are scored out of
     fold for the excess after a cut (:class:`~twinflow.anomaly.detector.DensityDetector`): P_S
@@ -186,11 +191,14 @@ class RAnode(DensityDetector):
                         "val_loss": val_loss,
                         "val_nll": val_nll,
                         "w": torch.sigmoid(theta).item(),
+                        "selected": False,
                     }
                 )
                 stop = stopper.step(val_loss)
                 if stopper.improved:
                     best = ({k: v.clone() for k, v in flow.net.state_dict().items()}, theta.item())
+                    for h in history:  # the state each stage ends in is its best epoch's
+                        h["selected"] = h is history[-1] or (h["stage"] != stage and h["selected"])
                 if stop:
                     break
             if best is not None:
@@ -235,7 +243,15 @@ class RAnode(DensityDetector):
         sigma_statistical = fisher_w_uncertainty(log_ps, log_pb, w)
         w_members = [profile_w(log_ps, member) for member in members] if len(members) > 1 else []
         sigma_background = float(np.std(w_members, ddof=1)) if w_members else 0.0
-        sigma_w = float(np.hypot(sigma_statistical, sigma_background))
+        # with the overlap penalty: the plain fit and the penalised one describe the validation
+        # data about equally well (their NLLs are reported) but differ in w; that difference is
+        # the part of the flat direction the two span, and it joins w's error
+        selected = {h["stage"]: h for h in history if h["selected"]}
+        w_plain = selected[0]["w"] if 1 in selected else w
+        sigma_signal_model = abs(w_plain - w)
+        sigma_w = float(
+            np.sqrt(sigma_statistical**2 + sigma_background**2 + sigma_signal_model**2)
+        )
         self.grid_flows = []
         for k, w_grid in enumerate([] if self.ideal else s["w-grid"]):
             self.grid_flows.append(self._train(sr, log_pb, float(w_grid), f"grid{k}")[0])
@@ -248,6 +264,10 @@ class RAnode(DensityDetector):
             overlap_penalty=float(s.get("overlap-penalty", 0.0)),
             learned_w_error_statistical=sigma_statistical,
             learned_w_error_background=sigma_background,
+            learned_w_error_signal_model=sigma_signal_model,
+            learned_w_plain=w_plain,
+            validation_nll_plain=selected[0]["val_nll"],
+            validation_nll=selected[max(selected)]["val_nll"],
             w_per_background_flow=w_members,
             background_flows=len(members),
             true_w=true_w,
