@@ -82,6 +82,10 @@ def evaluate_method_result(result: Mapping, metric_settings: Mapping) -> dict:
         "sigma_training_seconds",
         "learned_w",
         "learned_w_error",
+        "learned_w_error_statistical",
+        "learned_w_error_signal_model",
+        "learned_w_plain",
+        "signal_background_overlap",
         "true_w",
         "n_nonfinite_scores",
     ):
