@@ -197,11 +197,11 @@ class RAnode(DensityDetector):
                 stop = stopper.step(val_loss)
                 if stopper.improved:
                     best = ({k: v.clone() for k, v in flow.net.state_dict().items()}, theta.item())
-                    for h in history:  # the state each stage ends in is its best epoch's
-                        h["selected"] = h is history[-1] or (h["stage"] != stage and h["selected"])
+                    best_epoch = history[-1]
                 if stop:
                     break
-            if best is not None:
+            if best is not None:  # each stage ends in its best epoch's state
+                best_epoch["selected"] = True
                 flow.net.load_state_dict(best[0])
                 with torch.no_grad():
                     theta.fill_(best[1])
