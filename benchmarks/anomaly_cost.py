@@ -31,12 +31,13 @@ import torch
 
 from twinflow.anomaly import metrics
 from twinflow.anomaly.classifiers import classifier_from_settings
-from twinflow.anomaly.data import Events, LHCOLikeGenerator
+from twinflow.anomaly.events import Events
 from twinflow.anomaly.flow_matching import sigma_from_settings
 from twinflow.anomaly.flows import flow_from_settings
 from twinflow.anomaly.methods import sample_masses
 from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import with_defaults
+from twinflow.anomaly.simulation import LHCOLikeGenerator
 
 M_RANGE = (2.9, 4.1)  # TeV: the default scan's centres 3.1, 3.5, 3.9 with width 0.4
 TEMPLATE_SETTINGS = (  # (interpolation, solver, ODE steps)

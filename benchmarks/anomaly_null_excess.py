@@ -22,7 +22,7 @@ from scipy import stats
 
 from twinflow.anomaly import metrics
 from twinflow.anomaly.classifiers import ClassifierEnsemble
-from twinflow.anomaly.data import LHCOLikeGenerator
+from twinflow.anomaly.simulation import LHCOLikeGenerator
 
 
 def region_background(gen: LHCOLikeGenerator, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from twinflow.anomaly import metrics
-from twinflow.anomaly.data import LHCOLikeGenerator, simulate_events
 from twinflow.anomaly.flows import flow_from_settings
 from twinflow.anomaly.ranode import RAnode, profile_w
 from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import method_settings
+from twinflow.anomaly.simulation import LHCOLikeGenerator, simulate_events
 from twinflow.core.config import load_config
 
 

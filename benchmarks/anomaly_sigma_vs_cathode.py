@@ -16,12 +16,12 @@ import time
 import numpy as np
 import torch
 
-from twinflow.anomaly.data import LHCOLikeGenerator
 from twinflow.anomaly.flow_matching import sigma_from_settings
 from twinflow.anomaly.flows import flow_from_settings
 from twinflow.anomaly.methods import sample_masses
 from twinflow.anomaly.regions import SignalRegion
 from twinflow.anomaly.settings import with_defaults
+from twinflow.anomaly.simulation import LHCOLikeGenerator
 
 
 def main() -> None:

@@ -9,12 +9,12 @@ import pytest
 from twinflow.anomaly.data import (
     LHCO_COLUMNS,
     Events,
-    LHCOLikeGenerator,
     load_events,
     prepare_events,
     read_lhco,
 )
 from twinflow.anomaly.regions import SignalRegion, check_region
+from twinflow.anomaly.simulation import LHCOLikeGenerator
 from twinflow.core.settings import ConfigError
 
 

@@ -135,7 +135,7 @@ def test_ranode_recovers_the_injected_signal_fraction(toy, ideal):
 
 @pytest.fixture(scope="module")
 def lhco_like():
-    from twinflow.anomaly.data import LHCOLikeGenerator
+    from twinflow.anomaly.simulation import LHCOLikeGenerator
 
     gen, rng = LHCOLikeGenerator(), np.random.default_rng(2)
 

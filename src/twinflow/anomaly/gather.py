@@ -13,9 +13,7 @@ import numpy as np
 
 from twinflow.anomaly import metrics
 from twinflow.anomaly.regions import SignalRegion
-from twinflow.anomaly.settings import (
-    check_methods,
-)
+from twinflow.anomaly.settings import check_methods
 from twinflow.core.io import (
     atomic_path,
     quarantine_if_damaged,
@@ -85,7 +83,6 @@ def evaluate_method_result(result: Mapping, metric_settings: Mapping) -> dict:
         "learned_w_error_statistical",
         "learned_w_error_signal_model",
         "learned_w_plain",
-        "signal_background_overlap",
         "true_w",
         "n_nonfinite_scores",
     ):
