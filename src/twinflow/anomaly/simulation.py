@@ -30,14 +30,6 @@ def _beta(mean: float, sd: float):
     return stats.beta(mean * total, (1 - mean) * total)
 
 
-def _gamma_quantile(u: np.ndarray, mean: float, sd: float) -> np.ndarray:
-    return _gamma(mean, sd).ppf(u)
-
-
-def _beta_quantile(u: np.ndarray, mean: float, sd: float) -> np.ndarray:
-    return _beta(mean, sd).ppf(u)
-
-
 #: The background's Gaussian copula: z1 (m_J1) - z3 (tau21_J1) and z2 (Delta m) - z4 (tau21_J2)
 #: anticorrelated.
 BACKGROUND_COPULA = np.array(
@@ -144,11 +136,11 @@ class LHCOLikeGenerator:
         # 30% of events: one of the two jets loses its resonance mass (QCD-like instead)
         lost = rng.random(n) >= 0.7
         which = rng.random(n) < 0.5
-        qcd_mass = _gamma_quantile(rng.random(n), 0.15, 0.1)
+        qcd_mass = _gamma(0.15, 0.1).ppf(rng.random(n))
         m_y = np.where(lost & which, qcd_mass, m_y)
         m_x = np.where(lost & ~which, qcd_mass, m_x)
-        tau_y = _beta_quantile(rng.random(n), 0.37, 0.14)
-        tau_x = _beta_quantile(rng.random(n), 0.21, 0.13)
+        tau_y = _beta(0.37, 0.14).ppf(rng.random(n))
+        tau_x = _beta(0.21, 0.13).ppf(rng.random(n))
         light_is_y = m_y <= m_x
         m1, m2 = np.where(light_is_y, m_y, m_x), np.where(light_is_y, m_x, m_y)
         t1, t2 = np.where(light_is_y, tau_y, tau_x), np.where(light_is_y, tau_x, tau_y)
