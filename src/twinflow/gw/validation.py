@@ -248,7 +248,11 @@ REFINEMENT_DEFAULTS: dict = {
     "mcmc-steps": 4,
     "components": 6,
     "defensive-fraction": 0.1,
+    "reference-frame": "detectors",
 }
+#: Where the refinement's mixtures place the sky and the time when both are free: the detectors'
+#: frame (zenith, azimuth about the baseline, arrival time at the first detector) or the sky's.
+REFERENCE_FRAMES = ("detectors", "sky")
 
 
 def check_refinement_settings(settings: Mapping | None = None) -> dict:
@@ -262,6 +266,7 @@ def check_refinement_settings(settings: Mapping | None = None) -> dict:
     require(not unknown, "refinement", unknown, f"keys among {sorted(REFINEMENT_DEFAULTS)}")
     s = {**REFINEMENT_DEFAULTS, **given}
     require_choice("refinement.method", s["method"], REFINEMENT_METHODS)
+    require_choice("refinement.reference-frame", s["reference-frame"], REFERENCE_FRAMES)
     for key in (
         "target-ess",
         "max-likelihood-evaluations",

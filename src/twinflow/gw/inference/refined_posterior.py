@@ -3,17 +3,23 @@ exact gravitational-wave likelihood and prior, started from the network's sample
 
 The parameters the refinement moves are those the network inferred (plus free parameters drawn
 from the prior); fixed prior parameters stay fixed, and a marginalised phase stays
-marginalised (it is reconstructed afterwards from the terms cached here).
+marginalised (it is reconstructed afterwards from the terms cached here). Where the sky and the
+merger time are all free, the mixtures work in the detectors' frame
+(:mod:`~twinflow.gw.inference.detector_frame`, setting ``reference-frame``), and the samples,
+proposal densities and prior densities are mapped back to (ra, dec, geocent_time) on return.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from twinflow.gw.inference.detector_frame import SKY_AND_TIME, DetectorFrame
 from twinflow.gw.inference.refinement import RefinementResult, refine
 from twinflow.gw.inference.sampling import prior_log_density
+from twinflow.gw.validation import check_refinement_settings
 
 #: Parameters on a circle: their posterior may wrap across the prior bounds.
 PERIODIC = ("ra", "psi", "phase")
@@ -65,6 +71,14 @@ def refine_event(
     from twinflow.gw.prior import is_fixed
 
     names = [n for n in names if n != "phase" or not marginalize]
+    frame = None
+    if check_refinement_settings(settings)["reference-frame"] == "detectors" and set(
+        SKY_AND_TIME
+    ) <= set(names):
+        frame = DetectorFrame(likelihood.data.detectors, trigger_time)
+    # the refinement's coordinates: the frame's three in place of (ra, dec, geocent_time)
+    swap = dict(zip(SKY_AND_TIME, frame.names)) if frame else {}
+    coordinates = [swap.get(n, n) for n in names]
     bounds = np.array(
         [
             [getattr(prior[n], "minimum", -np.inf), getattr(prior[n], "maximum", np.inf)]
@@ -73,10 +87,33 @@ def refine_event(
         dtype=float,
     )
     periodic = [getattr(prior[n], "boundary", None) == "periodic" or n in PERIODIC for n in names]
+    if frame:
+        t = prior["geocent_time"]
+        for row, (lo_hi, circle) in zip(
+            (coordinates.index(n) for n in frame.names),
+            zip(frame.bounds((t.minimum, t.maximum)), (False, True, False)),
+        ):
+            bounds[row], periodic[row] = lo_hi, circle
     fixed = {k: float(p.peak) for k, p in prior.items() if is_fixed(p)}
     if marginalize:
         fixed.pop("phase", None)
+
+    def parameters(x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Return the parameters of refinement coordinates x and ln |d(parameters) / d(x)|."""
+        values = {n: x[:, i] for i, n in enumerate(coordinates)}
+        if not frame:
+            return values, np.zeros(len(x))
+        ra, dec, dt, log_jacobian = frame.from_frame(*(values.pop(n) for n in frame.names))
+        return {**values, "ra": ra, "dec": dec, "geocent_time": dt}, log_jacobian
+
     x0 = np.column_stack([samples[n] for n in names])
+    log_q0 = np.asarray(log_q, dtype=float)
+    if frame:
+        rows = [names.index(n) for n in SKY_AND_TIME]
+        *x0_frame, log_jacobian = frame.to_frame(*(x0[:, r] for r in rows))
+        for r, values in zip(rows, x0_frame):
+            x0[:, r] = values
+        log_q0 = log_q0 - log_jacobian
     # <h, d> and the SNR of every evaluated point, to reconstruct the phase of the final samples
     cache: dict[bytes, tuple[complex, float]] = {}
     finite = np.isfinite(log_likelihood_ratio)
@@ -85,7 +122,7 @@ def refine_event(
 
     def log_likelihood(x: np.ndarray) -> np.ndarray:
         params = {k: np.full(len(x), v) for k, v in fixed.items()}
-        params.update({n: x[:, i] for i, n in enumerate(names)})
+        params.update(parameters(x)[0])
         params["geocent_time"] = trigger_time + params["geocent_time"]
         terms = likelihood.evaluate(params)
         snr = np.sqrt(terms.optimal_snr_squared)
@@ -94,11 +131,12 @@ def refine_event(
         return terms.log_likelihood_ratio
 
     def log_prior(x: np.ndarray) -> np.ndarray:
-        return prior_log_density(prior, {n: x[:, i] for i, n in enumerate(names)}, names)
+        values, log_jacobian = parameters(x)
+        return prior_log_density(prior, values, names) + log_jacobian
 
     result = refine(
         x0,
-        log_q,
+        log_q0,
         log_likelihood,
         log_prior,
         bounds,
@@ -109,11 +147,19 @@ def refine_event(
         symmetry_periods=symmetry_periods(prior, names, marginalize=marginalize),
         log=log,
     )
-    out = {n: result.samples[:, i].copy() for i, n in enumerate(names)}
     dh = np.zeros(len(result.samples), dtype=complex)
     snr = np.zeros(len(result.samples))
     for i, row in enumerate(result.samples):
         hit = cache.get(row.tobytes())
         if hit is not None:
             dh[i], snr[i] = hit
+    values, log_jacobian = parameters(result.samples)
+    out = {n: values[n].copy() for n in names}
+    if frame:  # densities per unit (ra, dec, geocent_time), as the network's; weights unchanged
+        result = dataclasses.replace(
+            result,
+            samples=np.column_stack([out[n] for n in names]),
+            log_proposal=result.log_proposal - log_jacobian,
+            log_prior=result.log_prior - log_jacobian,
+        )
     return result, out, dh, snr
