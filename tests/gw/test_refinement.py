@@ -312,6 +312,7 @@ def test_heavy_tailed_weights_do_not_end_the_refinement_while_budget_remains():
         ({"max-iterations": -2}, "refinement.max-iterations"),
         ({"method": "nested"}, "refinement.method"),
         ({"defensive-fraction": 1.0}, "refinement.defensive-fraction"),
+        ({"reference-frame": "H1L1"}, "refinement.reference-frame"),
         ({"target-ess": 10.5}, "refinement.target-ess"),
         ({"stepz": 3}, "refinement"),
     ],
