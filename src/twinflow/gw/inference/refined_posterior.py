@@ -98,13 +98,16 @@ def refine_event(
     if marginalize:
         fixed.pop("phase", None)
 
-    def parameters(x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Return the parameters of refinement coordinates x and ln |d(parameters) / d(x)|."""
+    def parameters(x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Return the parameters of refinement coordinates x, ln |d(parameters) / d(x)|, and
+        per row whether x lies in the frame's box (always, without a frame)."""
         values = {n: x[:, i] for i, n in enumerate(coordinates)}
         if not frame:
-            return values, np.zeros(len(x))
+            return values, np.zeros(len(x)), np.ones(len(x), dtype=bool)
+        zenith = values[frame.names[0]]
         ra, dec, dt, log_jacobian = frame.from_frame(*(values.pop(n) for n in frame.names))
-        return {**values, "ra": ra, "dec": dec, "geocent_time": dt}, log_jacobian
+        inside = (zenith >= 0) & (zenith <= np.pi)
+        return {**values, "ra": ra, "dec": dec, "geocent_time": dt}, log_jacobian, inside
 
     x0 = np.column_stack([samples[n] for n in names])
     log_q0 = np.asarray(log_q, dtype=float)
@@ -131,8 +134,11 @@ def refine_event(
         return terms.log_likelihood_ratio
 
     def log_prior(x: np.ndarray) -> np.ndarray:
-        values, log_jacobian = parameters(x)
-        return prior_log_density(prior, values, names) + log_jacobian
+        # A zenith beyond [0, pi] names a direction that one inside names too: zero prior there,
+        # or the mixtures' spill-over would count those directions twice.
+        values, log_jacobian, inside = parameters(x)
+        log_pi = prior_log_density(prior, values, names) + log_jacobian
+        return np.where(inside, log_pi, -np.inf)
 
     result = refine(
         x0,
@@ -153,7 +159,7 @@ def refine_event(
         hit = cache.get(row.tobytes())
         if hit is not None:
             dh[i], snr[i] = hit
-    values, log_jacobian = parameters(result.samples)
+    values, log_jacobian, _ = parameters(result.samples)
     out = {n: values[n].copy() for n in names}
     if frame:  # densities per unit (ra, dec, geocent_time), as the network's; weights unchanged
         result = dataclasses.replace(
