@@ -469,3 +469,96 @@ def test_evidence_drift_is_flagged_only_when_there_is_one():
     z1, e1, z2, e2 = evidence_drift(log_w, batch)
     assert z2 - z1 == pytest.approx(math.log(1.3), abs=4 * math.hypot(e1, e2))
     assert z2 - z1 > DRIFT_SIGMA * math.hypot(e1, e2)
+
+
+# --------------------------------------------------------------------------------------------
+# Independent runs, pooled
+
+
+def _gaussian_refinement(runs: int, seed: int = 1):
+    proposal = scipy.stats.multivariate_normal(MEAN + 1.0 * np.sqrt(np.diag(COV)), COV)
+    x = proposal.rvs(3000, random_state=np.random.default_rng(0))
+    log_prior, log_volume = box_prior(BOUNDS)
+    calls = []
+
+    def log_likelihood(y):
+        calls.append(len(y))
+        return TARGET.logpdf(y) + OFFSET
+
+    settings = {"target-ess": 1500, "batch-size": 2000, "independent-runs": runs}
+    result = refine(
+        x,
+        proposal.logpdf(x),
+        log_likelihood,
+        log_prior,
+        BOUNDS,
+        [False] * D,
+        settings,
+        np.random.default_rng(seed),
+        **QUIET,
+    )
+    return result, OFFSET - log_volume, sum(calls)
+
+
+def test_independent_runs_pool_into_exact_weights():
+    result, truth, calls = _gaussian_refinement(runs=2)
+    check_honest(result)
+    runs = result.diagnostics["independent_runs"]
+    assert len(runs) == 2
+    assert result.n_likelihood_evaluations == calls  # the network's samples: 3000 more
+    assert result.n_likelihood_evaluations <= 200_000
+    # each run had half the budget and half the target; the pool is judged on the whole target
+    assert all(r["n_likelihood_evaluations"] <= 100_000 for r in runs)
+    assert result.effective_sample_size >= 1500 and result.reached_target
+    assert len(result.samples) == len(result.log_weights) == len(result.log_prior)
+    # the pooled ln Z (the mean of every weight of both runs) matches the analytic value
+    assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
+    for r in runs:
+        assert abs(r["log_evidence"] - truth) < 4 * r["log_evidence_error"] + 1e-3
+
+
+def test_runs_that_disagree_make_the_pool_unreliable():
+    """Two runs whose ln Z differ beyond their errors: one missed mass the other found."""
+    from twinflow.gw.inference.refinement import RefinementResult, _pooled
+    from twinflow.gw.validation import check_refinement_settings
+
+    rng = np.random.default_rng(3)
+
+    def run(log_w):
+        z = float(logsumexp(log_w) - np.log(len(log_w)))
+        w = np.exp(log_w - logsumexp(log_w))
+        error = float(np.sqrt(np.sum(w**2)))  # about the relative error of Z
+        n = len(log_w)
+        return RefinementResult(
+            samples=rng.normal(size=(n, 2)),
+            log_weights=log_w,
+            log_proposal=np.zeros(n),
+            log_likelihood=log_w,
+            log_prior=np.zeros(n),
+            effective_sample_size=kish_ess(log_w),
+            sampling_efficiency=kish_ess(log_w) / n,
+            log_evidence=z,
+            log_evidence_error=error,
+            n_likelihood_evaluations=n,
+            wall_time=0.0,
+            method="amis",
+            target_ess=500,
+            reached_target=True,
+            warnings=[],
+            diagnostics={"pareto_k": 0.0},
+            search_warnings=["ln Z moved"],
+        )
+
+    s = check_refinement_settings({"target-ess": 1000, "independent-runs": 2})
+    flat = rng.normal(0, 0.1, 4000)
+    agree = _pooled([run(flat[:2000]), run(flat[2000:])], s, 0.0)
+    all_w = np.concatenate([flat[:2000], flat[2000:]])
+    assert agree.log_evidence == pytest.approx(logsumexp(all_w) - np.log(4000), abs=1e-12)
+    assert agree.effective_sample_size == pytest.approx(kish_ess(all_w), rel=1e-12)
+    assert not any("disagree" in w for w in agree.warnings)
+    assert agree.warnings == ["run 1: ln Z moved", "run 2: ln Z moved"]
+    assert not agree.reached_target  # the runs' own search warnings carry over
+    # the second run found only half the mass (ln 2 = 0.69 lower: a missed mode)
+    missed = _pooled([run(flat[:2000]), run(flat[2000:] - np.log(2))], s, 0.0)
+    assert any("runs 1 and 2 disagree" in w for w in missed.warnings)
+    assert not missed.reached_target

@@ -249,6 +249,7 @@ REFINEMENT_DEFAULTS: dict = {
     "components": 6,
     "defensive-fraction": 0.1,
     "reference-frame": "detectors",
+    "independent-runs": 1,
 }
 #: Where the refinement's mixtures place the sky and the time when both are free: the detectors'
 #: frame (zenith, azimuth about the baseline, arrival time at the first detector) or the sky's.
@@ -274,6 +275,7 @@ def check_refinement_settings(settings: Mapping | None = None) -> dict:
         "max-iterations",
         "mcmc-steps",
         "components",
+        "independent-runs",
     ):
         value = s[key]
         require(

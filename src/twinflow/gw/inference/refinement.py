@@ -522,6 +522,9 @@ class RefinementResult:
     reached_target: bool
     warnings: list[str]
     diagnostics: dict
+    #: the part of ``warnings`` about the search (mass still being found, SMC and IS disagreeing),
+    #: not about the final weights; runs pooled by :func:`refine` pass these on
+    search_warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def weights(self) -> np.ndarray:
@@ -665,9 +668,79 @@ def refine(
     ``initial_log_likelihood`` [N]: ln L of ``samples`` if already known (saves N calls);
     ``symmetry_periods`` [D]: per dimension, a period P under which likelihood *and* prior are
     invariant (None where there is none); the ``amis`` proposals then respect it (:class:`Folding`).
+
+    With ``independent-runs`` R > 1 the refinement runs R times, independently: run i starts
+    from every R-th of the proposal's samples, with its own random stream, ``1/R`` of the
+    likelihood budget and ``1/R`` of the target ESS. Their samples are pooled (each keeps the
+    weight against the proposal it was drawn from, so the pool is exactly weighted and holds
+    what any run found), and two runs whose ln Z disagree beyond their errors are reported: a
+    run missed posterior mass that another found, which no single run's diagnostics can see.
     """
     s = refinement_settings(settings)
     rng = rng if rng is not None else np.random.default_rng()
+    runs = s["independent-runs"]
+    arguments = dict(
+        proposal_log_prob=proposal_log_prob, symmetry_periods=symmetry_periods, log=log
+    )
+    if runs == 1:
+        return _refine_once(
+            samples,
+            log_q,
+            log_likelihood,
+            log_prior,
+            bounds,
+            periodic,
+            s,
+            rng,
+            initial_log_likelihood=initial_log_likelihood,
+            **arguments,
+        )
+    t0 = time.perf_counter()
+    share = {
+        **s,
+        "independent-runs": 1,
+        "max-likelihood-evaluations": s["max-likelihood-evaluations"] // runs,
+        "target-ess": -(-s["target-ess"] // runs),
+    }
+    samples, log_q = np.asarray(samples, dtype=float), np.asarray(log_q, dtype=float)
+    results = []
+    for i, stream in enumerate(rng.spawn(runs)):
+        part = slice(i, None, runs)
+        log(f"refinement run {i + 1} of {runs}")
+        initial = None if initial_log_likelihood is None else initial_log_likelihood[part]
+        results.append(
+            _refine_once(
+                samples[part],
+                log_q[part],
+                log_likelihood,
+                log_prior,
+                bounds,
+                periodic,
+                share,
+                stream,
+                initial_log_likelihood=initial,
+                **arguments,
+            )
+        )
+    return _pooled(results, s, time.perf_counter() - t0)
+
+
+def _refine_once(
+    samples: np.ndarray,
+    log_q: np.ndarray,
+    log_likelihood: LogDensity,
+    log_prior: LogDensity,
+    bounds: np.ndarray,
+    periodic: Sequence[bool],
+    s: Mapping,
+    rng: np.random.Generator,
+    *,
+    proposal_log_prob: LogDensity | None,
+    initial_log_likelihood: np.ndarray | None,
+    symmetry_periods: Sequence[float | None] | None,
+    log,
+) -> RefinementResult:
+    """One refinement run (:func:`refine`'s arguments; ``s`` the checked settings)."""
     t0 = time.perf_counter()
     samples = np.asarray(samples, dtype=float)
     space = Box(bounds, periodic)
@@ -689,7 +762,7 @@ def refine(
         log_pi0 = np.asarray(log_prior(samples), dtype=float)
     pool = _Pool(samples, log_l0, log_pi0, log_q)
     diagnostics: dict = {}
-    warnings: list[str] = []
+    search: list[str] = []  # warnings about the search (the weights' come at the end)
     first = None
     if s["method"] == "smc":
         first, smc_diagnostics = _temper(
@@ -726,22 +799,12 @@ def refine(
     k_hat = pareto_k(log_w)
     diagnostics["pareto_k"] = float(k_hat)
     reached = ess >= s["target-ess"]
-    if not reached:
-        warnings.append(
-            f"refinement ({s['method']}) reached an effective sample size of {ess:.0f}, below the "
-            f"target {s['target-ess']}, within {counter[0]} likelihood evaluations "
-            f"(refinement.max-likelihood-evaluations = {s['max-likelihood-evaluations']})"
-        )
-    if k_hat > PARETO_K_LIMIT:
-        warnings.append(
-            f"the importance weights are heavy-tailed (Pareto k = {k_hat:.2f} > {PARETO_K_LIMIT}): "
-            "a few samples dominate and the proposal may miss part of the posterior"
-        )
+    weight_warnings = _weight_warnings(ess, k_hat, s, counter[0])
     if len(np.unique(pool.batch[keep])) >= 4:
         z1, e1, z2, e2 = evidence_drift(log_w, pool.batch[keep])
         diagnostics["log_evidence_halves"] = [[z1, e1], [z2, e2]]
         if abs(z2 - z1) > DRIFT_SIGMA * math.hypot(e1, e2):
-            warnings.append(
+            search.append(
                 f"ln Z from the later half of the batches ({z2:.2f} +- {e2:.2f}) differs from the "
                 f"earlier half's ({z1:.2f} +- {e1:.2f}): the proposals were still finding "
                 "posterior mass, and the samples may miss part of it"
@@ -749,18 +812,19 @@ def refine(
     if len(history) >= 2:
         (z_prev, e_prev), (z_last, e_last) = history[-2], history[-1]
         if abs(z_last - z_prev) > 3 * math.hypot(e_prev, e_last) + 0.1:
-            warnings.append(
+            search.append(
                 f"ln Z moved from {z_prev:.2f} +- {e_prev:.2f} to {z_last:.2f} +- {e_last:.2f} "
                 "in the last iteration: posterior mass was still being found"
             )
     if "smc_log_evidence" in diagnostics:
         smc_z, smc_err = diagnostics["smc_log_evidence"], diagnostics["smc_log_evidence_error"]
         if abs(smc_z - log_z) > 3 * math.hypot(smc_err, log_z_error) + 0.1:
-            warnings.append(
+            search.append(
                 f"ln Z from the tempering ({smc_z:.2f} +- {smc_err:.2f}) and from importance "
                 f"sampling ({log_z:.2f} +- {log_z_error:.2f}) disagree: a part of the posterior "
                 "may be missed"
             )
+    warnings = weight_warnings + search
     return RefinementResult(
         samples=x,
         log_weights=log_w,
@@ -778,6 +842,87 @@ def refine(
         reached_target=bool(reached and not warnings),
         warnings=warnings,
         diagnostics=diagnostics,
+        search_warnings=search,
+    )
+
+
+def _weight_warnings(ess: float, k_hat: float, s: Mapping, evaluations: int) -> list[str]:
+    """Return the warnings about final weights: ESS short of the target, a heavy tail."""
+    out = []
+    if ess < s["target-ess"]:
+        out.append(
+            f"refinement ({s['method']}) reached an effective sample size of {ess:.0f}, below the "
+            f"target {s['target-ess']}, within {evaluations} likelihood evaluations "
+            f"(refinement.max-likelihood-evaluations = {s['max-likelihood-evaluations']})"
+        )
+    if k_hat > PARETO_K_LIMIT:
+        out.append(
+            f"the importance weights are heavy-tailed (Pareto k = {k_hat:.2f} > {PARETO_K_LIMIT}): "
+            "a few samples dominate and the proposal may miss part of the posterior"
+        )
+    return out
+
+
+def _pooled(results: Sequence[RefinementResult], s: Mapping, wall_time: float) -> RefinementResult:
+    """Return the independent runs' samples pooled, with their agreement checked (:func:`refine`)."""
+    log_w = np.concatenate([r.log_weights for r in results])
+    ess = kish_ess(log_w)
+    log_z, log_z_error = log_evidence_and_error(log_w)
+    k_hat = pareto_k(log_w)
+    evaluations = sum(r.n_likelihood_evaluations for r in results)
+    search = [f"run {i + 1}: {w}" for i, r in enumerate(results) for w in r.search_warnings]
+    worst = max(
+        (
+            (
+                abs(a.log_evidence - b.log_evidence)
+                - DRIFT_SIGMA * math.hypot(a.log_evidence_error, b.log_evidence_error),
+                i,
+                j,
+            )
+            for i, a in enumerate(results)
+            for j, b in enumerate(results)
+            if i < j
+        ),
+    )
+    if worst[0] > 0.1:
+        _, i, j = worst
+        a, b = results[i], results[j]
+        search.append(
+            f"independent refinement runs {i + 1} and {j + 1} disagree on ln Z "
+            f"({a.log_evidence:.2f} +- {a.log_evidence_error:.2f} against "
+            f"{b.log_evidence:.2f} +- {b.log_evidence_error:.2f}): one found posterior mass the "
+            "other missed, and the pooled samples may miss more"
+        )
+    warnings = _weight_warnings(ess, k_hat, s, evaluations) + search
+    runs = [
+        {
+            "effective_sample_size": r.effective_sample_size,
+            "log_evidence": r.log_evidence,
+            "log_evidence_error": r.log_evidence_error,
+            "pareto_k": r.diagnostics["pareto_k"],
+            "n_likelihood_evaluations": r.n_likelihood_evaluations,
+            "reached_target": r.reached_target,
+        }
+        for r in results
+    ]
+    return RefinementResult(
+        samples=np.concatenate([r.samples for r in results]),
+        log_weights=log_w,
+        log_proposal=np.concatenate([r.log_proposal for r in results]),
+        log_likelihood=np.concatenate([r.log_likelihood for r in results]),
+        log_prior=np.concatenate([r.log_prior for r in results]),
+        effective_sample_size=ess,
+        sampling_efficiency=ess / len(log_w),
+        log_evidence=log_z,
+        log_evidence_error=log_z_error,
+        n_likelihood_evaluations=evaluations,
+        wall_time=wall_time,
+        method=s["method"],
+        target_ess=s["target-ess"],
+        reached_target=bool(ess >= s["target-ess"] and not warnings),
+        warnings=warnings,
+        diagnostics={"pareto_k": float(k_hat), "independent_runs": runs},
+        search_warnings=search,
     )
 
 
