@@ -62,17 +62,9 @@ TARGET = scipy.stats.multivariate_normal(MEAN, COV)
 OFFSET = 5.0
 
 
-@pytest.mark.parametrize(
-    "kind, method",
-    [("shifted", "amis"), ("narrow", "amis"), ("wide", "amis"), ("shifted", "smc")],
-)
-def test_gaussian_from_a_poor_proposal(kind, method):
-    sd = np.sqrt(np.diag(COV))
-    mean, cov = {
-        "shifted": (MEAN + 1.5 * sd, COV),  # the network's efficiency here is ~1 %
-        "narrow": (MEAN, COV / 9),
-        "wide": (MEAN, 9 * COV),
-    }[kind]
+def refine_gaussian(mean, cov, settings):
+    """Refine 3000 draws of N(mean, cov) towards the Gaussian target; return the result, the
+    analytic ln Z and the number of likelihood calls made."""
     proposal = scipy.stats.multivariate_normal(mean, cov)
     x = proposal.rvs(3000, random_state=np.random.default_rng(0))
     log_prior, log_volume = box_prior(BOUNDS)
@@ -82,9 +74,6 @@ def test_gaussian_from_a_poor_proposal(kind, method):
         calls.append(len(y))
         return TARGET.logpdf(y) + OFFSET
 
-    settings = {"method": method, "target-ess": 1500, "batch-size": 2000}
-    if method == "smc":
-        settings.update({"mcmc-steps": 2, "max-likelihood-evaluations": 60_000})
     result = refine(
         x,
         proposal.logpdf(x),
@@ -97,16 +86,33 @@ def test_gaussian_from_a_poor_proposal(kind, method):
         proposal_log_prob=proposal.logpdf,
         **QUIET,
     )
+    return result, OFFSET - log_volume, sum(calls)
+
+
+@pytest.mark.parametrize(
+    "kind, method",
+    [("shifted", "amis"), ("narrow", "amis"), ("wide", "amis"), ("shifted", "smc")],
+)
+def test_gaussian_from_a_poor_proposal(kind, method):
+    sd = np.sqrt(np.diag(COV))
+    mean, cov = {
+        "shifted": (MEAN + 1.5 * sd, COV),  # the network's efficiency here is ~1 %
+        "narrow": (MEAN, COV / 9),
+        "wide": (MEAN, 9 * COV),
+    }[kind]
+    settings = {"method": method, "target-ess": 1500, "batch-size": 2000}
+    if method == "smc":
+        settings.update({"mcmc-steps": 2, "max-likelihood-evaluations": 60_000})
+    result, truth, calls = refine_gaussian(mean, cov, settings)
     check_honest(result)
     assert result.reached_target
-    assert result.n_likelihood_evaluations == sum(calls)  # the network's samples: 3000 more
+    assert result.n_likelihood_evaluations == calls  # the network's samples: 3000 more
     got_mean, got_cov = weighted_moments(result)
     assert np.max(np.abs(got_mean - MEAN) / np.sqrt(np.diag(COV))) < 0.1
     # each covariance element within 4.5 standard errors of a sample covariance of ESS draws
     # (36 elements: a chance failure has probability ~2e-4)
     se = np.sqrt((np.outer(np.diag(COV), np.diag(COV)) + COV**2) / result.effective_sample_size)
     assert np.max(np.abs(got_cov - COV) / se) < 4.5
-    truth = OFFSET - log_volume
     assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
 
 
@@ -475,33 +481,9 @@ def test_evidence_drift_is_flagged_only_when_there_is_one():
 # Independent runs, pooled
 
 
-def _gaussian_refinement(runs: int, seed: int = 1):
-    proposal = scipy.stats.multivariate_normal(MEAN + 1.0 * np.sqrt(np.diag(COV)), COV)
-    x = proposal.rvs(3000, random_state=np.random.default_rng(0))
-    log_prior, log_volume = box_prior(BOUNDS)
-    calls = []
-
-    def log_likelihood(y):
-        calls.append(len(y))
-        return TARGET.logpdf(y) + OFFSET
-
-    settings = {"target-ess": 1500, "batch-size": 2000, "independent-runs": runs}
-    result = refine(
-        x,
-        proposal.logpdf(x),
-        log_likelihood,
-        log_prior,
-        BOUNDS,
-        [False] * D,
-        settings,
-        np.random.default_rng(seed),
-        **QUIET,
-    )
-    return result, OFFSET - log_volume, sum(calls)
-
-
 def test_independent_runs_pool_into_exact_weights():
-    result, truth, calls = _gaussian_refinement(runs=2)
+    settings = {"target-ess": 1500, "batch-size": 2000, "independent-runs": 2}
+    result, truth, calls = refine_gaussian(MEAN + np.sqrt(np.diag(COV)), COV, settings)
     check_honest(result)
     runs = result.diagnostics["independent_runs"]
     assert len(runs) == 2
