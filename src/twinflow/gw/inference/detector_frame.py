@@ -30,7 +30,7 @@ removes it without changing the determinant. So an isotropic sky prior is isotro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from twinflow.gw.detectors import (
     greenwich_mean_sidereal_time,
 )
 
-#: The parameters the frame replaces, in the order of :data:`FRAME_PARAMETERS`.
+#: The parameters the frame replaces, in the order of :attr:`DetectorFrame.names`.
 SKY_AND_TIME = ("ra", "dec", "geocent_time")
 
 
@@ -112,8 +112,3 @@ class DetectorFrame:
         return np.array(
             [[0.0, np.pi], [0.0, 2 * np.pi], [lo - self.max_delay, hi + self.max_delay]]
         )
-
-    def sky_and_time(self, frame_values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return ``{"ra", "dec", "geocent_time"}`` of values named by :attr:`names`."""
-        ra, dec, dt, _ = self.from_frame(*(frame_values[n] for n in self.names))
-        return {"ra": ra, "dec": dec, "geocent_time": dt}
