@@ -38,6 +38,7 @@ from twinflow.gw.detectors import (
     SPEED_OF_LIGHT,
     detector_geometry,
     greenwich_mean_sidereal_time,
+    time_delay_from_geocenter,
 )
 
 #: The parameters the frame replaces, in the order of :attr:`DetectorFrame.names`.
@@ -71,10 +72,6 @@ class DetectorFrame:
         """Largest |delay| of the reference detector from the geocentre [s]."""
         return float(np.linalg.norm(self.vertex) / SPEED_OF_LIGHT)
 
-    def _delay(self, earth_direction: np.ndarray) -> np.ndarray:
-        """Return the reference detector's delay [s] for unit vectors [n, 3] towards the source."""
-        return -(earth_direction @ self.vertex) / SPEED_OF_LIGHT
-
     def to_frame(self, ra, dec, time_offset) -> tuple[np.ndarray, ...]:
         """Return zenith, azimuth, arrival-time offset and ln |d(frame) / d(ra, dec, t_c)|."""
         ra, dec, dt = (np.asarray(x, dtype=float) for x in (ra, dec, time_offset))
@@ -85,7 +82,8 @@ class DetectorFrame:
         local = direction @ self.rotation  # rows: R^T n
         zenith = np.arccos(np.clip(local[..., 2], -1.0, 1.0))
         azimuth = np.mod(np.arctan2(local[..., 1], local[..., 0]), 2 * np.pi)
-        tau = dt + self._delay(direction)
+        # the delay sees the Earth-fixed longitude only: GMST 0 with ra = longitude
+        tau = dt + time_delay_from_geocenter(self.vertex, longitude, dec, 0.0)
         return zenith, azimuth, tau, np.log(np.abs(np.cos(dec))) - np.log(np.sin(zenith))
 
     def from_frame(self, zenith, azimuth, tau) -> tuple[np.ndarray, ...]:
@@ -96,9 +94,9 @@ class DetectorFrame:
             -1,
         )
         direction = local @ self.rotation.T  # rows: R n'
-        dt = tau - self._delay(direction)
         dec = np.arcsin(np.clip(direction[..., 2], -1.0, 1.0))
         longitude = np.arctan2(direction[..., 1], direction[..., 0])
+        dt = tau - time_delay_from_geocenter(self.vertex, longitude, dec, 0.0)
         ra = np.mod(longitude + greenwich_mean_sidereal_time(self.trigger_time + dt), 2 * np.pi)
         return ra, dec, dt, np.log(np.abs(np.sin(zenith))) - np.log(np.cos(dec))
 
