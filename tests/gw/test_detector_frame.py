@@ -196,3 +196,91 @@ def test_the_detector_frame_needs_fewer_likelihood_calls_on_the_ring():
     assert results["detectors"].reached_target
     calls = {f: r.n_likelihood_evaluations for f, r in results.items()}
     assert calls["detectors"] < 0.5 * calls["sky"], calls
+
+
+class _MirroredRingLikelihood(_RingLikelihood):
+    """The ring, with two equal modes on it: one face-on (theta_jn 0.8) at one place, one
+    face-off (theta_jn pi - 0.8) at another, as the measured two-detector events show. By
+    symmetry each holds half the posterior."""
+
+    KAPPA, SIGMA_THETA = 50.0, 0.1
+
+    def __init__(self):
+        super().__init__(0.3)
+        b = self.baseline / np.linalg.norm(self.baseline)
+        u = np.cross(b, [0.0, 0.0, 1.0])
+        u /= np.linalg.norm(u)
+        v = np.cross(b, u)
+        ring = math.sqrt(1 - self.COS_ZENITH**2)
+        self.modes = [
+            (self.COS_ZENITH * b + ring * (math.cos(a) * u + math.sin(a) * v), theta)
+            for a, theta in ((0.5, 0.8), (2.8, math.pi - 0.8))
+        ]
+
+    def evaluate(self, p):
+        import bilby
+
+        out = super().evaluate(p)
+        gmst = bilby.gw.utils.greenwich_mean_sidereal_time(p["geocent_time"])
+        phi, theta = p["ra"] - gmst, math.pi / 2 - p["dec"]
+        n = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], 1)
+        terms = [
+            self.KAPPA * (n @ direction - 1)
+            - 0.5 * ((p["theta_jn"] - theta_jn) / self.SIGMA_THETA) ** 2
+            for direction, theta_jn in self.modes
+        ]
+        out.log_likelihood_ratio = out.log_likelihood_ratio + np.logaddexp(*terms)
+        return out
+
+
+@pytest.mark.parametrize("exploring", [0.0, 0.1])
+def test_exploration_finds_the_face_off_mode_elsewhere_on_the_ring(exploring):
+    """The network's draws know only the face-on inclination (and nothing of the sky): without
+    exploration the face-off mode is never found (the control), with it each holds half."""
+    from bilby.core.prior import Cosine, Sine, Uniform
+    from scipy.stats import norm
+
+    from twinflow.gw.inference.refined_posterior import refine_event
+    from twinflow.gw.inference.sampling import prior_log_density
+
+    prior = {
+        "theta_jn": Sine(),
+        "ra": Uniform(0, 2 * np.pi, boundary="periodic"),
+        "dec": Cosine(),
+        "geocent_time": Uniform(-0.1, 0.1),
+    }
+    names = list(prior)
+    likelihood = _MirroredRingLikelihood()
+    rng = np.random.default_rng(5)
+    n = 3000
+    start = {k: prior[k].sample(n) for k in names[1:]}
+    start["theta_jn"] = rng.normal(0.8, 0.15, n)
+    log_q = prior_log_density(prior, start, names[1:]) + norm(0.8, 0.15).logpdf(start["theta_jn"])
+    terms = likelihood.evaluate({**start, "geocent_time": TRIGGER + start["geocent_time"]})
+    settings = {
+        "target-ess": 500,
+        "max-likelihood-evaluations": 60000,
+        "batch-size": 3000,
+        "exploration-fraction": exploring,
+    }
+    result, samples, _, _ = refine_event(
+        likelihood,
+        prior,
+        TRIGGER,
+        names,
+        start,
+        log_q,
+        terms.log_likelihood_ratio,
+        terms.d_inner_h,
+        np.ones(n),
+        settings,
+        rng,
+        marginalize=False,
+        log=lambda *a: None,
+    )
+    face_off = float(np.sum(result.weights[samples["theta_jn"] > math.pi / 2]))
+    if exploring:
+        assert result.reached_target
+        assert face_off == pytest.approx(0.5, abs=0.07)
+    else:
+        assert face_off < 0.02

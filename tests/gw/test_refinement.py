@@ -318,6 +318,7 @@ def test_heavy_tailed_weights_do_not_end_the_refinement_while_budget_remains():
         ({"max-iterations": -2}, "refinement.max-iterations"),
         ({"method": "nested"}, "refinement.method"),
         ({"defensive-fraction": 1.0}, "refinement.defensive-fraction"),
+        ({"exploration-fraction": -0.1}, "refinement.exploration-fraction"),
         ({"reference-frame": "H1L1"}, "refinement.reference-frame"),
         ({"target-ess": 10.5}, "refinement.target-ess"),
         ({"stepz": 3}, "refinement"),
@@ -544,3 +545,116 @@ def test_runs_that_disagree_make_the_pool_unreliable():
     missed = _pooled([run(flat[:2000]), run(flat[2000:] - np.log(2))], s, 0.0)
     assert any("runs 1 and 2 disagree" in w for w in missed.warnings)
     assert not missed.reached_target
+
+
+# --------------------------------------------------------------------------------------------
+# Exploration: a mode along an undecided direction, mirrored in another
+
+
+def test_exploration_share_is_a_normalised_density_of_its_draws():
+    """The exploration share integrates to one, and its draws follow its density."""
+    from twinflow.gw.inference.refinement import Box, Exploration, Proposal, fit_mixture
+
+    # a (mirrored about pi/2), azimuth (periodic, redrawn uniformly), psi (periodic, kept)
+    space = Box(np.array([[0.0, math.pi], [0.0, 2 * math.pi], [0.0, math.pi]]), [False, True, True])
+    rng = np.random.default_rng(11)
+    x = np.column_stack(
+        [rng.normal(0.7, 0.15, 3000), rng.normal(1.0, 0.3, 3000), rng.normal(0.2, 0.3, 3000)]
+    )
+    mixture = fit_mixture(space.wrap(x), np.zeros(3000), space, 3, rng)
+    explorer = Proposal(mixture, 0.0, Exploration(uniform=(1,), reflect=(0,)), 0.999999)
+    # its density is uniform in the azimuth: integrate (a, psi) at one azimuth, times 2 pi; a's
+    # Gaussian tails reach beyond the box (the prior is zero there), so integrate beyond it
+    a = np.linspace(-2.5, math.pi + 2.5, 801)
+    psi = np.linspace(0, math.pi, 201)
+    grid = np.stack(np.meshgrid(a, psi, indexing="ij"), -1).reshape(-1, 2)
+    grid = np.column_stack([grid[:, 0], np.full(len(grid), 4.0), grid[:, 1]])
+    density = 2 * math.pi * np.exp(explorer.log_prob(grid)).reshape(len(a), len(psi))
+    assert scipy.integrate.simpson(scipy.integrate.simpson(density, x=psi), x=a) == pytest.approx(
+        1.0, abs=2e-3
+    )
+    # the draws' frequencies of three regions against the density's integrals over them
+    draws = explorer.sample(40000, np.random.default_rng(12))
+    n = len(draws)
+    assert np.mean(draws[:, 1] < 1.0) == pytest.approx(1 / (2 * math.pi), abs=4 * 0.4 / n**0.5)
+    for column, axis, cut in ((0, a, 0.6), (2, psi, 0.5)):
+        inside = np.where(axis < cut, 1.0, 0.0)
+        share = density * (inside[:, None] if column == 0 else inside[None, :])
+        expected = scipy.integrate.trapezoid(scipy.integrate.trapezoid(share, x=psi), x=a)
+        assert 0.05 < expected < 0.95
+        tolerance = 4 * math.sqrt(expected * (1 - expected) / n) + 2e-3
+        assert np.mean(draws[:, column] < cut) == pytest.approx(expected, abs=tolerance)
+
+
+def mirrored_modes_problem():
+    """Two equal, narrow modes: (a, azimuth) = (0.8, 1.5) and (pi - 0.8, 4.5), the same in four
+    more dimensions; the proposal's draws cover the first only. Returns what ``refine`` needs
+    and the analytic ln Z (both modes lie well inside the box)."""
+    bounds = np.array([[0.0, math.pi], [0.0, 2 * math.pi]] + [[-3.0, 3.0]] * 4)
+    periodic = [False, True] + [False] * 4
+    scale = np.array([0.08, 0.25, 0.05, 0.05, 0.05, 0.05])
+    modes = [
+        scipy.stats.multivariate_normal(np.array([0.8, 1.5, 0, 0, 0, 0]), np.diag(scale**2)),
+        scipy.stats.multivariate_normal(
+            np.array([math.pi - 0.8, 4.5, 0, 0, 0, 0]), np.diag(scale**2)
+        ),
+    ]
+
+    def log_likelihood(y):
+        return np.logaddexp(*(m.logpdf(y) for m in modes)) - math.log(2)
+
+    log_prior, log_volume = box_prior(bounds)
+    start = scipy.stats.multivariate_normal(modes[0].mean, np.diag((1.5 * scale) ** 2))
+    x = start.rvs(3000, random_state=np.random.default_rng(13))
+    return (x, start.logpdf(x), log_likelihood, log_prior, bounds, periodic), -log_volume
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1])
+def test_exploration_finds_a_mirrored_mode_elsewhere_on_the_circle(fraction):
+    """Without exploration the second mode is never drawn (the test's control); with it, it is
+    found: each mode holds half the weight and ln Z is the analytic one."""
+    from twinflow.gw.inference.refinement import Exploration
+
+    arguments, truth = mirrored_modes_problem()
+    result = refine(
+        *arguments,
+        {
+            "target-ess": 2000,
+            "batch-size": 3000,
+            "max-likelihood-evaluations": 60000,
+            "exploration-fraction": fraction,
+        },
+        np.random.default_rng(14),
+        exploration=Exploration(uniform=(1,), reflect=(0,)),
+        **QUIET,
+    )
+    check_honest(result)
+    mirrored = float(np.sum(result.weights[result.samples[:, 0] > math.pi / 2]))
+    if fraction == 0:
+        assert mirrored < 0.01
+        assert result.log_evidence < truth - 0.5  # half the evidence missed
+    else:
+        assert result.reached_target
+        assert mirrored == pytest.approx(0.5, abs=0.05)
+        assert abs(result.log_evidence - truth) < 3 * result.log_evidence_error + 1e-3
+
+
+def test_exploration_of_a_dimension_without_bounds_fails_before_any_likelihood_call():
+    from twinflow.gw.inference.refinement import Exploration
+
+    def log_likelihood(y):
+        raise AssertionError("the likelihood was called")
+
+    with pytest.raises(ConfigError, match="exploration.*finite bounds"):
+        refine(
+            np.zeros((10, 2)),
+            np.zeros(10),
+            log_likelihood,
+            lambda y: np.zeros(len(y)),
+            [[-1, 1], [-np.inf, np.inf]],
+            [False] * 2,
+            {},
+            np.random.default_rng(0),
+            exploration=Exploration(uniform=(1,)),
+            **QUIET,
+        )

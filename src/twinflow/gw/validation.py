@@ -248,6 +248,7 @@ REFINEMENT_DEFAULTS: dict = {
     "mcmc-steps": 4,
     "components": 6,
     "defensive-fraction": 0.1,
+    "exploration-fraction": 0.1,
     "reference-frame": "detectors",
     "independent-runs": 1,
 }
@@ -260,7 +261,7 @@ def check_refinement_settings(settings: Mapping | None = None) -> dict:
     """Return the refinement settings with defaults filled in; raise ConfigError on a bad value.
 
     Checked before any likelihood call: the method, every count positive, the ESS target within
-    the likelihood budget, the defensive share in [0, 1).
+    the likelihood budget, the defensive and exploration shares in [0, 1).
     """
     given = dict(settings or {})
     unknown = sorted(set(given) - set(REFINEMENT_DEFAULTS))
@@ -291,13 +292,14 @@ def check_refinement_settings(settings: Mapping | None = None) -> dict:
         f"at most refinement.max-likelihood-evaluations = {s['max-likelihood-evaluations']} "
         "(an effective sample size cannot exceed the samples the budget buys)",
     )
-    share = s["defensive-fraction"]
-    require(
-        isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share < 1,
-        "refinement.defensive-fraction",
-        share,
-        "a number in [0, 1)",
-    )
+    for key in ("defensive-fraction", "exploration-fraction"):
+        share = s[key]
+        require(
+            isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share < 1,
+            f"refinement.{key}",
+            share,
+            "a number in [0, 1)",
+        )
     return s
 
 

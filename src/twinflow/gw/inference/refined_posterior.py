@@ -7,6 +7,14 @@ marginalised (it is reconstructed afterwards from the terms cached here). Where 
 merger time are all free, the mixtures work in the detectors' frame
 (:mod:`~twinflow.gw.inference.detector_frame`, setting ``reference-frame``), and the samples,
 proposal densities and prior densities are mapped back to (ra, dec, geocent_time) on return.
+
+In that frame the proposals also explore (:class:`~twinflow.gw.inference.refinement.Exploration`)
+the two directions two detectors leave most open: the azimuth about their baseline (the
+arrival-time difference fixes only the ring's opening angle; the antenna patterns leave
+separate modes along the ring) and the inclination's mirror theta_jn -> pi - theta_jn (a
+face-on and a face-off binary differ only in the sign of the circular polarisation, which two
+nearly aligned detectors barely see). The mirror modes of the measured events sit elsewhere
+on the ring too, so one share draws both moves together.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from twinflow.gw.inference.detector_frame import SKY_AND_TIME, DetectorFrame
-from twinflow.gw.inference.refinement import RefinementResult, refine
+from twinflow.gw.inference.refinement import Exploration, RefinementResult, refine
 from twinflow.gw.inference.sampling import prior_log_density
 from twinflow.gw.validation import check_refinement_settings
 
@@ -140,6 +148,16 @@ def refine_event(
         log_pi = prior_log_density(prior, values, names) + log_jacobian
         return np.where(inside, log_pi, -np.inf)
 
+    exploration = None
+    if frame:
+        exploration = Exploration(
+            uniform=(coordinates.index("azimuth"),),
+            reflect=tuple(
+                i
+                for i, n in enumerate(coordinates)
+                if n == "theta_jn" and np.allclose(bounds[i], [0.0, np.pi])
+            ),
+        )
     result = refine(
         x0,
         log_q0,
@@ -151,6 +169,7 @@ def refine_event(
         rng,
         initial_log_likelihood=log_likelihood_ratio,
         symmetry_periods=symmetry_periods(prior, names, marginalize=marginalize),
+        exploration=exploration,
         log=log,
     )
     dh = np.zeros(len(result.samples), dtype=complex)

@@ -393,16 +393,100 @@ def _cut_periodic(u: np.ndarray, w: np.ndarray, space: Box) -> np.ndarray:
     return u
 
 
+@dataclasses.dataclass(frozen=True)
+class Exploration:
+    """Directions the data may leave undecided: where a proposal looks for modes it has not seen.
+
+    A draw of the exploration share is a draw of the fitted mixture with the ``uniform``
+    dimensions redrawn uniformly within their bounds and, with probability 1/2, the ``reflect``
+    dimensions mirrored about the middle of their bounds (x -> lower + upper - x). Its density is
+    exact: the mixture's marginal over the other dimensions (a Gaussian mixture again; on a
+    periodic dimension the wrapped density integrates to one over the period), symmetrised over
+    the mirror (an involution with unit Jacobian that maps the box onto itself), divided by the
+    uniform dimensions' widths. So the weights stay exact whatever the caller declares; a good
+    declaration only makes a missing mode likely to be drawn. Both lists index the dimensions;
+    the uniform ones need finite bounds.
+    """
+
+    uniform: tuple[int, ...] = ()
+    reflect: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.uniform or self.reflect)
+
+    def check(self, space: Box) -> None:
+        dims = [*self.uniform, *self.reflect]
+        require(
+            all(0 <= i < space.dim for i in dims) and len(set(dims)) == len(dims),
+            "exploration",
+            dims,
+            f"distinct dimensions in 0 .. {space.dim - 1}",
+        )
+        bounded = np.all(np.isfinite(space.bounds[dims]))
+        require(bool(bounded), "exploration", dims, "dimensions with finite bounds")
+
+
+class _Explorer:
+    """The exploration share of a proposal on a mixture (:class:`Exploration`)."""
+
+    def __init__(self, mixture: GaussianMixture, exploration: Exploration):
+        space = mixture.space
+        self.uniform = list(exploration.uniform)
+        self.reflect = list(exploration.reflect)
+        self.keep = [i for i in range(space.dim) if i not in self.uniform]
+        self.bounds = space.bounds
+        self.marginal = GaussianMixture(
+            mixture.log_weights,
+            mixture.means[:, self.keep],
+            mixture.covariances[:, self.keep][:, :, self.keep],
+            Box(space.bounds[self.keep], space.periodic[self.keep]),
+        )
+        width = space.bounds[self.uniform, 1] - space.bounds[self.uniform, 0]
+        self.log_width = float(np.sum(np.log(width)))
+        self.mixture = mixture
+
+    def mirror(self, x: np.ndarray) -> np.ndarray:
+        out = np.array(x, dtype=float, copy=True)
+        lo, hi = self.bounds[self.reflect].T
+        out[:, self.reflect] = lo + hi - out[:, self.reflect]
+        return out
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        x = self.mixture.sample(n, rng)
+        lo, hi = self.bounds[self.uniform].T
+        x[:, self.uniform] = lo + (hi - lo) * rng.uniform(size=(n, len(self.uniform)))
+        flip = rng.uniform(size=n) < 0.5
+        x[flip] = self.mirror(x[flip])
+        return x
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        own = self.marginal.log_prob(x[:, self.keep])
+        if self.reflect:
+            mirrored = self.marginal.log_prob(self.mirror(x)[:, self.keep])
+            own = np.logaddexp(own, mirrored) - math.log(2)
+        return own - self.log_width
+
+
 class Proposal:
-    """One iteration's proposal: a mixture, a wider copy of it, and a share uniform in the box.
+    """One iteration's proposal: a mixture, a wider copy of it, an exploration share, and a
+    share uniform in the box.
 
     The wider copy (every covariance times ``WIDE_SCALE**2``, a ``WIDE_FRACTION`` share) covers
     tails the fitted mixture is too light for, where the weights would otherwise grow without
     bound and ln Z creep up for many iterations as the tail is found (measured on the default
-    injections). The uniform share keeps every weight below ``L_max x volume / share``.
+    injections). The exploration share (``exploring`` of the draws, when an
+    :class:`Exploration` is given) draws the mixture moved along directions the data may leave
+    undecided, where a mode the mixtures have not seen may sit. The uniform share keeps every
+    weight below ``L_max x volume / share``.
     """
 
-    def __init__(self, mixture: GaussianMixture, defensive: float):
+    def __init__(
+        self,
+        mixture: GaussianMixture,
+        defensive: float,
+        exploration: Exploration | None = None,
+        exploring: float = 0.0,
+    ):
         self.mixture = mixture
         self.space = mixture.space
         log_volume = self.space.log_volume
@@ -411,15 +495,25 @@ class Proposal:
         self.wide = GaussianMixture(
             mixture.log_weights, mixture.means, mixture.covariances * WIDE_SCALE**2, self.space
         )
+        self.explorer = _Explorer(mixture, exploration) if exploration and exploring else None
+        self.exploring = exploring if self.explorer else 0.0
         with np.errstate(divide="ignore"):  # a zero share is ln 0 = -inf: no draws from it
             self.log_shares = np.log(1 - self.defensive) + np.log(
-                [1 - WIDE_FRACTION, WIDE_FRACTION]
+                [
+                    (1 - WIDE_FRACTION) * (1 - self.exploring),
+                    WIDE_FRACTION * (1 - self.exploring),
+                    self.exploring,
+                ]
             )
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n_box = rng.binomial(n, self.defensive) if self.defensive else 0
-        n_wide = rng.binomial(n - n_box, WIDE_FRACTION)
-        parts = [self.mixture.sample(n - n_box - n_wide, rng), self.wide.sample(n_wide, rng)]
+        n_explore = rng.binomial(n - n_box, self.exploring) if self.explorer else 0
+        n_wide = rng.binomial(n - n_box - n_explore, WIDE_FRACTION)
+        n_mixture = n - n_box - n_explore - n_wide
+        parts = [self.mixture.sample(n_mixture, rng), self.wide.sample(n_wide, rng)]
+        if n_explore:
+            parts.append(self.explorer.sample(n_explore, rng))
         if n_box:
             lo, hi = self.space.bounds.T
             parts.append(lo + (hi - lo) * rng.uniform(size=(n_box, self.space.dim)))
@@ -430,6 +524,8 @@ class Proposal:
             self.log_shares[0] + self.mixture.log_prob(x),
             self.log_shares[1] + self.wide.log_prob(x),
         )
+        if self.explorer:
+            out = np.logaddexp(out, self.log_shares[2] + self.explorer.log_prob(x))
         if not self.defensive:
             return out
         box = np.where(self.space.inside(x), -self.log_volume, -np.inf)
@@ -656,6 +752,7 @@ def refine(
     proposal_log_prob: LogDensity | None = None,
     initial_log_likelihood: np.ndarray | None = None,
     symmetry_periods: Sequence[float | None] | None = None,
+    exploration: Exploration | None = None,
     log=print,
 ) -> RefinementResult:
     """Return exactly weighted posterior samples, refined from a proposal's samples.
@@ -667,7 +764,10 @@ def refine(
     given, ``smc`` tempers from it, and calls it at points outside the box too);
     ``initial_log_likelihood`` [N]: ln L of ``samples`` if already known (saves N calls);
     ``symmetry_periods`` [D]: per dimension, a period P under which likelihood *and* prior are
-    invariant (None where there is none); the ``amis`` proposals then respect it (:class:`Folding`).
+    invariant (None where there is none); the ``amis`` proposals then respect it (:class:`Folding`);
+    ``exploration``: dimensions along which the data may leave modes the proposal has not seen
+    (:class:`Exploration`); each proposal then draws ``exploration-fraction`` of its samples
+    moved along them.
 
     With ``independent-runs`` R > 1 the refinement runs R times, independently: run i starts
     from every R-th of the proposal's samples, with its own random stream, ``1/R`` of the
@@ -680,7 +780,10 @@ def refine(
     rng = rng if rng is not None else np.random.default_rng()
     runs = s["independent-runs"]
     arguments = dict(
-        proposal_log_prob=proposal_log_prob, symmetry_periods=symmetry_periods, log=log
+        proposal_log_prob=proposal_log_prob,
+        symmetry_periods=symmetry_periods,
+        exploration=exploration,
+        log=log,
     )
     if runs == 1:
         return _refine_once(
@@ -738,6 +841,7 @@ def _refine_once(
     proposal_log_prob: LogDensity | None,
     initial_log_likelihood: np.ndarray | None,
     symmetry_periods: Sequence[float | None] | None,
+    exploration: Exploration | None,
     log,
 ) -> RefinementResult:
     """One refinement run (:func:`refine`'s arguments; ``s`` the checked settings)."""
@@ -753,6 +857,8 @@ def _refine_once(
     folding = Folding(space, symmetry_periods) if symmetry_periods is not None else None
     if folding is not None and not folding.dims:
         folding = None
+    if exploration:
+        exploration.check(space)
     log_q = np.asarray(log_q, dtype=float)
     counter = [0]
     if initial_log_likelihood is None:
@@ -781,7 +887,17 @@ def _refine_once(
         )
         diagnostics.update(smc_diagnostics)
     history = _adapt(
-        pool, space, s, rng, counter, log_likelihood, log_prior, first, log, folding=folding
+        pool,
+        space,
+        s,
+        rng,
+        counter,
+        log_likelihood,
+        log_prior,
+        first,
+        log,
+        folding=folding,
+        exploration=exploration,
     )
     diagnostics["iterations"] = len(pool.counts) - 1
     diagnostics["log_evidence_history"] = [float(z) for z, _ in history]
@@ -938,12 +1054,15 @@ def _adapt(
     log,
     *,
     folding: Folding | None = None,
+    exploration: Exploration | None = None,
 ) -> list[tuple[float, float]]:
     """The AMIS iterations: fit, draw, weight against the proposal drawn from, repeat.
 
     With a ``folding``, each mixture is fitted to the folded samples on the folded box and
-    spread over all copies. Returns (ln Z, error) after each iteration.
+    spread over all copies; with an ``exploration``, each proposal has its share
+    (:class:`Proposal`). Returns (ln Z, error) after each iteration.
     """
+    shares = (s["defensive-fraction"], exploration, s["exploration-fraction"])
     budget, batch = s["max-likelihood-evaluations"], s["batch-size"]
     min_fit_ess = 20 * (space.dim + 1)
     history: list[tuple[float, float]] = []
@@ -965,17 +1084,17 @@ def _adapt(
         if counter[0] + batch > budget:
             break
         if iteration == 0 and first is not None:
-            proposal = Proposal(first, s["defensive-fraction"])
+            proposal = Proposal(first, *shares)
         elif folding is None:
             log_w = _flattened(pool.log_weights(), min_fit_ess)
             mixture = fit_mixture(pool.x, log_w, space, s["components"], rng)
-            proposal = Proposal(mixture, s["defensive-fraction"])
+            proposal = Proposal(mixture, *shares)
         else:
             log_w = _flattened(pool.log_weights(), min_fit_ess)
             mixture = fit_mixture(
                 folding.fold(pool.x), log_w, folding.folded_space, s["components"], rng
             )
-            proposal = FoldedProposal(Proposal(mixture, s["defensive-fraction"]), folding)
+            proposal = FoldedProposal(Proposal(mixture, *shares), folding)
         x = proposal.sample(batch, rng)
         before = counter[0]
         log_l, log_pi = _evaluate(x, log_likelihood, log_prior, counter)
