@@ -28,6 +28,12 @@ Symmetries (``symmetry_periods``): where the caller knows that likelihood and pr
     leaves one copy's few samples to dominate the weights. The proposal stays a normalised
     density, so the weights are exact whatever the target.
 
+Exploration (``exploration``): where the caller knows directions the data may leave undecided
+    (for two detectors: the azimuth along the sky ring, and the inclination's face-on/face-off
+    mirror), a share of every ``amis`` proposal draws the fitted mixture moved along them
+    (:class:`Exploration`). A mode the mixtures have not yet seen there is then drawn in every
+    iteration, not only by chance, and the weights stay exact.
+
 ``smc`` — sequential Monte Carlo tempered from the proposal to the posterior,
     ``pi_beta ∝ q^(1 - beta) (L pi)^beta`` (Del Moral et al. 2006), with the next beta from a
     conditional-ESS criterion (Zhou et al. 2016), systematic resampling and Metropolis moves
@@ -50,8 +56,8 @@ errors off. ``amis`` here returns exact, independently drawn weights, an honest 
 that agrees with dynesty, within the per-event time goal. The same benchmark measures the two
 methods here against each other.
 
-What it cannot do: a mode that neither the network nor the defensive draws ever reach stays
-unseen (in many dimensions a uniform draw rarely lands in a narrow mode). The diagnostics say
+What it cannot do: a mode that neither the network, the exploration nor the defensive draws
+ever reach stays unseen (in many dimensions a uniform draw rarely lands in a narrow mode). The diagnostics say
 when the weights do not support the answer: an ESS below target, a heavy-tailed weight
 distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jump of ln Z, a
 drift of ln Z between the earlier and the later batches (posterior mass still being found: an
