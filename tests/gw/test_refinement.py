@@ -556,7 +556,9 @@ def test_exploration_share_is_a_normalised_density_of_its_draws():
     from twinflow.gw.inference.refinement import Box, Exploration, Proposal, fit_mixture
 
     # a (mirrored about pi/2), azimuth (periodic, redrawn uniformly), psi (periodic, kept)
-    space = Box(np.array([[0.0, math.pi], [0.0, 2 * math.pi], [0.0, math.pi]]), [False, True, True])
+    space = Box(
+        np.array([[0.0, math.pi], [0.0, 2 * math.pi], [0.0, math.pi]]), [False, True, True]
+    )
     rng = np.random.default_rng(11)
     x = np.column_stack(
         [rng.normal(0.7, 0.15, 3000), rng.normal(1.0, 0.3, 3000), rng.normal(0.2, 0.3, 3000)]

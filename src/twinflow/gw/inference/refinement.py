@@ -56,16 +56,16 @@ errors off. ``amis`` here returns exact, independently drawn weights, an honest 
 that agrees with dynesty, within the per-event time goal. The same benchmark measures the two
 methods here against each other.
 
-What it cannot do: a mode that neither the network, the exploration nor the defensive draws
-ever reach stays unseen (in many dimensions a uniform draw rarely lands in a narrow mode). The diagnostics say
-when the weights do not support the answer: an ESS below target, a heavy-tailed weight
-distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jump of ln Z, a
-drift of ln Z between the earlier and the later batches (posterior mass still being found: an
-ESS alone cannot see mass the proposals never reached), or the SMC and importance-sampling
-evidences disagreeing. Each becomes a warning, and
-``reached_target`` is false unless the final ESS reached the target. The iterations stop at the
-target ESS only if the weights' Pareto k is within its limit: a heavy tail at that point is
-often one draw from a region the next mixtures then cover, so they go on while budget remains. A posterior that the
+What it cannot do: a mode that neither the network, the exploration nor the defensive draws ever
+reach stays unseen (in many dimensions a uniform draw rarely lands in a narrow mode). The
+diagnostics say when the weights do not support the answer: an ESS below target, a heavy-tailed
+weight distribution (Pareto k > 0.7, Vehtari et al. 2015, arXiv:1507.02646), a late jump of
+ln Z, a drift of ln Z between the earlier and the later batches (posterior mass still being
+found: an ESS alone cannot see mass the proposals never reached), or the SMC and
+importance-sampling evidences disagreeing. Each becomes a warning, and ``reached_target`` is
+false unless the final ESS reached the target. The iterations stop at the target ESS only if the
+weights' Pareto k is within its limit: a heavy tail at that point is often one draw from a
+region the next mixtures then cover, so they go on while budget remains. A posterior that the
 mixtures follow poorly (a thin curved ridge running into a corner of the box) can still leave
 some mass so thinly covered that no diagnostic sees it: ln Z then comes out low by more than its
 error. The peer check against dynesty (``gw_peer``) is the independent test of that.
