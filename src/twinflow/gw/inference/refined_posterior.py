@@ -55,6 +55,26 @@ def symmetry_periods(prior, names: Sequence[str], *, marginalize: bool) -> list[
     return out
 
 
+def prior_sampler(prior, names: Sequence[str], frame: DetectorFrame | None = None):
+    """Return ``sample(n, rng)``: n draws [n, D] of the 1-d priors of ``names`` (each by its
+    inverse CDF, ``rescale``, from the generator's uniforms: reproducible with its seed), with
+    (ra, dec, geocent_time) mapped to the detectors' frame when one is given, as the refinement's
+    coordinates are. Their density is the refinement's prior density in those coordinates."""
+
+    def sample(n: int, rng: np.random.Generator) -> np.ndarray:
+        u = rng.uniform(size=(n, len(names)))
+        x = np.column_stack(
+            [np.asarray(prior[k].rescale(u[:, i]), float) for i, k in enumerate(names)]
+        )
+        if frame:
+            rows = [list(names).index(k) for k in SKY_AND_TIME]
+            for r, values in zip(rows, frame.to_frame(*(x[:, r] for r in rows))[:3]):
+                x[:, r] = values
+        return x
+
+    return sample
+
+
 def refine_event(
     likelihood,
     prior,
@@ -170,6 +190,7 @@ def refine_event(
         initial_log_likelihood=log_likelihood_ratio,
         symmetry_periods=symmetry_periods(prior, names, marginalize=marginalize),
         exploration=exploration,
+        prior_sample=prior_sampler(prior, names, frame),
         log=log,
     )
     dh = np.zeros(len(result.samples), dtype=complex)

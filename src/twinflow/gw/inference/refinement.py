@@ -116,6 +116,7 @@ WIDE_SCALE = 3.0
 EM_SAMPLES = 20000
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
+Sampler = Callable[[int, np.random.Generator], np.ndarray]
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,6 +620,34 @@ class FoldedProposal:
         return self.inner.log_prob(self.folding.fold(x)) - self.folding.log_copies
 
 
+class PriorShare:
+    """A proposal with a defensive share drawn from the prior itself (Hesterberg 1995).
+
+    ``sample(n, rng)`` draws from the prior whose normalised ln density is ``log_prior``. Every
+    weight is then at most ``L / share``: where the posterior is close to the prior (a quiet
+    signal, the sky of a weak one) the prior's draws are good samples, where a box-uniform share
+    (:class:`Proposal`'s) spends them on regions the prior itself makes unlikely (a distance
+    prior rising as d^2, the cosine of a declination). It wraps the whole proposal, folding
+    included, so the prior need not share the posterior's symmetries.
+    """
+
+    def __init__(self, inner, share: float, sample: Sampler, log_prior: LogDensity):
+        self.inner, self.share = inner, share
+        self.prior_sample, self.log_prior = sample, log_prior
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        n_prior = rng.binomial(n, self.share)
+        parts = [self.inner.sample(n - n_prior, rng), self.prior_sample(n_prior, rng)]
+        return np.concatenate(parts)[rng.permutation(n)]
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.logaddexp(
+                math.log1p(-self.share) + self.inner.log_prob(x),
+                math.log(self.share) + np.asarray(self.log_prior(x), dtype=float),
+            )
+
+
 # --------------------------------------------------------------------------------------------
 # The result
 
@@ -778,6 +807,7 @@ def refine(
     initial_log_likelihood: np.ndarray | None = None,
     symmetry_periods: Sequence[float | None] | None = None,
     exploration: Exploration | None = None,
+    prior_sample: Sampler | None = None,
     log=print,
 ) -> RefinementResult:
     """Return exactly weighted posterior samples, refined from a proposal's samples.
@@ -792,7 +822,9 @@ def refine(
     invariant (None where there is none); the ``amis`` proposals then respect it (:class:`Folding`);
     ``exploration``: dimensions along which the data may leave modes the proposal has not seen
     (:class:`Exploration`); each proposal then draws ``exploration-fraction`` of its samples
-    moved along them.
+    moved along them; ``prior_sample(n, rng)``: n draws [n, D] from the prior, whose ln density
+    ``log_prior`` must then be normalised; the ``amis`` proposals' defensive share is then drawn
+    from the prior (:class:`PriorShare`) instead of uniformly in the box.
 
     With ``independent-runs`` R > 1 the refinement runs R times, independently: run i starts
     from every R-th of the proposal's samples, with its own random stream, ``1/R`` of the
@@ -808,6 +840,7 @@ def refine(
         proposal_log_prob=proposal_log_prob,
         symmetry_periods=symmetry_periods,
         exploration=exploration,
+        prior_sample=prior_sample,
         log=log,
     )
     if runs == 1:
@@ -867,6 +900,7 @@ def _refine_once(
     initial_log_likelihood: np.ndarray | None,
     symmetry_periods: Sequence[float | None] | None,
     exploration: Exploration | None,
+    prior_sample: Sampler | None,
     log,
 ) -> RefinementResult:
     """One refinement run (:func:`refine`'s arguments; ``s`` the checked settings)."""
@@ -923,6 +957,7 @@ def _refine_once(
         log,
         folding=folding,
         exploration=exploration,
+        prior_sample=prior_sample,
     )
     diagnostics["iterations"] = len(pool.counts) - 1
     diagnostics["log_evidence_history"] = [float(z) for z, _ in history]
@@ -1080,14 +1115,18 @@ def _adapt(
     *,
     folding: Folding | None = None,
     exploration: Exploration | None = None,
+    prior_sample: Sampler | None = None,
 ) -> list[tuple[float, float]]:
     """The AMIS iterations: fit, draw, weight against the proposal drawn from, repeat.
 
     With a ``folding``, each mixture is fitted to the folded samples on the folded box and
     spread over all copies; with an ``exploration``, each proposal has its share
-    (:class:`Proposal`). Returns (ln Z, error) after each iteration.
+    (:class:`Proposal`); with a ``prior_sample``, the defensive share comes from the prior
+    (:class:`PriorShare`) instead of the box. Returns (ln Z, error) after each iteration.
     """
-    shares = (s["defensive-fraction"], exploration, s["exploration-fraction"])
+    defensive = s["defensive-fraction"]
+    box_share = 0.0 if prior_sample is not None else defensive
+    shares = (box_share, exploration, s["exploration-fraction"])
     budget, batch = s["max-likelihood-evaluations"], s["batch-size"]
     min_fit_ess = 20 * (space.dim + 1)
     history: list[tuple[float, float]] = []
@@ -1120,6 +1159,8 @@ def _adapt(
                 folding.fold(pool.x), log_w, folding.folded_space, s["components"], rng
             )
             proposal = FoldedProposal(Proposal(mixture, *shares), folding)
+        if prior_sample is not None and defensive:
+            proposal = PriorShare(proposal, defensive, prior_sample, log_prior)
         x = proposal.sample(batch, rng)
         before = counter[0]
         log_l, log_pi = _evaluate(x, log_likelihood, log_prior, counter)
