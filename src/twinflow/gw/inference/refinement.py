@@ -14,9 +14,10 @@ weights are exact against the same likelihood and prior, so that the effective s
     q for the first batch); :class:`_Pool` says why not the deterministic mixture of all
     proposals, which was measured to bias ln Z here. Each proposal
     also holds a share drawn from the same mixture widened threefold, for tails the fit is too
-    light for, and a defensive share drawn uniformly inside the prior bounds, so weights stay
-    bounded by ``L_max / (share x prior volume^-1)`` and a mode the network missed can still be
-    found. The mixture is fitted to weights flattened to ``w^a`` (``a`` <= 1 chosen so that the
+    light for, and a defensive share drawn from the prior where the caller can sample it
+    (``prior_sample``; weights then stay below ``L_max / share``) or else uniformly inside the
+    prior bounds (below ``L_max / (share x prior volume^-1)``), so a mode the network missed can
+    still be found. The mixture is fitted to weights flattened to ``w^a`` (``a`` <= 1 chosen so that the
     fit rests on enough samples): the first iterations then anneal from the network's samples
     towards the posterior instead of collapsing onto a few heavy samples.
 
