@@ -171,7 +171,7 @@ def refine_event(
     exploration = None
     if frame:
         exploration = Exploration(
-            uniform=(coordinates.index("azimuth"),),
+            uniform=(coordinates.index(frame.names[1]),),  # the azimuth
             reflect=tuple(
                 i
                 for i, n in enumerate(coordinates)
