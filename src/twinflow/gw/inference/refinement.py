@@ -629,7 +629,10 @@ class PriorShare:
     signal, the sky of a weak one) the prior's draws are good samples, where a box-uniform share
     (:class:`Proposal`'s) spends them on regions the prior itself makes unlikely (a distance
     prior rising as d^2, the cosine of a declination). It wraps the whole proposal, folding
-    included, so the prior need not share the posterior's symmetries.
+    included, so the prior need not share the posterior's symmetries. Measured against the box
+    (config/README.md): on 12 sky-free injections the median ESS rose from 161 to 523 and the
+    number reliable stayed 3; on the CPU default 20 of 20 stay reliable, with 14 % more
+    likelihood calls. Kept for the bound on the weights, not for a measured gain.
     """
 
     def __init__(self, inner, share: float, sample: Sampler, log_prior: LogDensity):
