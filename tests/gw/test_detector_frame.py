@@ -124,46 +124,58 @@ class _RingLikelihood:
         return math.log(sky * time)
 
 
-def _refine_ring(frame: str, seed: int = 4, cos_zenith: float = 0.3):
-    """Refine the ring posterior from prior draws (a network that knows nothing)."""
+def _sky_prior() -> dict:
+    """bilby_pipe's sky and time prior: isotropic, and +-0.1 s about the trigger."""
     from bilby.core.prior import Cosine, Uniform
 
-    from twinflow.gw.inference.refined_posterior import refine_event
-    from twinflow.gw.inference.sampling import prior_log_density
-
-    prior = {
+    return {
         "ra": Uniform(0, 2 * np.pi, boundary="periodic"),
         "dec": Cosine(),
         "geocent_time": Uniform(-0.1, 0.1),
     }
-    names = ["ra", "dec", "geocent_time"]
+
+
+def _refine_from(likelihood, prior, start, log_q, settings, rng):
+    """Refine from the draws ``start`` (one array per prior key; time from the trigger) with ln
+    density ``log_q``, as the inference does from a network's; return the result and samples."""
+    from twinflow.gw.inference.refined_posterior import refine_event
+
+    terms = likelihood.evaluate({**start, "geocent_time": TRIGGER + start["geocent_time"]})
+    result, samples, _, _ = refine_event(
+        likelihood,
+        prior,
+        TRIGGER,
+        list(prior),
+        start,
+        log_q,
+        terms.log_likelihood_ratio,
+        terms.d_inner_h,
+        np.ones(len(log_q)),
+        settings,
+        rng,
+        marginalize=False,
+        log=lambda *a: None,
+    )
+    return result, samples
+
+
+def _refine_ring(frame: str, seed: int = 4, cos_zenith: float = 0.3):
+    """Refine the ring posterior from prior draws (a network that knows nothing)."""
+    from twinflow.gw.inference.sampling import prior_log_density
+
+    prior = _sky_prior()
+    names = list(prior)
     likelihood = _RingLikelihood(cos_zenith)
     rng = np.random.default_rng(seed)
-    n = 2000
-    start = {k: prior[k].sample(n) for k in names}
+    start = {k: prior[k].sample(2000) for k in names}
     log_q = prior_log_density(prior, start, names)
-    terms = likelihood.evaluate({**start, "geocent_time": TRIGGER + start["geocent_time"]})
     settings = {
         "target-ess": 500,
         "max-likelihood-evaluations": 60000,
         "batch-size": 2000,
         "reference-frame": frame,
     }
-    result, samples, _, _ = refine_event(
-        likelihood,
-        prior,
-        TRIGGER,
-        names,
-        start,
-        log_q,
-        terms.log_likelihood_ratio,
-        terms.d_inner_h,
-        np.ones(n),
-        settings,
-        rng,
-        marginalize=False,
-        log=lambda *a: None,
-    )
+    result, samples = _refine_from(likelihood, prior, start, log_q, settings, rng)
     return prior, names, likelihood, result, samples
 
 
@@ -237,18 +249,12 @@ class _MirroredRingLikelihood(_RingLikelihood):
 def test_exploration_finds_the_face_off_mode_elsewhere_on_the_ring(exploring):
     """The network's draws know only the face-on inclination (and nothing of the sky): without
     exploration the face-off mode is never found (the control), with it each holds half."""
-    from bilby.core.prior import Cosine, Sine, Uniform
+    from bilby.core.prior import Sine
     from scipy.stats import norm
 
-    from twinflow.gw.inference.refined_posterior import refine_event
     from twinflow.gw.inference.sampling import prior_log_density
 
-    prior = {
-        "theta_jn": Sine(),
-        "ra": Uniform(0, 2 * np.pi, boundary="periodic"),
-        "dec": Cosine(),
-        "geocent_time": Uniform(-0.1, 0.1),
-    }
+    prior = {"theta_jn": Sine(), **_sky_prior()}
     names = list(prior)
     likelihood = _MirroredRingLikelihood()
     rng = np.random.default_rng(5)
@@ -256,28 +262,13 @@ def test_exploration_finds_the_face_off_mode_elsewhere_on_the_ring(exploring):
     start = {k: prior[k].sample(n) for k in names[1:]}
     start["theta_jn"] = rng.normal(0.8, 0.15, n)
     log_q = prior_log_density(prior, start, names[1:]) + norm(0.8, 0.15).logpdf(start["theta_jn"])
-    terms = likelihood.evaluate({**start, "geocent_time": TRIGGER + start["geocent_time"]})
     settings = {
         "target-ess": 500,
         "max-likelihood-evaluations": 60000,
         "batch-size": 3000,
         "exploration-fraction": exploring,
     }
-    result, samples, _, _ = refine_event(
-        likelihood,
-        prior,
-        TRIGGER,
-        names,
-        start,
-        log_q,
-        terms.log_likelihood_ratio,
-        terms.d_inner_h,
-        np.ones(n),
-        settings,
-        rng,
-        marginalize=False,
-        log=lambda *a: None,
-    )
+    result, samples = _refine_from(likelihood, prior, start, log_q, settings, rng)
     face_off = float(np.sum(result.weights[samples["theta_jn"] > math.pi / 2]))
     if exploring:
         assert result.reached_target
@@ -295,16 +286,9 @@ class _BroadRingLikelihood(_RingLikelihood):
 def test_a_quiet_ring_against_its_analytic_evidence():
     """A posterior close to the prior (the defensive share drawn from the prior, mapped to the
     detectors' frame), from draws that know the time roughly and the sky not at all."""
-    from bilby.core.prior import Cosine, Uniform
-
-    from twinflow.gw.inference.refined_posterior import refine_event
     from twinflow.gw.inference.sampling import prior_log_density
 
-    prior = {
-        "ra": Uniform(0, 2 * np.pi, boundary="periodic"),
-        "dec": Cosine(),
-        "geocent_time": Uniform(-0.1, 0.1),
-    }
+    prior = _sky_prior()
     names = list(prior)
     likelihood = _BroadRingLikelihood(0.3)
     rng = np.random.default_rng(19)
@@ -312,23 +296,8 @@ def test_a_quiet_ring_against_its_analytic_evidence():
     start = {"ra": prior["ra"].sample(n), "dec": prior["dec"].sample(n)}
     start["geocent_time"] = rng.uniform(-0.03, 0.03, n)
     log_q = prior_log_density(prior, start, names[:2]) - math.log(0.06)
-    terms = likelihood.evaluate({**start, "geocent_time": TRIGGER + start["geocent_time"]})
     settings = {"target-ess": 1000, "max-likelihood-evaluations": 40000, "batch-size": 2000}
-    result, _, _, _ = refine_event(
-        likelihood,
-        prior,
-        TRIGGER,
-        names,
-        start,
-        log_q,
-        terms.log_likelihood_ratio,
-        terms.d_inner_h,
-        np.ones(n),
-        settings,
-        rng,
-        marginalize=False,
-        log=lambda *a: None,
-    )
+    result, _ = _refine_from(likelihood, prior, start, log_q, settings, rng)
     assert result.reached_target
     expected = likelihood.log_evidence(0.2)
     assert abs(result.log_evidence - expected) < 4 * result.log_evidence_error + 0.01
