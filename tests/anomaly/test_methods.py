@@ -201,6 +201,23 @@ def test_sigma_interpolation_is_linear_in_the_anchors(lhco_like, interpolation):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("interpolation", ["field", "context", None])
+def test_sigma_template_does_not_depend_on_its_chunking(lhco_like, interpolation):
+    """The chunk size sets only the speed: the same seed gives the same template."""
+    _, _, sigma = lhco_like
+    m = np.random.default_rng(2).uniform(3.3, 3.7, 1000)
+
+    def template(chunk):
+        if interpolation is None:
+            return sigma.sample(len(m), m, seed=5, chunk=chunk)
+        return sigma.sample_interpolated(
+            m, 3.25, 3.75, seed=5, chunk=chunk, interpolation=interpolation
+        )
+
+    np.testing.assert_allclose(template(97), template(None), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(template(None), sigma.sample(len(m), m, seed=6))
+
+
 def test_sigma_context_interpolation_differs_from_field_inside(lhco_like):
     """Inside the SR the two interpolations are different models (both finite)."""
     _, _, sigma = lhco_like
