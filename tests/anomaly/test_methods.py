@@ -201,6 +201,20 @@ def test_sigma_interpolation_is_linear_in_the_anchors(lhco_like, interpolation):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_sigma_field_at_a_fixed_mass_is_the_network(lhco_like):
+    """The field with each layer's mass term computed once is the network's own output."""
+    _, _, sigma = lhco_like
+    gen = torch.Generator().manual_seed(0)
+    z, c = torch.randn((500, 4), generator=gen), 2 * torch.rand((500, 1), generator=gen) - 1
+    field = sigma.net.at_fixed_mass(sigma.net.embed(c))
+    with torch.no_grad():
+        for t in (0.0, 0.37, 1.0):
+            times = torch.full((500, 1), t)
+            expected = sigma.net(z, times, c)
+            torch.testing.assert_close(field(z, times), expected, rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(field(z, times), sigma.net(z, times, c.flip(0)))
+
+
 @pytest.mark.parametrize("interpolation", ["field", "context", None])
 def test_sigma_template_does_not_depend_on_its_chunking(lhco_like, interpolation):
     """The chunk size sets only the speed: the same seed gives the same template."""
