@@ -65,6 +65,16 @@ def regions(n: int) -> list[SignalRegion]:
     ]
 
 
+def simulate(n_background: int, n_signal: int) -> tuple[Events, Events]:
+    """The data (background + signal, shuffled) and labelled test events, from seed 0."""
+    gen, rng = LHCOLikeGenerator(), np.random.default_rng(0)
+    data = Events.concatenate(
+        [gen.background(n_background, rng), gen.signal(n_signal, rng)]
+    ).shuffled(rng)
+    test = Events.concatenate([gen.background(100_000, rng), gen.signal(5000, rng)])
+    return data, test
+
+
 def classifier_seconds(s, data_sr: Events, template: np.ndarray) -> float:
     clf = classifier_from_settings(s["classifier"], seed=0, name="bench")
     return cpu_seconds(clf.fit, template, data_sr.x)[1]
@@ -90,11 +100,7 @@ def main() -> None:
         s["sigma"]["epochs"] = args.sigma_epochs
     if args.classifier_models:
         s["classifier"]["n-models"] = args.classifier_models
-    gen, rng = LHCOLikeGenerator(), np.random.default_rng(0)
-    data = Events.concatenate(
-        [gen.background(args.n_background, rng), gen.signal(args.n_signal, rng)]
-    ).shuffled(rng)
-    test = Events.concatenate([gen.background(100_000, rng), gen.signal(5000, rng)])
+    data, test = simulate(args.n_background, args.n_signal)
 
     sigma, sigma_train = cpu_seconds(
         sigma_from_settings(s["sigma"], seed=0, device="cpu").fit, data.x, data.m
