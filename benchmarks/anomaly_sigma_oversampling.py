@@ -3,7 +3,7 @@
 SIGMA's per-SR cost is its template: ``sigma.oversampling`` x the SR's events, each integrated
 through the ODE. Fewer template events cost proportionally less, but the classifier then sees
 a noisier background model. On the cost benchmark's events (LHCO-like background with 1000
-signal events, seed 0), one SIGMA model at the default settings generates the 3.3-3.7 TeV
+signal events, seed 0), one SIGMA model at the default run's settings generates the 3.3-3.7 TeV
 template (context interpolation) at each oversampling, for template and classifier seeds
 1..K; each template's classifier (the default ensemble) is scored on labelled test events. The
 comparison is paired by seed; process CPU seconds on one thread.
@@ -19,13 +19,12 @@ import json
 import numpy as np
 import torch
 
-from anomaly_cost import cpu_seconds, simulate
+from anomaly_cost import cpu_seconds, default_settings, simulate
 from twinflow.anomaly import metrics
 from twinflow.anomaly.classifiers import classifier_from_settings
 from twinflow.anomaly.flow_matching import sigma_from_settings
 from twinflow.anomaly.methods import sample_masses
 from twinflow.anomaly.regions import SignalRegion
-from twinflow.anomaly.settings import with_defaults
 
 
 def main() -> None:
@@ -37,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    s = with_defaults({"device": "cpu"})
+    s = default_settings()
     data, test = simulate(args.n_background, args.n_signal)
     region = SignalRegion(0, 3.3, 3.7, 0.2)
     data_sr = data.select(region.inside(data.m))

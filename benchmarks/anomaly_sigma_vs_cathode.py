@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
+from anomaly_cost import default_settings
 from twinflow.anomaly.flow_matching import sigma_from_settings
 from twinflow.anomaly.flows import flow_from_settings
 from twinflow.anomaly.methods import sample_masses
 from twinflow.anomaly.regions import SignalRegion
-from twinflow.anomaly.settings import with_defaults
 from twinflow.anomaly.simulation import LHCOLikeGenerator
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    s = with_defaults({})
+    s = default_settings()
     rng = np.random.default_rng(0)
     events = LHCOLikeGenerator().background(args.n_background, rng)
     region = SignalRegion(0, 3.3, 3.7, 0.2)
