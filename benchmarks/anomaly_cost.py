@@ -71,8 +71,8 @@ def regions(n: int) -> list[SignalRegion]:
 def default_settings() -> dict:
     """The ``anomaly`` settings of the default run (``config/config.yaml``), on the CPU.
 
-    Not the schema's defaults: those size SIGMA's network for a GPU (width 128, where the
-    default run uses 64).
+    Not the schema's defaults: there SIGMA's network has width 128, where the default run
+    uses 64.
     """
     config = load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
     return with_defaults({**config["anomaly"], "device": "cpu"})
