@@ -41,9 +41,11 @@ from twinflow.anomaly.simulation import LHCOLikeGenerator
 REGION = SignalRegion(0, 3.3, 3.7, 0.2)
 
 
-def templates(sigma, data_sr, seed: int, steps: list[int], margin: float):
+def templates(sigma, data_sr, seed: int, steps: list[int], s_sigma):
     """Yield (steps, template, CPU s) for one seed's masses and start points."""
-    masses = sample_masses(data_sr.m, 4 * len(data_sr), REGION, np.random.default_rng(seed))
+    n_template = int(s_sigma["oversampling"] * len(data_sr))
+    masses = sample_masses(data_sr.m, n_template, REGION, np.random.default_rng(seed))
+    margin = s_sigma["anchor-margin"]
     for n in steps:
         sigma.settings["ode_steps"] = n
         template, seconds = cpu_seconds(
@@ -67,9 +69,7 @@ def max_sic_check(s, steps: list[int], seeds: list[int], n_background: int) -> N
     print(f"max SIC with signal ({int(data_sr.label.sum())} in {len(data_sr)} SR events)")
     for seed in seeds:
         row = []
-        for n, template, seconds in templates(
-            sigma, data_sr, seed, steps, s["sigma"]["anchor-margin"]
-        ):
+        for n, template, seconds in templates(sigma, data_sr, seed, steps, s["sigma"]):
             clf = classifier_from_settings(s["classifier"], seed=seed, name="bench")
             clf.fit(template, data_sr.x)
             sic[n].append(metrics.max_sic(test_sr.label, clf.predict(test_sr.x), floor))
@@ -96,7 +96,7 @@ def null_check(s, steps: list[int], seeds: list[int], n_background: int) -> None
         test_sr = test.select(REGION.inside(test.m))
         sigma = sigma_from_settings(s["sigma"], seed=seed, device="cpu").fit(data.x, data.m)
         row = []
-        for n, template, _ in templates(sigma, data_sr, seed, steps, s["sigma"]["anchor-margin"]):
+        for n, template, _ in templates(sigma, data_sr, seed, steps, s["sigma"]):
             ens = classifier_from_settings(s["classifier"], seed=seed, name="null")
             ens.fit(template, data_sr.x)
             by_fold = np.stack([ens.predict_fold(test_sr.x, k) for k in range(ens.n_folds)])
