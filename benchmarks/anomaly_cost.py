@@ -88,6 +88,19 @@ def simulate(n_background: int, n_signal: int) -> tuple[Events, Events]:
     return data, test
 
 
+def context_template(sigma, masses, region: SignalRegion, margin: float, seed: int):
+    """SIGMA's template at ``masses`` in ``region`` (context interpolation between anchors
+    ``margin`` outside its edges, as the ``sigma-context`` method), and its CPU seconds."""
+    return cpu_seconds(
+        sigma.sample_interpolated,
+        masses,
+        region.low - margin,
+        region.high + margin,
+        seed=seed,
+        interpolation="context",
+    )
+
+
 def classifier_seconds(s, data_sr: Events, template: np.ndarray) -> float:
     clf = classifier_from_settings(s["classifier"], seed=0, name="bench")
     return cpu_seconds(clf.fit, template, data_sr.x)[1]
@@ -130,10 +143,8 @@ def main() -> None:
             data_sr = data.select(inside)
             n_tpl = int(s["sigma"]["oversampling"] * len(data_sr))
             masses = sample_masses(data_sr.m, n_tpl, region, np.random.default_rng(k))
-            m_left = region.low - s["sigma"]["anchor-margin"]
-            m_right = region.high + s["sigma"]["anchor-margin"]
-            template, gen_s = cpu_seconds(
-                sigma.sample_interpolated, masses, m_left, m_right, seed=k, interpolation="context"
+            template, gen_s = context_template(
+                sigma, masses, region, s["sigma"]["anchor-margin"], seed=k
             )
             sigma_rows.append((gen_s, classifier_seconds(s, data_sr, template)))
             if k < args.cathode_regions:

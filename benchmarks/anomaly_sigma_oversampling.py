@@ -19,7 +19,7 @@ import json
 import numpy as np
 import torch
 
-from anomaly_cost import cpu_seconds, default_settings, simulate
+from anomaly_cost import context_template, cpu_seconds, default_settings, simulate
 from twinflow.anomaly import metrics
 from twinflow.anomaly.classifiers import classifier_from_settings
 from twinflow.anomaly.flow_matching import sigma_from_settings
@@ -57,14 +57,7 @@ def main() -> None:
         for factor in args.oversampling:
             n = int(factor * len(data_sr))
             masses = sample_masses(data_sr.m, n, region, np.random.default_rng(seed))
-            template, template_s = cpu_seconds(
-                sigma.sample_interpolated,
-                masses,
-                region.low - margin,
-                region.high + margin,
-                seed=seed,
-                interpolation="context",
-            )
+            template, template_s = context_template(sigma, masses, region, margin, seed)
             clf = classifier_from_settings(s["classifier"], seed=seed, name="bench")
             _, classifier_s = cpu_seconds(clf.fit, template, data_sr.x)
             score = clf.predict(test_sr.x)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from anomaly_cost import cpu_seconds, default_settings, simulate
+from anomaly_cost import context_template, default_settings, simulate
 from twinflow.anomaly import metrics
 from twinflow.anomaly.classifiers import classifier_from_settings
 from twinflow.anomaly.flow_matching import sigma_from_settings
@@ -45,17 +45,9 @@ def templates(sigma, data_sr, seed: int, steps: list[int], s_sigma):
     """Yield (steps, template, CPU s) for one seed's masses and start points."""
     n_template = int(s_sigma["oversampling"] * len(data_sr))
     masses = sample_masses(data_sr.m, n_template, REGION, np.random.default_rng(seed))
-    margin = s_sigma["anchor-margin"]
     for n in steps:
         sigma.settings["ode_steps"] = n
-        template, seconds = cpu_seconds(
-            sigma.sample_interpolated,
-            masses,
-            REGION.low - margin,
-            REGION.high + margin,
-            seed=seed,
-            interpolation="context",
-        )
+        template, seconds = context_template(sigma, masses, REGION, s_sigma["anchor-margin"], seed)
         yield n, template, seconds
 
 
